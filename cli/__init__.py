@@ -1,0 +1,1 @@
+"""The click commands of visage-local, installed as ``visage_local.cli``."""

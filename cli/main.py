@@ -1,0 +1,60 @@
+"""The ``visage-local`` command group: thin click commands over the library."""
+
+from __future__ import annotations
+
+import errno
+import sys
+import traceback
+
+import click
+
+from visage_local import __version__
+from visage_local.errors import VisageError
+from visage_local.quant import UnsupportedTensorType
+
+from .inspect_cmd import inspect_command
+from .models_cmd import fetch_command, models_command
+from .perturb_cmd import perturb_command
+from .sweep_cmd import sweep_command
+
+
+class _Group(click.Group):
+    """Turns the library's errors into one line on stderr and an exit code, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        debug = ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except VisageError as e:
+            _fail(str(e), e.exit_code, debug)
+        except UnsupportedTensorType as e:
+            _fail(str(e), 1, debug)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                _fail("the disk is full; free some space and run the same command to resume", 1, debug)
+            _fail(f"{e.filename or ''}: {e.strerror or e}", 1, debug)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130, debug)
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="visage-local")
+@click.option("--debug", is_flag=True, help="Show a traceback when a command fails.")
+def main(debug: bool) -> None:
+    """Measure how robust a quantized LLM's safety is to changes of its weights."""
+
+
+main.add_command(inspect_command)
+main.add_command(perturb_command)
+main.add_command(sweep_command)
+main.add_command(models_command)
+main.add_command(fetch_command)

@@ -1,0 +1,39 @@
+"""``visage-local perturb``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from visage_local.directions import RandomDirection
+from visage_local.gguf_model import GGUFModel
+from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.registry import resolve_model
+
+
+@click.command("perturb")
+@click.argument("model", required=False)
+@click.option("--alpha", type=float, required=True, help="Step along direction 1.")
+@click.option("--beta", type=float, default=None, help="Step along direction 2 (makes it 2D).")
+@click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True)
+@click.option(
+    "--direction2-seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seed of direction 2 (default: --seed).",
+)
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
+def perturb_command(model, alpha, beta, seed, direction2_seed, out, threads) -> None:
+    """Write MODEL perturbed to theta + alpha*d1 (+ beta*d2) as a GGUF file."""
+    source = GGUFModel(resolve_model(model))
+    directions = [RandomDirection(seed, 0)]
+    if beta is not None:
+        directions.append(RandomDirection(seed if direction2_seed is None else direction2_seed, 1))
+    perturbation = Perturbation(source, directions, threads=threads)
+    with tqdm(total=len(perturbation.targets), unit="tensor", desc="perturb") as bar:
+        export_perturbed(perturbation, Point(alpha, beta), out, on_tensor=lambda _: bar.update())
+    click.echo(f"wrote {out} (alpha={alpha}{'' if beta is None else f', beta={beta}'}, seed={seed})")

@@ -1,0 +1,320 @@
+"""llama.cpp model and context lifetime, weight updates, batched greedy generation.
+
+The engine talks to llama.cpp through llama-cpp-python's low-level API. All
+prompts of a group decode together, one sequence each, in one context with a
+unified KV cache; greedy sampling is an argmax over the logits of every
+sequence at once. A sequence stops at end of generation, at ``max_new_tokens``,
+or as soon as a caller-given predicate says its verdict is settled.
+
+Weight updates: the model is loaded with mmap from a scratch copy of the GGUF
+file and with llama.cpp's weight repacking off, so the CPU backend computes
+straight from the mapped file. Rewriting tensor bytes in that file (see
+``gguf_model.GGUFCopy``) changes the model at once; ``reset`` then clears the
+KV cache. When layers are offloaded to a GPU the weights live in device memory,
+so ``refresh_weights`` reloads the model from the file instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from visage_local.errors import ModelFileError
+
+_LOG_CALLBACK = None
+
+
+def quiet_llama_logs() -> None:
+    """Silence llama.cpp's logging (it writes to stderr otherwise)."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+
+        @llama_cpp.llama_log_callback
+        def _ignore(level, text, user_data):  # noqa: ARG001
+            return None
+
+        _LOG_CALLBACK = _ignore
+        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+@dataclass
+class Generation:
+    """One greedy answer."""
+
+    tokens: list[int]
+    text: str
+    stop_reason: str  # "eog", "length" or "settled"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How llama.cpp runs: threads, GPU layers, and how many sequences decode together."""
+
+    threads: int = max(1, os.cpu_count() or 1)
+    n_gpu_layers: int = 0
+    max_sequences: int = 64
+
+
+class Engine:
+    """A llama.cpp model with one context, generating greedily for many prompts at once."""
+
+    def __init__(self, model_path: str | os.PathLike, settings: EngineSettings | None = None):
+        quiet_llama_logs()
+        llama_cpp.llama_backend_init()
+        self.model_path = Path(model_path)
+        self.settings = settings or EngineSettings()
+        self._model = None
+        self._ctx = None
+        self._ctx_tokens = 0
+        self._ctx_sequences = 0
+        self._load_model()
+
+    # lifetime -----------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = self.settings.n_gpu_layers
+        params.use_mmap = True
+        params.use_extra_bufts = False  # repacked copies would not see in-place weight updates
+        model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
+        if not model:
+            raise ModelFileError(
+                f"{self.model_path}: llama.cpp could not load this model "
+                "(unsupported architecture or damaged file)"
+            )
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+    def _ensure_context(self, n_sequences: int, n_tokens: int) -> None:
+        if self._ctx is not None and n_sequences <= self._ctx_sequences and n_tokens <= self._ctx_tokens:
+            self.reset()
+            return
+        self._free_context()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = _round_up(n_tokens, 256)
+        params.n_batch = 512
+        params.n_ubatch = 512
+        params.n_seq_max = n_sequences
+        params.kv_unified = True
+        params.n_threads = self.settings.threads
+        params.n_threads_batch = self.settings.threads
+        params.no_perf = True
+        # As llama_cpp.Llama does by default: attention in float32, no flash-attention kernel.
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise ModelFileError(
+                f"llama.cpp could not create a context of {params.n_ctx} tokens for "
+                f"{n_sequences} sequences (out of memory?); lower --batch-size"
+            )
+        self._ctx = ctx
+        self._ctx_tokens = params.n_ctx
+        self._ctx_sequences = n_sequences
+
+    def _free_context(self) -> None:
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+            self._ctx_tokens = 0
+            self._ctx_sequences = 0
+
+    def reset(self) -> None:
+        """Forget all cached keys and values (after the weights changed)."""
+        if self._ctx is not None:
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+
+    def refresh_weights(self) -> None:
+        """Make the model see the current bytes of its file.
+
+        On the CPU the mapped file is used in place, so only the KV cache is
+        cleared. With GPU offload the model is reloaded from the file.
+        """
+        if self.settings.n_gpu_layers == 0:
+            self.reset()
+            return
+        self._free_context()
+        llama_cpp.llama_model_free(self._model)
+        self._model = None
+        self._load_model()
+
+    def close(self) -> None:
+        """Free the context and the model."""
+        self._free_context()
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # text ---------------------------------------------------------------------
+
+    def token_text(self, token: int, special: bool = True) -> str:
+        """The text of one token (special tokens rendered when ``special``)."""
+        return self._piece(token, special).decode("utf-8", errors="replace")
+
+    @property
+    def bos_text(self) -> str:
+        """The text of the BOS token, as chat templates expect it."""
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        return self.token_text(bos) if bos >= 0 else ""
+
+    @property
+    def eos_text(self) -> str:
+        """The text of the EOS token, as chat templates expect it."""
+        eos = llama_cpp.llama_vocab_eos(self._vocab)
+        return self.token_text(eos) if eos >= 0 else ""
+
+    @property
+    def adds_bos(self) -> bool:
+        """True when the model wants a BOS token in front of every prompt."""
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of a rendered prompt, special tokens parsed, BOS added once if the model wants it."""
+        bos = self.bos_text
+        if self.adds_bos and bos and text.startswith(bos):
+            text = text[len(bos) :]
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, True)
+        if n < 0:
+            raise ModelFileError("tokenization failed")
+        return list(buf[:n])
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
+    # generation ---------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        settled: Callable[[str], bool] | None = None,
+    ) -> list[Generation]:
+        """Greedy answers to tokenized prompts, ``max_sequences`` decoded together at a time.
+
+        ``settled(text_so_far)`` may stop a sequence early once it returns True.
+        """
+        results: list[Generation] = []
+        group = max(1, min(self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences()))
+        for start in range(0, len(prompts), group):
+            results.extend(self._generate_group(prompts[start : start + group], max_new_tokens, settled))
+        return results
+
+    def logits_after(self, prompt: Sequence[int]) -> np.ndarray:
+        """The next-token logits after one tokenized prompt (float32, n_vocab)."""
+        self._ensure_context(1, len(prompt) + 1)
+        batch = llama_cpp.llama_batch_init(max(len(prompt), 1), 0, 1)
+        try:
+            out = self._prefill(batch, [list(prompt)])
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        return out[0]
+
+    def _generate_group(self, prompts, max_new_tokens, settled) -> list[Generation]:
+        n = len(prompts)
+        longest = max(len(p) for p in prompts)
+        self._ensure_context(n, n * (longest + max_new_tokens + 1))
+        batch = llama_cpp.llama_batch_init(max(512, n), 0, 1)
+        try:
+            first_logits = self._prefill(batch, [list(p) for p in prompts])
+            return self._decode_loop(batch, prompts, first_logits, max_new_tokens, settled)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+
+    def _prefill(self, batch, prompts: list[list[int]]) -> np.ndarray:
+        """Evaluate every prompt; return the logits after each prompt's last token."""
+        last = np.empty((len(prompts), self.n_vocab), dtype=np.float32)
+        entries = [(s, pos, tok) for s, p in enumerate(prompts) for pos, tok in enumerate(p)]
+        capacity = 512
+        for start in range(0, len(entries), capacity):
+            chunk = entries[start : start + capacity]
+            wanted = []
+            for i, (seq, pos, tok) in enumerate(chunk):
+                is_last = pos == len(prompts[seq]) - 1
+                _set_entry(batch, i, tok, pos, seq, is_last)
+                if is_last:
+                    wanted.append((i, seq))
+            batch.n_tokens = len(chunk)
+            self._decode(batch)
+            for i, seq in wanted:
+                ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+                last[seq] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return last
+
+    def _decode_loop(self, batch, prompts, first_logits, max_new_tokens, settled) -> list[Generation]:
+        n = len(prompts)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        pieces: list[bytearray] = [bytearray() for _ in range(n)]
+        stop: list[str | None] = [None] * n
+        positions = [len(p) for p in prompts]
+        next_tokens = np.argmax(first_logits, axis=1)
+        active = list(range(n))
+        while active:
+            still = []
+            for seq in active:
+                tok = int(next_tokens[seq])
+                if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                    stop[seq] = "eog"
+                    continue
+                tokens[seq].append(tok)
+                pieces[seq] += self._piece(tok, False)
+                if settled is not None and settled(pieces[seq].decode("utf-8", errors="replace")):
+                    stop[seq] = "settled"
+                elif len(tokens[seq]) >= max_new_tokens:
+                    stop[seq] = "length"
+                else:
+                    still.append(seq)
+            active = still
+            if not active:
+                break
+            for i, seq in enumerate(active):
+                _set_entry(batch, i, tokens[seq][-1], positions[seq], seq, True)
+                positions[seq] += 1
+            batch.n_tokens = len(active)
+            self._decode(batch)
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits(self._ctx), shape=(len(active), self.n_vocab)
+            )
+            picked = np.argmax(logits, axis=1)
+            for i, seq in enumerate(active):
+                next_tokens[seq] = picked[i]
+        return [
+            Generation(tokens[s], pieces[s].decode("utf-8", errors="replace"), stop[s] or "length")
+            for s in range(n)
+        ]
+
+    def _decode(self, batch) -> None:
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+
+
+def _set_entry(batch, i: int, token: int, pos: int, seq: int, want_logits: bool) -> None:
+    batch.token[i] = token
+    batch.pos[i] = pos
+    batch.n_seq_id[i] = 1
+    batch.seq_id[i][0] = seq
+    batch.logits[i] = want_logits
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

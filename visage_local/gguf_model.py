@@ -1,0 +1,225 @@
+"""Open a GGUF file: metadata, tensor views, sha256; write a copy with new tensor bytes.
+
+Reading goes through gguf-py's memory-mapped ``GGUFReader``, so opening a model
+costs no copy of its weights. Writing never re-encodes the header: a perturbed
+model keeps every tensor's type and size, so the output is a byte copy of the
+input whose tensor data regions are overwritten in place. That keeps metadata,
+tensor order, alignment and padding identical to the original file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+
+from visage_local import quant
+from visage_local.errors import ModelFileError
+
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in a GGUF file and how it is encoded."""
+
+    name: str
+    qtype: GGMLQuantizationType
+    shape: tuple[int, ...]  # GGUF order: shape[0] (ne0) is the number of values per row
+    n_elements: int
+    n_bytes: int
+    offset: int  # absolute byte offset of the tensor data in the file
+
+    @property
+    def n_per_row(self) -> int:
+        """Values per row (GGUF's ne0)."""
+        return self.shape[0]
+
+    @property
+    def n_rows(self) -> int:
+        """Rows: every dimension but the first, folded together."""
+        return self.n_elements // self.shape[0]
+
+
+class GGUFModel:
+    """A GGUF model file opened read-only through a memory map."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._reader = _open_reader(self.path)
+        self.tensors: list[TensorInfo] = [
+            TensorInfo(
+                name=t.name,
+                qtype=GGMLQuantizationType(int(t.tensor_type)),
+                shape=tuple(int(d) for d in t.shape),
+                n_elements=int(t.n_elements),
+                n_bytes=int(t.n_bytes),
+                offset=int(t.data_offset),
+            )
+            for t in self._reader.tensors
+        ]
+        self._by_name = {t.name: t for t in self.tensors}
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The tensor called ``name``; KeyError when the file has none."""
+        return self._by_name[name]
+
+    def metadata(self, key: str, default=None):
+        """A scalar, string or small array metadata value, or ``default`` when absent."""
+        field = self._reader.fields.get(key)
+        if field is None:
+            return default
+        return field.contents()
+
+    def metadata_keys(self) -> list[str]:
+        """All metadata keys in file order."""
+        return list(self._reader.fields)
+
+    def metadata_summary(self) -> dict[str, object]:
+        """Every metadata value except long arrays (token lists), which are given as lengths."""
+        out: dict[str, object] = {}
+        for key, field in self._reader.fields.items():
+            if field.types and field.types[0] == GGUFValueType.ARRAY and len(field.data) > 16:
+                out[key] = f"<array of {len(field.data)}>"
+            else:
+                out[key] = field.contents()
+        return out
+
+    @property
+    def architecture(self) -> str:
+        """The ``general.architecture`` value, e.g. ``llama``."""
+        return str(self.metadata("general.architecture", "unknown"))
+
+    @property
+    def name(self) -> str:
+        """The model's ``general.name``, or the file name."""
+        return str(self.metadata("general.name", self.path.stem))
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template stored in the file, if any."""
+        value = self.metadata("tokenizer.chat_template")
+        return str(value) if value else None
+
+    @property
+    def parameter_count(self) -> int:
+        """Total number of weight values over all tensors."""
+        return sum(t.n_elements for t in self.tensors)
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex sha256 of the whole file."""
+        return file_sha256(self.path)
+
+    def raw(self, info: TensorInfo) -> np.ndarray:
+        """The tensor's bytes as a read-only uint8 view of shape (rows, bytes per row)."""
+        flat = self._reader.data[info.offset : info.offset + info.n_bytes]
+        if flat.size != info.n_bytes:
+            raise ModelFileError(f"{self.path}: tensor {info.name!r} runs past the end of the file")
+        return flat.reshape(info.n_rows, -1)
+
+    def dequantize(self, info: TensorInfo, threads: int = 1) -> np.ndarray:
+        """The tensor's values as float32 of shape (rows, values per row)."""
+        quant.check_supported(info.name, info.qtype)
+        return quant.dequantize(self.raw(info), info.qtype, info.n_per_row, threads)
+
+
+def _open_reader(path: Path) -> GGUFReader:
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a GGUF file")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read ({e.strerror})") from e
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(f"{path}: not a GGUF file (it does not start with 'GGUF')")
+    try:
+        return GGUFReader(path, "r")
+    except MemoryError as e:
+        raise ModelFileError(f"{path}: malformed GGUF header (declares absurd sizes)") from e
+    except Exception as e:  # gguf-py raises many kinds on damaged headers
+        raise ModelFileError(f"{path}: malformed or truncated GGUF file ({e})") from e
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class GGUFCopy:
+    """A byte copy of a GGUF file whose tensor data can be overwritten in place.
+
+    Tensor bytes written here keep the tensor's type and size, so the header of
+    the copy stays valid. The copy is memory-mapped read-write; a llama.cpp model
+    that maps the same file sees every write at once.
+    """
+
+    def __init__(self, source: GGUFModel, path: str | os.PathLike):
+        self.source = source
+        self.path = Path(path)
+        shutil.copyfile(source.path, self.path)
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r+")
+
+    def write_tensor(self, info: TensorInfo, raw: np.ndarray) -> None:
+        """Overwrite one tensor's data with ``raw`` (same number of bytes)."""
+        data = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
+        if data.size != info.n_bytes:
+            raise ValueError(
+                f"tensor {info.name!r}: {data.size} bytes given, the file holds {info.n_bytes}"
+            )
+        self._map[info.offset : info.offset + info.n_bytes] = data
+
+    def flush(self) -> None:
+        """Write the mapped pages back to the file."""
+        self._map.flush()
+
+    def close(self) -> None:
+        """Flush and unmap."""
+        if self._map is not None:
+            self._map.flush()
+            self._map._mmap.close()  # release the mapping now, not at garbage collection
+            self._map = None
+
+
+@contextlib.contextmanager
+def atomic_copy(source: GGUFModel, out_path: str | os.PathLike) -> Iterator[GGUFCopy]:
+    """A GGUFCopy written beside ``out_path`` and renamed onto it only when the block succeeds.
+
+    An exception or interrupt inside the block removes the partial file, so no
+    half-written OUT.gguf is ever left behind.
+    """
+    out_path = Path(out_path)
+    out_dir = out_path.resolve().parent
+    if not out_dir.is_dir():
+        raise ModelFileError(f"{out_dir}: output folder does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        copy = GGUFCopy(source, tmp)
+        try:
+            yield copy
+        finally:
+            copy.close()
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,61 @@
+"""Grid plans: which points a sweep evaluates, and in which order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from visage_local.errors import ConfigError
+from visage_local.perturb import Point
+
+# The paper's reference setting: alpha in [-0.5, 0.5] in 20 steps.
+REFERENCE_RANGE = 0.5
+REFERENCE_STEPS = 20
+MAX_STEPS = 200
+MAX_RANGE = 10.0
+
+
+@dataclass(frozen=True)
+class Grid:
+    """steps+1 values per axis over [-range, range]; 1 or 2 axes."""
+
+    dims: int = 1
+    steps: int = REFERENCE_STEPS
+    range: float = REFERENCE_RANGE
+
+    def __post_init__(self):
+        if self.dims not in (1, 2):
+            raise ConfigError("--dims must be 1 or 2")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"--steps must be between 1 and {MAX_STEPS}")
+        if not (0 < self.range <= MAX_RANGE) or not np.isfinite(self.range):
+            raise ConfigError(f"--range must be a number in (0, {MAX_RANGE}]")
+
+    def axis(self) -> list[float]:
+        """The coordinates along one axis (exact 0 where the grid crosses the origin)."""
+        values = np.linspace(-self.range, self.range, self.steps + 1)
+        return [0.0 if abs(v) < 1e-12 else round(float(v), 12) for v in values]
+
+    def points(self) -> list[Point]:
+        """Every grid point, in the order a sweep visits them.
+
+        2D grids are walked in snake order (alpha rows alternate direction), so
+        consecutive points are neighbours.
+        """
+        axis = self.axis()
+        if self.dims == 1:
+            return [Point(a) for a in axis]
+        out = []
+        for row, beta in enumerate(axis):
+            alphas = axis if row % 2 == 0 else axis[::-1]
+            out.extend(Point(a, beta) for a in alphas)
+        return out
+
+    def contains_origin(self) -> bool:
+        """True when the origin is a grid point (an even number of steps)."""
+        return 0.0 in self.axis()
+
+    def describe(self) -> dict[str, object]:
+        """The grid's settings for summaries."""
+        return {"dims": self.dims, "steps": self.steps, "range": self.range}

@@ -1,0 +1,54 @@
+"""What a model file holds and what a sweep would do to it (``visage-local inspect``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from visage_local import quant
+from visage_local.directions import DEFAULT_EXCLUDE, is_excluded
+from visage_local.gguf_model import GGUFModel
+
+
+@dataclass
+class ModelReport:
+    """A summary of a GGUF model for people and scripts."""
+
+    path: str
+    name: str
+    architecture: str
+    sha256: str
+    parameters: int
+    tensors: int
+    bytes_by_type: dict[str, int]
+    tensors_by_type: dict[str, int]
+    perturbed_tensors: int
+    perturbed_parameters: int
+    excluded: list[str]
+    unsupported: list[str] = field(default_factory=list)
+    chat_template: bool = False
+
+
+def inspect_model(model: GGUFModel, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> ModelReport:
+    """Describe ``model``: sizes by type, which tensors a sweep perturbs and which it leaves alone."""
+    bytes_by_type: Counter[str] = Counter()
+    tensors_by_type: Counter[str] = Counter()
+    perturbed = [t for t in model.tensors if not is_excluded(t.name, exclude)]
+    for t in model.tensors:
+        bytes_by_type[t.qtype.name] += t.n_bytes
+        tensors_by_type[t.qtype.name] += 1
+    return ModelReport(
+        path=str(model.path),
+        name=model.name,
+        architecture=model.architecture,
+        sha256=model.sha256,
+        parameters=model.parameter_count,
+        tensors=len(model.tensors),
+        bytes_by_type=dict(bytes_by_type.most_common()),
+        tensors_by_type=dict(tensors_by_type.most_common()),
+        perturbed_tensors=len(perturbed),
+        perturbed_parameters=sum(t.n_elements for t in perturbed),
+        excluded=[t.name for t in model.tensors if is_excluded(t.name, exclude)],
+        unsupported=[f"{t.name} ({t.qtype.name})" for t in perturbed if not quant.is_supported(t.qtype)],
+        chat_template=model.chat_template is not None,
+    )

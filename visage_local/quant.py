@@ -1,0 +1,75 @@
+"""Dequantise and requantise one tensor; which tensor types visage-local supports.
+
+A tensor is handled as a 2-D array of rows: ``n_per_row`` values (GGUF's ne0) per
+row, every other dimension folded into the rows. Raw bytes are a uint8 array of
+shape (rows, bytes per row), exactly as they lie in the GGUF file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from visage_local import ggml
+
+# The types a perturbed tensor can be read in and written back to.
+SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(
+    {
+        GGMLQuantizationType.F32,
+        GGMLQuantizationType.F16,
+        GGMLQuantizationType.BF16,
+        GGMLQuantizationType.Q8_0,
+        GGMLQuantizationType.Q4_0,
+        GGMLQuantizationType.Q4_1,
+        GGMLQuantizationType.Q5_0,
+        GGMLQuantizationType.Q5_1,
+        GGMLQuantizationType.Q2_K,
+        GGMLQuantizationType.Q3_K,
+        GGMLQuantizationType.Q4_K,
+        GGMLQuantizationType.Q5_K,
+        GGMLQuantizationType.Q6_K,
+        GGMLQuantizationType.IQ4_NL,
+        GGMLQuantizationType.IQ4_XS,
+    }
+)
+
+
+class UnsupportedTensorType(ValueError):
+    """A tensor's type cannot be dequantised or requantised by visage-local."""
+
+
+def is_supported(qtype: GGMLQuantizationType) -> bool:
+    """True when tensors of ``qtype`` can be perturbed."""
+    return qtype in SUPPORTED_TYPES
+
+
+def check_supported(name: str, qtype: GGMLQuantizationType) -> None:
+    """Raise UnsupportedTensorType naming the tensor when its type cannot be perturbed."""
+    if not is_supported(qtype):
+        supported = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
+        raise UnsupportedTensorType(
+            f"tensor {name!r} has type {qtype.name}, which visage-local cannot requantise "
+            f"(supported: {supported}); exclude it with --exclude if it should not be perturbed"
+        )
+
+
+def dequantize(raw: np.ndarray, qtype: GGMLQuantizationType, n_per_row: int, threads: int = 1):
+    """Decode raw tensor bytes to float32 of shape (rows, n_per_row) with ggml's kernels."""
+    if qtype == GGMLQuantizationType.F32:
+        return np.ascontiguousarray(raw).view(np.float32).reshape(-1, n_per_row).copy()
+    return ggml.dequantize(raw.reshape(-1), int(qtype), n_per_row, threads)
+
+
+def quantize(values: np.ndarray, qtype: GGMLQuantizationType, threads: int = 1) -> np.ndarray:
+    """Encode float32 values of shape (rows, n_per_row) as raw bytes of ``qtype``."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if qtype == GGMLQuantizationType.F32:
+        return values.view(np.uint8).reshape(values.shape[0], -1).copy()
+    return ggml.quantize(values, int(qtype), threads)
+
+
+def row_bytes(qtype: GGMLQuantizationType, n_per_row: int) -> int:
+    """Bytes one row of ``n_per_row`` values takes in ``qtype``."""
+    if qtype == GGMLQuantizationType.F32:
+        return 4 * n_per_row
+    return ggml.row_size(int(qtype), n_per_row)
