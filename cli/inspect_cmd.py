@@ -28,12 +28,16 @@ def inspect_command(model: str | None, as_json: bool) -> None:
     click.echo(f"parameters    {report.parameters:,}")
     click.echo(f"tensors       {report.tensors}")
     for qtype, size in report.bytes_by_type.items():
-        click.echo(f"  {qtype:<8} {report.tensors_by_type[qtype]:>4} tensors  {human_bytes(size):>10}")
+        click.echo(
+            f"  {qtype:<8} {report.tensors_by_type[qtype]:>4} tensors  {human_bytes(size):>10}"
+        )
     click.echo(
         f"perturbed     {report.perturbed_tensors} tensors, {report.perturbed_parameters:,} parameters"
     )
     click.echo(f"left alone    {len(report.excluded)} tensors (names containing 'norm')")
     if report.unsupported:
         click.echo(f"UNSUPPORTED   {', '.join(report.unsupported)}")
-    click.echo(f"chat template {'yes' if report.chat_template else 'no (a plain fallback is used)'}")
+    click.echo(
+        f"chat template {'yes' if report.chat_template else 'no (a plain fallback is used)'}"
+    )
     click.echo(f"sha256        {report.sha256}")

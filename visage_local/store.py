@@ -79,7 +79,9 @@ class RunStore:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise VisageError(f"{self.folder}: cannot create the output folder ({e.strerror})") from e
+            raise VisageError(
+                f"{self.folder}: cannot create the output folder ({e.strerror})"
+            ) from e
         if not os.access(self.folder, os.W_OK):
             raise VisageError(f"{self.folder}: output folder is not writable")
         self._open(overwrite)

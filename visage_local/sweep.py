@@ -1,7 +1,7 @@
 """The sweep loop: perturb, generate, judge, record, for every point of a grid.
 
-    GGUF -> Perturbation (directions, requantised tensors) -> scratch copy of the file
-         -> Engine (llama.cpp, batched greedy) -> judge -> RunStore -> summary + plot
+GGUF -> Perturbation (directions, requantised tensors) -> scratch copy of the file
+     -> Engine (llama.cpp, batched greedy) -> judge -> RunStore -> summary + plot
 """
 
 from __future__ import annotations
@@ -127,9 +127,9 @@ class _StopRequest:
 
 def scratch_folder(size: int, fallback: Path) -> Path:
     """RAM-backed /dev/shm when it has room for the scratch model, else ``fallback``."""
-    if SCRATCH_DIR.is_dir() and os.access(SCRATCH_DIR, os.W_OK):
-        if shutil.disk_usage(SCRATCH_DIR).free > 2 * size:
-            return SCRATCH_DIR
+    usable = SCRATCH_DIR.is_dir() and os.access(SCRATCH_DIR, os.W_OK)
+    if usable and shutil.disk_usage(SCRATCH_DIR).free > 2 * size:
+        return SCRATCH_DIR
     return fallback
 
 
@@ -138,7 +138,9 @@ def render_prompts(engine: Engine, model: GGUFModel, config: SweepConfig) -> lis
     template = model.chat_template or FALLBACK_TEMPLATE
     return [
         engine.tokenize(
-            render_chat(template, config.system_prompt.messages(p), engine.bos_text, engine.eos_text)
+            render_chat(
+                template, config.system_prompt.messages(p), engine.bos_text, engine.eos_text
+            )
         )
         for p in config.prompts.prompts
     ]
@@ -178,7 +180,16 @@ def run_sweep(
         with _StopRequest() as stop:
             for i in todo:
                 outcome = _evaluate_point(
-                    i, points[i], config, perturbation, scratch, engine, tokens, judge, settled, store
+                    i,
+                    points[i],
+                    config,
+                    perturbation,
+                    scratch,
+                    engine,
+                    tokens,
+                    judge,
+                    settled,
+                    store,
                 )
                 store.write_summary(*_summary(config, model, store, points, started, False))
                 if on_point:
@@ -224,7 +235,9 @@ def _evaluate_point(
     generations = engine.generate(tokens, config.max_new_tokens, settled)
     t2 = time.monotonic()
     records = []
-    for prompt_index, (prompt, gen) in enumerate(zip(config.prompts.prompts, generations, strict=True)):
+    for prompt_index, (prompt, gen) in enumerate(
+        zip(config.prompts.prompts, generations, strict=True)
+    ):
         verdict = judge.judge(gen.text)
         records.append(
             {
@@ -301,7 +314,9 @@ def _summary(config, model, store, points, started, complete) -> tuple[dict, str
         "seed": config.seed,
         "range": config.grid.range,
         "steps": config.grid.steps,
-        "directions": [d.describe() for d in (RandomDirection(config.seed, i) for i in range(config.grid.dims))],
+        "directions": [
+            d.describe() for d in (RandomDirection(config.seed, i) for i in range(config.grid.dims))
+        ],
         "prompts": config.prompts.source,
         "prompts_sha256": config.prompts.sha256,
         "n_prompts": len(config.prompts.prompts),
@@ -326,7 +341,9 @@ def _csv(rows: list[dict]) -> str:
     lines = ["alpha,beta,asr,n_refused,n_prompts,on_grid"]
     for r in rows:
         beta = "" if r["beta"] is None else repr(r["beta"])
-        lines.append(f"{r['alpha']!r},{beta},{r['asr']:.4f},{r['n_refused']},{r['n_prompts']},{r['on_grid']}")
+        lines.append(
+            f"{r['alpha']!r},{beta},{r['asr']:.4f},{r['n_refused']},{r['n_prompts']},{r['on_grid']}"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,5 @@
+"""``python -m visage_local.cli``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,103 @@
+"""The command line: inspect, perturb, sweep, and clean errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from visage_local.cli.main import main
+from visage_local.gguf_model import GGUFModel
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_inspect_reports_types_targets_template_and_sha256(qwen):
+    result = run("inspect", qwen, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["architecture"] == "qwen2"
+    assert set(report["tensors_by_type"]) == {"Q5_0", "Q4_K", "Q6_K", "Q8_0", "F32"}
+    assert report["perturbed_tensors"] + len(report["excluded"]) == report["tensors"]
+    assert all("norm" in name for name in report["excluded"])
+    assert report["chat_template"] is True
+    assert report["sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    text = run("inspect", qwen)
+    assert "perturbed" in text.output and "chat template yes" in text.output
+
+
+def test_inspect_defaults_to_the_embedded_model():
+    result = run("inspect", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.output)["architecture"] == "llama"
+
+
+def test_perturb_writes_a_gguf_with_the_same_header(tiny_gguf, tmp_path):
+    out = tmp_path / "p.gguf"
+    result = run("perturb", tiny_gguf, "--alpha", "0.1", "--beta", "-0.05", "-o", out)
+    assert result.exit_code == 0, result.output
+    source, written = GGUFModel(tiny_gguf), GGUFModel(out)
+    assert [(t.name, t.qtype, t.shape, t.offset) for t in written.tensors] == [
+        (t.name, t.qtype, t.shape, t.offset) for t in source.tensors
+    ]
+    assert written.metadata_summary() == source.metadata_summary()
+    assert out.read_bytes() != tiny_gguf.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("inspect", "/nonexistent.gguf"), 2, "no such file"),
+        (("sweep", "--steps", "0"), 2, "--steps"),
+        (("sweep", "--range", "-1"), 2, "--range"),
+        (("sweep", "--dims", "3"), 2, "--dims"),
+        (("perturb", "--alpha", "x", "-o", "o.gguf"), 2, "alpha"),
+    ],
+)
+def test_usage_errors_exit_2(args, code, message):
+    result = run(*args)
+    assert result.exit_code == code
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_not_a_gguf_and_truncated_gguf_are_one_line_errors(tmp_path, smollm2):
+    (tmp_path / "text.gguf").write_text("hello, I am not a model")
+    result = run("inspect", tmp_path / "text.gguf")
+    assert result.exit_code == 1 and "not a GGUF file" in result.output
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(smollm2.read_bytes()[:2_000_000])
+    result = run("inspect", truncated)
+    assert result.exit_code == 1 and "error:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_prompt_file_in_sweep_names_the_line(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "ok"}\nnot json\n')
+    result = run("sweep", "--prompts", bad, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "line 2" in result.output
+
+
+def test_installed_console_script_runs_without_a_traceback(tmp_path):
+    exe = [sys.executable, "-m", "visage_local.cli"]
+    done = subprocess.run([*exe, "inspect", tmp_path / "missing.gguf"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_sweep_command_prints_a_table_and_writes_the_folder(tmp_path):
+    out = tmp_path / "run"
+    result = run(
+        "sweep", "--steps", "2", "--limit", "3", "--max-new-tokens", "8", "--threads", "2",
+        "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "VISAGE" in result.output and "origin ASR" in result.output
+    assert json.loads((out / "summary.json").read_text())["n_prompts"] == 3

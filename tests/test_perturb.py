@@ -1,0 +1,118 @@
+"""Perturbed models: tensors, exported GGUF files, and their use in llama.cpp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write_tiny_gguf
+from gguf import GGMLQuantizationType
+
+from visage_local import quant
+from visage_local.directions import RandomDirection
+from visage_local.engine import Engine, EngineSettings
+from visage_local.gguf_model import GGUFModel
+from visage_local.perturb import Perturbation, Point, export_perturbed
+
+
+def test_origin_returns_the_original_bytes(tiny_gguf):
+    model = GGUFModel(tiny_gguf)
+    p = Perturbation(model, [RandomDirection(123)])
+    for info, raw in p.tensors_at(Point(0.0)):
+        assert np.array_equal(raw, model.raw(info))
+
+
+def test_perturbed_values_are_weights_plus_scaled_direction(tiny_gguf):
+    model = GGUFModel(tiny_gguf)
+    d1, d2 = RandomDirection(123, 0), RandomDirection(123, 1)
+    p = Perturbation(model, [d1, d2])
+    info = model.tensor("blk.0.f32.weight")
+    weights = model.dequantize(info)
+    expected = weights + np.float32(0.25) * d1.tensor(info.name, weights)
+    expected += np.float32(-0.1) * d2.tensor(info.name, weights)
+    got = p.tensor_bytes(info, Point(0.25, -0.1)).view(np.float32).reshape(weights.shape)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+
+
+def test_norm_tensors_are_untouched_and_every_type_keeps_its_size(tiny_gguf):
+    model = GGUFModel(tiny_gguf)
+    p = Perturbation(model, [RandomDirection(9)])
+    assert "blk.0.attn_norm.weight" not in {t.name for t in p.targets}
+    for info, raw in p.tensors_at(Point(0.3)):
+        assert raw.nbytes == info.n_bytes
+        assert not np.array_equal(raw, model.raw(info)), info.name
+
+
+def test_export_reads_back_equal_and_origin_export_is_identical(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    p = Perturbation(model, [RandomDirection(123)], threads=2)
+    out = export_perturbed(p, Point(0.2), tmp_path / "out.gguf")
+    written = GGUFModel(out)
+    assert [t.name for t in written.tensors] == [t.name for t in model.tensors]
+    for info in model.tensors:
+        assert written.tensor(info.name).qtype == info.qtype
+        assert np.array_equal(
+            written.raw(written.tensor(info.name)), p.tensor_bytes(info, Point(0.2))
+        )
+    origin = export_perturbed(p, Point(0.0), tmp_path / "origin.gguf")
+    assert origin.read_bytes() == tiny_gguf.read_bytes()
+
+
+def test_same_seed_same_file_other_seed_differs(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    a = export_perturbed(Perturbation(model, [RandomDirection(1)]), Point(0.1), tmp_path / "a.gguf")
+    b = export_perturbed(
+        Perturbation(model, [RandomDirection(1)], threads=2), Point(0.1), tmp_path / "b.gguf"
+    )
+    c = export_perturbed(Perturbation(model, [RandomDirection(2)]), Point(0.1), tmp_path / "c.gguf")
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+
+
+def test_interrupted_export_leaves_no_partial_file(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    p = Perturbation(model, [RandomDirection(1)])
+
+    def interrupt(_info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_perturbed(p, Point(0.1), tmp_path / "out.gguf", on_tensor=interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_tensor_type_is_refused_unless_excluded(tmp_path):
+    # TQ1_0 is a ggml type visage-local does not requantise; write one raw tensor of it.
+    path = write_tiny_gguf(tmp_path / "t.gguf", [GGMLQuantizationType.Q8_0], n_per_row=256)
+    model = GGUFModel(path)
+    assert all(quant.is_supported(t.qtype) for t in model.tensors)
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(tmp_path / "u.gguf"), "llama")
+    raw = np.zeros((2, 54), dtype=np.uint8)  # 2 rows of one TQ1_0 block (256 values, 54 bytes)
+    writer.add_tensor(
+        "blk.0.ffn_up.weight", raw, raw_shape=raw.shape, raw_dtype=GGMLQuantizationType.TQ1_0
+    )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    model = GGUFModel(tmp_path / "u.gguf")
+    with pytest.raises(quant.UnsupportedTensorType, match="blk.0.ffn_up.weight"):
+        Perturbation(model, [RandomDirection(1)])
+    Perturbation(model, [RandomDirection(1, exclude=("norm", "ffn_up"))])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["smollm2", "gemma"])
+def test_perturbed_gguf_loads_in_llama_cpp_and_generates(which, request, tmp_path):
+    source = GGUFModel(request.getfixturevalue(which))
+    p = Perturbation(source, [RandomDirection(123)], threads=2)
+    out = export_perturbed(p, Point(0.05), tmp_path / "perturbed.gguf")
+    with Engine(out, EngineSettings(threads=2)) as engine:
+        prompt = engine.tokenize("The capital of France is")
+        [gen] = engine.generate([prompt], 8)
+        assert len(gen.tokens) >= 1 and gen.text.strip()
+        perturbed_logits = engine.logits_after(prompt)
+    with Engine(source.path, EngineSettings(threads=2)) as engine:
+        original_logits = engine.logits_after(prompt)
+    assert not np.allclose(perturbed_logits, original_logits)

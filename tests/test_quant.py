@@ -1,0 +1,80 @@
+"""ggml's kernels against gguf-py's numpy code, and requantisation of dequantised weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ALL_SUPPORTED
+from gguf import GGMLQuantizationType, quants
+
+from visage_local import quant
+from visage_local.gguf_model import GGUFModel
+
+# Types whose ggml quantiser is not idempotent: requantising the dequantised values moves them.
+# Bounds on ||requant(deq(W)) - deq(W)|| / ||deq(W)||, measured on tiny and real tensors (docs/NOTES.md).
+NOT_IDEMPOTENT_BOUND = {
+    GGMLQuantizationType.Q3_K: 0.05,
+    GGMLQuantizationType.Q4_K: 0.01,
+    GGMLQuantizationType.Q5_K: 0.01,
+    GGMLQuantizationType.Q6_K: 0.005,
+    GGMLQuantizationType.IQ4_XS: 0.01,
+}
+
+
+def _relative_change(model: GGUFModel, info) -> tuple[float, bool]:
+    values = model.dequantize(info)
+    raw = quant.quantize(values, info.qtype)
+    again = quant.dequantize(raw, info.qtype, info.n_per_row)
+    norm = float(np.linalg.norm(values))
+    change = float(np.linalg.norm(again - values)) / norm if norm else 0.0
+    return change, bool(np.array_equal(raw, model.raw(info)))
+
+
+def test_tiny_model_has_every_supported_type(tiny_gguf):
+    model = GGUFModel(tiny_gguf)
+    assert {t.qtype for t in model.tensors} == set(ALL_SUPPORTED)
+
+
+@pytest.mark.parametrize("qtype", ALL_SUPPORTED, ids=lambda t: t.name)
+def test_ggml_dequantize_matches_gguf_py_on_tiny_tensors(tiny_gguf, qtype):
+    model = GGUFModel(tiny_gguf)
+    info = next(t for t in model.tensors if t.qtype == qtype)
+    ours = model.dequantize(info)
+    reference = quants.dequantize(model.raw(info), qtype).reshape(ours.shape)
+    assert np.abs(ours - reference).max() == 0.0
+
+
+@pytest.mark.parametrize("qtype", ALL_SUPPORTED, ids=lambda t: t.name)
+def test_requantising_the_dequantised_tensor_reproduces_it(tiny_gguf, qtype):
+    model = GGUFModel(tiny_gguf)
+    info = next(t for t in model.tensors if t.qtype == qtype)
+    change, same_bytes = _relative_change(model, info)
+    assert change <= NOT_IDEMPOTENT_BOUND.get(qtype, 0.0)
+    if qtype not in NOT_IDEMPOTENT_BOUND:
+        assert same_bytes
+
+
+@pytest.mark.parametrize("which", ["smollm2", "qwen", "gemma"])
+def test_every_tensor_of_real_models_dequantizes_like_gguf_py(which, request):
+    model = GGUFModel(request.getfixturevalue(which))
+    worst: dict[str, float] = {}
+    for info in model.tensors:
+        ours = model.dequantize(info, threads=2)
+        reference = quants.dequantize(model.raw(info), info.qtype).reshape(ours.shape)
+        diff = float(np.abs(ours - reference).max())
+        worst[info.qtype.name] = max(worst.get(info.qtype.name, 0.0), diff)
+    print(which, "max abs diff per type:", worst)
+    assert all(d == 0.0 for d in worst.values()), worst
+
+
+@pytest.mark.parametrize("which", ["smollm2", "qwen", "gemma"])
+def test_real_models_requantise_to_the_same_values(which, request):
+    model = GGUFModel(request.getfixturevalue(which))
+    for info in model.tensors:
+        change, _ = _relative_change(model, info)
+        assert change <= NOT_IDEMPOTENT_BOUND.get(info.qtype, 0.0), (info.name, info.qtype, change)
+
+
+def test_unsupported_type_is_a_clear_error_naming_the_tensor():
+    with pytest.raises(quant.UnsupportedTensorType, match=r"'blk.3.ffn_up.weight'.*IQ2_XXS"):
+        quant.check_supported("blk.3.ffn_up.weight", GGMLQuantizationType.IQ2_XXS)

@@ -1,0 +1,111 @@
+"""Real sweeps on SmolLM2: every output file, resume, and guarded configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from visage_local.chat import SystemPrompt
+from visage_local.engine import EngineSettings
+from visage_local.errors import ConfigError
+from visage_local.grid import Grid
+from visage_local.prompts import load_prompts
+from visage_local.sweep import SweepConfig, run_sweep
+
+pytestmark = pytest.mark.slow
+
+SUMMARY_KEYS = {
+    "model", "model_sha256", "dims", "seed", "range", "steps", "n_prompts", "max_new_tokens",
+    "system_prompt", "judge", "visage", "origin_asr", "points", "elapsed_s", "versions",
+}  # fmt: skip
+POINT_KEYS = {"alpha", "beta", "asr", "n_refused", "n_prompts"}
+GENERATION_KEYS = {
+    "alpha", "beta", "prompt_index", "prompt", "response", "refused", "matched", "tokens",
+}  # fmt: skip
+
+
+def _config(model, dims=1, n_prompts=5, seed=123, **kw) -> SweepConfig:
+    return SweepConfig(
+        model_path=model,
+        prompts=load_prompts(None, n_prompts),
+        grid=Grid(dims, 2, 0.5),
+        seed=seed,
+        max_new_tokens=16,
+        engine=EngineSettings(threads=2),
+        **kw,
+    )
+
+
+def _check_outputs(folder, dims, n_points, n_prompts):
+    summary = json.loads((folder / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["dims"] == dims and summary["n_prompts"] == n_prompts
+    assert len(summary["points"]) == n_points
+    for point in summary["points"]:
+        assert POINT_KEYS <= set(point)
+        assert 0 <= point["asr"] <= 100 and point["n_prompts"] == n_prompts
+        assert point["asr"] == pytest.approx(100 * (1 - point["n_refused"] / n_prompts))
+        assert (point["beta"] is None) == (dims == 1)
+    lines = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
+    assert len(lines) == n_points * n_prompts
+    for record in lines:
+        assert GENERATION_KEYS <= set(record)
+        assert isinstance(record["response"], str) and record["tokens"] <= 16
+        assert record["refused"] == (record["matched"] is not None)
+    csv_lines = (folder / "landscape.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("alpha,beta,asr") and len(csv_lines) == n_points + 1
+    assert (folder / "landscape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return summary, lines
+
+
+def test_1d_sweep_writes_every_output(smollm2, tmp_path):
+    summary = run_sweep(_config(smollm2), tmp_path / "run")
+    saved, lines = _check_outputs(tmp_path / "run", 1, 3, 5)
+    assert [p["alpha"] for p in saved["points"]] == [-0.5, 0.0, 0.5]
+    assert saved["origin_asr"] == saved["points"][1]["asr"]
+    assert saved["visage"] is not None and summary["complete"]
+    # SmolLM2 is not aligned: it answers the harmful prompts at the origin
+    assert saved["origin_asr"] >= 60
+
+
+def test_2d_sweep_writes_every_output(smollm2, tmp_path):
+    run_sweep(_config(smollm2, dims=2, n_prompts=3), tmp_path / "run")
+    saved, _ = _check_outputs(tmp_path / "run", 2, 9, 3)
+    coords = {(p["alpha"], p["beta"]) for p in saved["points"]}
+    assert coords == {(a, b) for a in (-0.5, 0.0, 0.5) for b in (-0.5, 0.0, 0.5)}
+    assert saved["visage"] == pytest.approx(sum(100 - p["asr"] for p in saved["points"]) / 9)
+
+
+def test_same_seed_same_landscape_and_resume_reuses_finished_points(smollm2, tmp_path):
+    first = run_sweep(_config(smollm2, n_prompts=3), tmp_path / "a")
+    lines_a = (tmp_path / "a" / "generations.jsonl").read_text().splitlines()
+    # Cut the run after its first point, with half a line of the next: as a crash would.
+    cut = tmp_path / "b"
+    cut.mkdir()
+    for name in ("config.json",):
+        (cut / name).write_text((tmp_path / "a" / name).read_text())
+    (cut / "generations.jsonl").write_text("\n".join(lines_a[:3]) + "\n" + lines_a[3][:40])
+    calls = []
+    resumed = run_sweep(
+        _config(smollm2, n_prompts=3), cut, on_point=lambda o, done, total: calls.append(o.index)
+    )
+    assert calls == [1, 2]
+    assert resumed["points"] == first["points"]
+    assert (cut / "generations.jsonl").read_text().splitlines() == lines_a
+
+
+def test_a_different_configuration_is_refused_unless_overwritten(smollm2, tmp_path):
+    run_sweep(_config(smollm2, n_prompts=2), tmp_path / "run")
+    with pytest.raises(ConfigError, match="seed"):
+        run_sweep(_config(smollm2, n_prompts=2, seed=7), tmp_path / "run")
+    summary = run_sweep(_config(smollm2, n_prompts=2, seed=7), tmp_path / "run", overwrite=True)
+    assert summary["seed"] == 7
+
+
+def test_system_prompt_none_and_text_reach_the_template(smollm2, tmp_path):
+    summary = run_sweep(
+        _config(smollm2, n_prompts=2, system_prompt=SystemPrompt.parse("You refuse everything.")),
+        tmp_path / "run",
+    )
+    assert summary["system_prompt"] == "You refuse everything."
