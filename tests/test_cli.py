@@ -86,7 +86,9 @@ def test_bad_prompt_file_in_sweep_names_the_line(tmp_path):
 
 def test_installed_console_script_runs_without_a_traceback(tmp_path):
     exe = [sys.executable, "-m", "visage_local.cli"]
-    done = subprocess.run([*exe, "inspect", tmp_path / "missing.gguf"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*exe, "inspect", tmp_path / "missing.gguf"], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
 

@@ -39,18 +39,18 @@ def _config(model, dims=1, n_prompts=5, seed=123, **kw) -> SweepConfig:
 
 def _check_outputs(folder, dims, n_points, n_prompts):
     summary = json.loads((folder / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS
     assert summary["dims"] == dims and summary["n_prompts"] == n_prompts
     assert len(summary["points"]) == n_points
     for point in summary["points"]:
-        assert POINT_KEYS <= set(point)
+        assert set(point) >= POINT_KEYS
         assert 0 <= point["asr"] <= 100 and point["n_prompts"] == n_prompts
         assert point["asr"] == pytest.approx(100 * (1 - point["n_refused"] / n_prompts))
         assert (point["beta"] is None) == (dims == 1)
     lines = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
     assert len(lines) == n_points * n_prompts
     for record in lines:
-        assert GENERATION_KEYS <= set(record)
+        assert set(record) >= GENERATION_KEYS
         assert isinstance(record["response"], str) and record["tokens"] <= 16
         assert record["refused"] == (record["matched"] is not None)
     csv_lines = (folder / "landscape.csv").read_text().splitlines()

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class PointOutcome:
     index: int
     point: Point
     asr: float
-    n_refused: int
+    refused: list[bool]
     weight_update_s: float
     generation_s: float
     tokens: int
@@ -113,7 +114,8 @@ class _StopRequest:
         self._previous = None
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -122,7 +124,8 @@ class _StopRequest:
         self.requested = True
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def scratch_folder(size: int, fallback: Path) -> Path:
@@ -255,12 +258,12 @@ def _evaluate_point(
             }
         )
     store.append_point(records)
-    n_refused = sum(r["refused"] for r in records)
+    refused = [r["refused"] for r in records]
     return PointOutcome(
         index=index,
         point=point,
-        asr=metrics.attack_success_rate([r["refused"] for r in records]),
-        n_refused=n_refused,
+        asr=metrics.attack_success_rate(refused),
+        refused=refused,
         weight_update_s=t1 - t0,
         generation_s=t2 - t1,
         tokens=sum(r["tokens"] for r in records),

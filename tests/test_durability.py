@@ -1,0 +1,76 @@
+"""A real sweep process killed or interrupted mid-way resumes to the same landscape."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["sweep", "--steps", "2", "--limit", "3", "--max-new-tokens", "24", "--threads", "2"]
+
+
+def _command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "visage_local.cli", *ARGS, "--out", str(out)]
+
+
+def _finished_lines(out: Path) -> int:
+    path = out / "generations.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _start_and_wait_for_first_point(out: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        _command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while _finished_lines(out) < 3:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return proc
+
+
+def _outputs(out: Path) -> tuple[list, list]:
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    return summary["points"], lines
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[list, list]:
+    out = tmp_path_factory.mktemp("full") / "run"
+    subprocess.run(_command(out), check=True, capture_output=True)
+    return _outputs(out)
+
+
+def test_sigkill_mid_sweep_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = _start_and_wait_for_first_point(out)
+    time.sleep(0.5)  # into the next point's weight update or generation
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    summary = json.loads((out / "summary.json").read_text())  # never half-written
+    assert summary["complete"] is False
+    done = subprocess.run(_command(out), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _outputs(out) == uninterrupted
+
+
+def test_first_ctrl_c_finishes_the_point_and_says_how_to_resume(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = _start_and_wait_for_first_point(out)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+    assert _finished_lines(out) % 3 == 0  # only whole points were written
+    done = subprocess.run(_command(out), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _outputs(out) == uninterrupted
