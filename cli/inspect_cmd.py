@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 
 import click
+from tqdm import tqdm
 
+from visage_local.directions import RandomDirection
 from visage_local.gguf_model import GGUFModel
 from visage_local.inspection import inspect_model
+from visage_local.perturb import REQUANT_MODES, Perturbation, Point, PointDisplacement
 from visage_local.registry import resolve_model
 
 from ._common import echo_json, human_bytes
@@ -16,9 +20,24 @@ from ._common import echo_json, human_bytes
 @click.command("inspect")
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect_command(model: str | None, as_json: bool) -> None:
-    """Describe MODEL (a GGUF path or registry name; default: the embedded SmolLM2)."""
-    report = inspect_model(GGUFModel(resolve_model(model)))
+@click.option("--fidelity", is_flag=True, help="Measure the displacement applied at one point.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="With --fidelity.")
+@click.option("--beta", type=float, default=None, help="With --fidelity: a 2D point.")
+@click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True)
+@click.option(
+    "--requant", type=click.Choice(list(REQUANT_MODES)), default="same", show_default=True
+)
+def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> None:
+    """Describe MODEL (a GGUF path or registry name; default: the embedded SmolLM2).
+
+    With --fidelity: how far requantisation lets the weights follow the intended
+    step alpha*d1 (+ beta*d2), as a norm ratio and a cosine, overall and per kind.
+    """
+    source = GGUFModel(resolve_model(model))
+    if fidelity:
+        _fidelity(source, Point(alpha, beta), seed, requant, as_json)
+        return
+    report = inspect_model(source)
     if as_json:
         echo_json(asdict(report))
         return
@@ -41,3 +60,31 @@ def inspect_command(model: str | None, as_json: bool) -> None:
         f"chat template {'yes' if report.chat_template else 'no (a plain fallback is used)'}"
     )
     click.echo(f"sha256        {report.sha256}")
+
+
+def _fidelity(source: GGUFModel, point: Point, seed: int, requant: str, as_json: bool) -> None:
+    directions = [RandomDirection(seed, i) for i in range(1 if point.beta is None else 2)]
+    perturbation = Perturbation(source, directions, threads=os.cpu_count() or 1, requant=requant)
+    with tqdm(total=len(perturbation.targets), unit="tensor", desc="fidelity", leave=False) as bar:
+        figures = PointDisplacement()
+        for tensor in perturbation.tensors_at(point):
+            figures.add(tensor)
+            bar.update()
+    summary = figures.summary()
+    if as_json:
+        echo_json({"alpha": point.alpha, "beta": point.beta, "requant": requant, **summary})
+        return
+    click.echo(
+        f"{source.path.name} at alpha={point.alpha}"
+        f"{'' if point.beta is None else f', beta={point.beta}'}, requant {requant}"
+    )
+    click.echo("kind          norm ratio   cosine")
+    for kind, figure in summary.items():
+        ratio = "undefined" if figure["ratio"] is None else f"{figure['ratio']:.3f}"
+        cosine = "undefined" if figure["cosine"] is None else f"{figure['cosine']:.3f}"
+        click.echo(f"{kind:<12} {ratio:>11} {cosine:>8}")
+    if not figures.total.faithful():
+        click.echo(
+            "warning: the applied displacement strays from the intended one "
+            "(ratio outside [0.8, 1.25] or cosine under 0.9)"
+        )

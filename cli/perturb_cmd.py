@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from visage_local.directions import RandomDirection
 from visage_local.gguf_model import GGUFModel
-from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.perturb import REQUANT_MODES, Perturbation, Point, export_perturbed
 from visage_local.registry import resolve_model
 
 
@@ -25,17 +25,24 @@ from visage_local.registry import resolve_model
     default=None,
     help="Seed of direction 2 (default: --seed).",
 )
+@click.option(
+    "--requant",
+    type=click.Choice(list(REQUANT_MODES)),
+    default="same",
+    show_default=True,
+    help="Type perturbed tensors are written in.",
+)
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option(
     "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
 )
-def perturb_command(model, alpha, beta, seed, direction2_seed, out, threads) -> None:
+def perturb_command(model, alpha, beta, seed, direction2_seed, requant, out, threads) -> None:
     """Write MODEL perturbed to theta + alpha*d1 (+ beta*d2) as a GGUF file."""
     source = GGUFModel(resolve_model(model))
     directions = [RandomDirection(seed, 0)]
     if beta is not None:
         directions.append(RandomDirection(seed if direction2_seed is None else direction2_seed, 1))
-    perturbation = Perturbation(source, directions, threads=threads)
+    perturbation = Perturbation(source, directions, threads=threads, requant=requant)
     with tqdm(total=len(perturbation.targets), unit="tensor", desc="perturb") as bar:
         export_perturbed(perturbation, Point(alpha, beta), out, on_tensor=lambda _: bar.update())
     click.echo(

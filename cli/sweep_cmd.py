@@ -9,9 +9,12 @@ import click
 from tqdm import tqdm
 
 from visage_local.chat import SystemPrompt
+from visage_local.directions import RandomDirection
 from visage_local.engine import EngineSettings
+from visage_local.gguf_model import GGUFModel
 from visage_local.grid import MAX_RANGE, MAX_STEPS, Grid
 from visage_local.judges import JUDGES
+from visage_local.perturb import REQUANT_MODES, Perturbation
 from visage_local.prompts import load_prompts
 from visage_local.registry import resolve_model
 from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
@@ -66,6 +69,13 @@ from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
     help="Stop a response once the judge's verdict is settled (verdicts are unchanged).",
 )
 @click.option(
+    "--requant",
+    type=click.Choice(list(REQUANT_MODES)),
+    default="same",
+    show_default=True,
+    help="Type perturbed tensors are written in: each tensor's own, or a finer one.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(1, 256),
     default=64,
@@ -104,6 +114,7 @@ def sweep_command(
     system_prompt,
     judge,
     early_stop,
+    requant,
     batch_size,
     threads,
     n_gpu_layers,
@@ -122,9 +133,23 @@ def sweep_command(
         system_prompt=SystemPrompt.parse(system_prompt),
         judge=judge,
         early_stop=early_stop,
+        requant=requant,
         engine=EngineSettings(threads=threads, n_gpu_layers=n_gpu_layers, max_sequences=batch_size),
         memory_budget_mb=memory_budget_mb,
     )
+    if GGUFModel(model_path).chat_template is None:
+        click.echo(
+            "note: the model has no chat template; prompts use visage-local's plain "
+            "'User: ... / Assistant:' fallback (visage_local/chat.py)",
+            err=True,
+        )
+    if requant != "same":
+        extra = Perturbation(GGUFModel(model_path), [RandomDirection(seed)], requant=requant)
+        click.echo(
+            f"requant {requant}: the perturbed model takes {extra.extra_bytes() / 2**20:.0f} MiB "
+            "more than in its own types (in RAM while the sweep runs)",
+            err=True,
+        )
     out_dir = out_dir or Path("runs") / f"{model_path.stem}-{dims}d-seed{seed}"
     n_points = (steps + 1) ** dims
     click.echo(
@@ -142,6 +167,13 @@ def sweep_command(
             where += f" b={outcome.point.beta:+.3f}"
         bar.set_postfix_str(f"{where} ASR={outcome.asr:.1f}%")
         bar.refresh()
+        moved = outcome.displacement.total
+        if not moved.faithful():
+            tqdm.write(
+                f"warning: at {where} requantisation moved the weights by {moved.ratio:.2f}x the "
+                f"intended step, cosine {moved.cosine:.2f} (see 'displacement' in summary.json; "
+                "--requant q8_0 or f16 follows the direction more closely)"
+            )
 
     try:
         summary = run_sweep(config, out_dir, overwrite=overwrite, on_point=on_point)

@@ -103,3 +103,26 @@ def test_sweep_command_prints_a_table_and_writes_the_folder(tmp_path):
     assert result.exit_code == 0, result.output
     assert "VISAGE" in result.output and "origin ASR" in result.output
     assert json.loads((out / "summary.json").read_text())["n_prompts"] == 3
+
+
+def test_architecture_llama_cpp_cannot_load_is_a_one_line_error(tiny_gguf, tmp_path):
+    result = run("sweep", tiny_gguf, "--steps", "2", "--limit", "1", "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "llama.cpp could not load this model" in result.output
+
+
+def test_output_folder_that_cannot_be_created(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run("sweep", "--steps", "2", "--limit", "1", "--out", tmp_path / "file" / "run")
+    assert result.exit_code == 1 and "cannot create the output folder" in result.output
+
+
+def test_model_without_chat_template_uses_the_fallback_and_says_so(gemma, tmp_path):
+    result = run(
+        "sweep", gemma, "--steps", "1", "--range", "0.01", "--limit", "1",
+        "--max-new-tokens", "4", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no chat template" in result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["chat_template"] == "fallback"

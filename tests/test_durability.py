@@ -74,3 +74,29 @@ def test_first_ctrl_c_finishes_the_point_and_says_how_to_resume(tmp_path, uninte
     done = subprocess.run(_command(out), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert _outputs(out) == uninterrupted
+
+
+def test_disk_full_during_a_sweep_fails_cleanly_and_resumes(tmp_path, uninterrupted):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"no permission to mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = mount / "run"
+        # leave room for the config and about one point, not for the whole sweep
+        filler = mount / "filler"
+        filler.write_bytes(b"\0" * (64 * 1024 - 12 * 1024))
+        done = subprocess.run(_command(out), capture_output=True, text=True)
+        assert done.returncode == 1, done.stderr
+        assert "disk is full" in done.stderr and "Traceback" not in done.stderr
+        if (out / "summary.json").exists():
+            json.loads((out / "summary.json").read_text())  # never half-written
+        filler.unlink()
+        done = subprocess.run(_command(out), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert _outputs(out) == uninterrupted
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -38,8 +38,8 @@ def test_in_place_weight_update_equals_a_fresh_load_of_the_exported_file(smollm2
         prompt = _chat_tokens(engine, model, PROMPTS[:1])[0]
         before = engine.logits_after(prompt)
         for point in (Point(0.1), Point(-0.2)):
-            for info, raw in p.tensors_at(point):
-                scratch.write_tensor(info, raw)
+            for tensor in p.tensors_at(point):
+                scratch.write_tensor(tensor.info.name, tensor.raw)
             engine.refresh_weights()
             updated = engine.logits_after(prompt)
             exported = export_perturbed(p, point, tmp_path / f"p{point.alpha}.gguf")

@@ -17,8 +17,9 @@ from visage_local.perturb import Perturbation, Point, export_perturbed
 def test_origin_returns_the_original_bytes(tiny_gguf):
     model = GGUFModel(tiny_gguf)
     p = Perturbation(model, [RandomDirection(123)])
-    for info, raw in p.tensors_at(Point(0.0)):
-        assert np.array_equal(raw, model.raw(info))
+    for tensor in p.tensors_at(Point(0.0)):
+        assert np.array_equal(tensor.raw, model.raw(tensor.info))
+        assert tensor.displacement.ratio is None and tensor.displacement.cosine is None
 
 
 def test_perturbed_values_are_weights_plus_scaled_direction(tiny_gguf):
@@ -29,7 +30,7 @@ def test_perturbed_values_are_weights_plus_scaled_direction(tiny_gguf):
     weights = model.dequantize(info)
     expected = weights + np.float32(0.25) * d1.tensor(info.name, weights)
     expected += np.float32(-0.1) * d2.tensor(info.name, weights)
-    got = p.tensor_bytes(info, Point(0.25, -0.1)).view(np.float32).reshape(weights.shape)
+    got = p.tensor_at(info, Point(0.25, -0.1)).raw.view(np.float32).reshape(weights.shape)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
 
 
@@ -37,9 +38,9 @@ def test_norm_tensors_are_untouched_and_every_type_keeps_its_size(tiny_gguf):
     model = GGUFModel(tiny_gguf)
     p = Perturbation(model, [RandomDirection(9)])
     assert "blk.0.attn_norm.weight" not in {t.name for t in p.targets}
-    for info, raw in p.tensors_at(Point(0.3)):
-        assert raw.nbytes == info.n_bytes
-        assert not np.array_equal(raw, model.raw(info)), info.name
+    for tensor in p.tensors_at(Point(0.3)):
+        assert tensor.raw.nbytes == tensor.info.n_bytes
+        assert not np.array_equal(tensor.raw, model.raw(tensor.info)), tensor.info.name
 
 
 def test_export_reads_back_equal_and_origin_export_is_identical(tiny_gguf, tmp_path):
@@ -51,7 +52,7 @@ def test_export_reads_back_equal_and_origin_export_is_identical(tiny_gguf, tmp_p
     for info in model.tensors:
         assert written.tensor(info.name).qtype == info.qtype
         assert np.array_equal(
-            written.raw(written.tensor(info.name)), p.tensor_bytes(info, Point(0.2))
+            written.raw(written.tensor(info.name)), p.tensor_at(info, Point(0.2)).raw
         )
     origin = export_perturbed(p, Point(0.0), tmp_path / "origin.gguf")
     assert origin.read_bytes() == tiny_gguf.read_bytes()
@@ -116,3 +117,33 @@ def test_perturbed_gguf_loads_in_llama_cpp_and_generates(which, request, tmp_pat
     with Engine(source.path, EngineSettings(threads=2)) as engine:
         original_logits = engine.logits_after(prompt)
     assert not np.allclose(perturbed_logits, original_logits)
+
+
+def test_f16_requant_follows_the_direction_and_same_mode_warns_at_small_alpha(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    f16 = Perturbation(model, [RandomDirection(3)], requant="f16").displacement_at(Point(0.05))
+    assert abs(f16.total.ratio - 1) < 0.01 and abs(f16.total.cosine - 1) < 0.01
+    q4 = write_tiny_gguf(tmp_path / "q4.gguf", [GGMLQuantizationType.Q4_0], rows=64)
+    same = Perturbation(GGUFModel(q4), [RandomDirection(3)]).displacement_at(Point(0.01))
+    print("Q4_0 at alpha 0.01: ratio", same.total.ratio, "cosine", same.total.cosine)
+    assert not same.total.faithful()
+    assert same.total.cosine < 0.5
+
+
+def test_requant_modes_change_only_quantised_tensors_and_export_loads(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    p = Perturbation(model, [RandomDirection(3)], requant="q8_0")
+    out = GGUFModel(export_perturbed(p, Point(0.1), tmp_path / "q8.gguf"))
+    for info in model.tensors:
+        written = out.tensor(info.name)
+        if info.qtype in {
+            GGMLQuantizationType.F32,
+            GGMLQuantizationType.F16,
+            GGMLQuantizationType.BF16,
+        }:
+            assert written.qtype == info.qtype
+        else:
+            assert written.qtype == GGMLQuantizationType.Q8_0
+        assert written.shape == info.shape
+    assert out.metadata_summary() == model.metadata_summary()
+    assert p.extra_bytes() > 0

@@ -12,6 +12,10 @@ straight from the mapped file. Rewriting tensor bytes in that file (see
 ``gguf_model.GGUFCopy``) changes the model at once; ``reset`` then clears the
 KV cache. When layers are offloaded to a GPU the weights live in device memory,
 so ``refresh_weights`` reloads the model from the file instead.
+
+Shared prefix: the tokens every prompt of a group starts with (the chat
+template's system prompt and turn markers) are evaluated once, on one
+sequence, and their keys and values copied to the other sequences.
 """
 
 from __future__ import annotations
@@ -241,15 +245,31 @@ class Engine:
         self._ensure_context(n, n * (longest + max_new_tokens + 1))
         batch = llama_cpp.llama_batch_init(max(512, n), 0, 1)
         try:
-            first_logits = self._prefill(batch, [list(p) for p in prompts])
+            shared = shared_prefix_length(prompts) if n > 1 else 0
+            if shared:
+                self._share_prefix(batch, list(prompts[0][:shared]), n)
+            first_logits = self._prefill(batch, [list(p) for p in prompts], start=shared)
             return self._decode_loop(batch, prompts, first_logits, max_new_tokens, settled)
         finally:
             llama_cpp.llama_batch_free(batch)
 
-    def _prefill(self, batch, prompts: list[list[int]]) -> np.ndarray:
-        """Evaluate every prompt; return the logits after each prompt's last token."""
+    def _share_prefix(self, batch, prefix: list[int], n_sequences: int) -> None:
+        """Evaluate the prefix all prompts share once, on sequence 0, and copy its KV to the others."""
+        for start in range(0, len(prefix), 512):
+            chunk = prefix[start : start + 512]
+            for i, tok in enumerate(chunk):
+                _set_entry(batch, i, tok, start + i, 0, False)
+            batch.n_tokens = len(chunk)
+            self._decode(batch)
+        memory = llama_cpp.llama_get_memory(self._ctx)
+        for seq in range(1, n_sequences):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)  # whole sequence: only the prefix
+
+    def _prefill(self, batch, prompts: list[list[int]], start: int = 0) -> np.ndarray:
+        """Evaluate every prompt from position ``start`` on; return the logits after each
+        prompt's last token."""
         last = np.empty((len(prompts), self.n_vocab), dtype=np.float32)
-        entries = [(s, pos, tok) for s, p in enumerate(prompts) for pos, tok in enumerate(p)]
+        entries = [(s, pos, p[pos]) for s, p in enumerate(prompts) for pos in range(start, len(p))]
         capacity = 512
         for start in range(0, len(entries), capacity):
             chunk = entries[start : start + capacity]
@@ -314,6 +334,18 @@ class Engine:
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]], minimum: int = 4) -> int:
+    """Tokens at the start of every prompt that are the same (0 when fewer than ``minimum``).
+
+    At least one token of each prompt is left out, so each still yields its own logits.
+    """
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    while length < limit and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length if length >= minimum else 0
 
 
 def _set_entry(batch, i: int, token: int, pos: int, seq: int, want_logits: bool) -> None:

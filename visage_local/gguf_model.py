@@ -1,10 +1,11 @@
 """Open a GGUF file: metadata, tensor views, sha256; write a copy with new tensor bytes.
 
 Reading goes through gguf-py's memory-mapped ``GGUFReader``, so opening a model
-costs no copy of its weights. Writing never re-encodes the header: a perturbed
-model keeps every tensor's type and size, so the output is a byte copy of the
-input whose tensor data regions are overwritten in place. That keeps metadata,
-tensor order, alignment and padding identical to the original file.
+costs no copy of its weights. A perturbed model that keeps every tensor's type
+is written as a byte copy of the input whose tensor data regions are
+overwritten in place, which keeps metadata, tensor order, alignment and padding
+identical to the original file. Only when tensors change type (``--requant``)
+is the file written anew with gguf-py's ``GGUFWriter``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys
 
 from visage_local import quant
 from visage_local.errors import ModelFileError
+from visage_local.files import fsync_dir, give_default_mode
 
 GGUF_MAGIC = b"GGUF"
 
@@ -163,31 +165,43 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 class GGUFCopy:
-    """A byte copy of a GGUF file whose tensor data can be overwritten in place.
+    """A copy of a GGUF file whose tensor data can be overwritten in place.
 
-    Tensor bytes written here keep the tensor's type and size, so the header of
-    the copy stays valid. The copy is memory-mapped read-write; a llama.cpp model
-    that maps the same file sees every write at once.
+    Without ``retype`` the copy is a byte copy of the source. With it, the named
+    tensors are stored in other types: the header is written anew (same metadata,
+    same tensor order) and every tensor's initial bytes come from ``initial``.
+    Tensor bytes written later keep each tensor's size, so the header stays
+    valid. The copy is memory-mapped read-write; a llama.cpp model that maps the
+    same file sees every write at once.
     """
 
-    def __init__(self, source: GGUFModel, path: str | os.PathLike):
+    def __init__(
+        self,
+        source: GGUFModel,
+        path: str | os.PathLike,
+        retype: dict[str, GGMLQuantizationType] | None = None,
+        initial: Callable[[TensorInfo], np.ndarray] | None = None,
+    ):
         self.source = source
         self.path = Path(path)
-        shutil.copyfile(source.path, self.path)
+        if retype:
+            if initial is None:
+                raise ValueError("a retyped copy needs the initial bytes of its tensors")
+            write_retyped(source, self.path, retype, initial)
+        else:
+            shutil.copyfile(source.path, self.path)
+        self.tensors = {t.name: t for t in GGUFModel(self.path).tensors}
         self._map = np.memmap(self.path, dtype=np.uint8, mode="r+")
 
-    def write_tensor(self, info: TensorInfo, raw: np.ndarray) -> None:
+    def write_tensor(self, name: str, raw: np.ndarray) -> None:
         """Overwrite one tensor's data with ``raw`` (same number of bytes)."""
+        info = self.tensors[name]
         data = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
         if data.size != info.n_bytes:
             raise ValueError(
-                f"tensor {info.name!r}: {data.size} bytes given, the file holds {info.n_bytes}"
+                f"tensor {name!r}: {data.size} bytes given, the file holds {info.n_bytes}"
             )
         self._map[info.offset : info.offset + info.n_bytes] = data
-
-    def flush(self) -> None:
-        """Write the mapped pages back to the file."""
-        self._map.flush()
 
     def close(self) -> None:
         """Flush and unmap."""
@@ -197,8 +211,47 @@ class GGUFCopy:
             self._map = None
 
 
+def write_retyped(
+    source: GGUFModel,
+    path: Path,
+    retype: dict[str, GGMLQuantizationType],
+    data: Callable[[TensorInfo], np.ndarray],
+) -> None:
+    """Write ``source`` to ``path`` with some tensors in other types.
+
+    Metadata and tensor order are kept; ``data(info)`` gives each tensor's bytes
+    in its new type (``info`` is the source tensor).
+    """
+    reader = source._reader
+    writer = GGUFWriter(str(path), source.architecture)
+    alignment = source.metadata("general.alignment")
+    if alignment:
+        writer.data_alignment = int(alignment)
+    for field in reader.fields.values():
+        if field.name == Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+    for info in source.tensors:
+        qtype = retype.get(info.name, info.qtype)
+        n_bytes = info.n_rows * quant.row_bytes(qtype, info.n_per_row)
+        writer.add_tensor_info(info.name, info.shape[::-1], np.float32, n_bytes, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for info in source.tensors:
+        writer.write_tensor_data(np.ascontiguousarray(data(info)).reshape(-1).view(np.uint8))
+    writer.close()
+
+
 @contextlib.contextmanager
-def atomic_copy(source: GGUFModel, out_path: str | os.PathLike) -> Iterator[GGUFCopy]:
+def atomic_copy(
+    source: GGUFModel,
+    out_path: str | os.PathLike,
+    retype: dict[str, GGMLQuantizationType] | None = None,
+    initial: Callable[[TensorInfo], np.ndarray] | None = None,
+) -> Iterator[GGUFCopy]:
     """A GGUFCopy written beside ``out_path`` and renamed onto it only when the block succeeds.
 
     An exception or interrupt inside the block removes the partial file, so no
@@ -212,14 +265,16 @@ def atomic_copy(source: GGUFModel, out_path: str | os.PathLike) -> Iterator[GGUF
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        copy = GGUFCopy(source, tmp)
+        copy = GGUFCopy(source, tmp, retype, initial)
         try:
             yield copy
         finally:
             copy.close()
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
+        give_default_mode(tmp)
         os.replace(tmp, out_path)
+        fsync_dir(out_dir)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,25 +1,44 @@
-"""theta + a*d1 + b*d2, tensor by tensor, requantised to each tensor's own type.
+"""theta + a*d1 + b*d2, tensor by tensor, requantised, with the displacement actually applied.
 
 For every perturbed tensor: dequantise to float32, add the scaled directions,
-quantise back with ggml's kernel of the tensor's type. Excluded tensors and the
-origin (a = b = 0) keep their original bytes untouched. One tensor is processed
-at a time, its rows in chunks on parallel threads, so only one tensor's
-direction is held in float32 at once, unless a cache budget allows keeping the
-directions in memory.
+quantise back with ggml's kernel, to the tensor's own type (requant mode
+``same``) or to a finer one (``q8_0``, ``f16``). Excluded tensors and, in
+``same`` mode, the origin (a = b = 0) keep their original bytes untouched. One
+tensor is processed at a time, its rows in chunks on parallel threads, so only
+one tensor's direction is held in float32 at once, unless a cache budget
+allows keeping the directions in memory.
+
+Requantisation does not move a tensor exactly by a*d1 + b*d2. For every point
+the Displacement figures compare the displacement applied, deq(W_point) -
+deq(W_origin), with the intended one: their norm ratio and cosine.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from gguf import GGMLQuantizationType
 
 from visage_local import ggml, quant
+from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel, TensorInfo, atomic_copy
+
+# --requant modes: the type perturbed tensors are written in (None: each tensor's own).
+REQUANT_MODES: dict[str, GGMLQuantizationType | None] = {
+    "same": None,
+    "q8_0": GGMLQuantizationType.Q8_0,
+    "f16": GGMLQuantizationType.F16,
+}
+_FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+# Warn when the applied displacement strays this far from the intended one.
+RATIO_RANGE = (0.8, 1.25)
+MIN_COSINE = 0.9
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,90 @@ class Point:
     def coefficients(self) -> tuple[float, ...]:
         """The multipliers of the directions, in order."""
         return (self.alpha,) if self.beta is None else (self.alpha, self.beta)
+
+
+@dataclass
+class Displacement:
+    """Sums comparing the applied displacement A = deq(W_point) - deq(W_origin) with the
+    intended one I = a*d1 + b*d2, over one or more tensors."""
+
+    applied_sq: float = 0.0  # ||A||^2
+    intended_sq: float = 0.0  # ||I||^2
+    dot: float = 0.0  # <A, I>
+
+    def add(self, other: Displacement) -> None:
+        """Accumulate another tensor's (or chunk's) sums."""
+        self.applied_sq += other.applied_sq
+        self.intended_sq += other.intended_sq
+        self.dot += other.dot
+
+    @property
+    def ratio(self) -> float | None:
+        """||A|| / ||I||; None at the origin, where I = 0 and the ratio is undefined."""
+        return math.sqrt(self.applied_sq / self.intended_sq) if self.intended_sq else None
+
+    @property
+    def cosine(self) -> float | None:
+        """cos(A, I); None where either is zero."""
+        denominator = math.sqrt(self.applied_sq * self.intended_sq)
+        return self.dot / denominator if denominator else None
+
+    def faithful(self) -> bool:
+        """True unless the ratio leaves RATIO_RANGE or the cosine falls under MIN_COSINE."""
+        if self.ratio is None:
+            return True
+        low, high = RATIO_RANGE
+        return low <= self.ratio <= high and (self.cosine or 0.0) >= MIN_COSINE
+
+    def summary(self) -> dict[str, float | None]:
+        """Ratio and cosine, rounded, for summaries."""
+        ratio, cosine = self.ratio, self.cosine
+        return {
+            "ratio": None if ratio is None else round(ratio, 6),
+            "cosine": None if cosine is None else round(cosine, 6),
+        }
+
+
+def tensor_kind(name: str) -> str:
+    """attention, mlp, embeddings (token embedding and output head) or other."""
+    if ".attn_" in name:
+        return "attention"
+    if ".ffn_" in name:
+        return "mlp"
+    if name.startswith(("token_embd", "output.")):
+        return "embeddings"
+    return "other"
+
+
+@dataclass
+class PerturbedTensor:
+    """One tensor at a point: its bytes (in ``qtype``) and the displacement they apply."""
+
+    info: TensorInfo  # the source tensor
+    qtype: GGMLQuantizationType
+    raw: np.ndarray
+    displacement: Displacement = field(default_factory=Displacement)
+
+
+@dataclass
+class PointDisplacement:
+    """The displacement figures of a whole point: over all perturbed tensors and per kind."""
+
+    total: Displacement = field(default_factory=Displacement)
+    by_kind: dict[str, Displacement] = field(default_factory=dict)
+
+    def add(self, tensor: PerturbedTensor) -> None:
+        """Accumulate one tensor."""
+        self.total.add(tensor.displacement)
+        self.by_kind.setdefault(tensor_kind(tensor.info.name), Displacement()).add(
+            tensor.displacement
+        )
+
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        """{"all": {...}, "attention": {...}, ...} with ratio and cosine each."""
+        out = {"all": self.total.summary()}
+        out.update({kind: d.summary() for kind, d in sorted(self.by_kind.items())})
+        return out
 
 
 class Direction(Protocol):
@@ -64,7 +167,10 @@ class Perturbation:
         directions: Sequence[Direction],
         threads: int = 1,
         cache_bytes: int = 0,
+        requant: str = "same",
     ):
+        if requant not in REQUANT_MODES:
+            raise ConfigError(f"unknown requant mode {requant!r} ({', '.join(REQUANT_MODES)})")
         if not directions:
             raise ValueError("a perturbation needs at least one direction")
         self.model = model
@@ -76,6 +182,14 @@ class Perturbation:
         for info in self.targets:
             quant.check_supported(info.name, info.qtype)
         self._target_names = {t.name for t in self.targets}
+        self.requant = requant
+        self.retype = {
+            t.name: REQUANT_MODES[requant]
+            for t in self.targets
+            if REQUANT_MODES[requant] is not None
+            and t.qtype not in _FLOAT_TYPES
+            and t.n_per_row % ggml.block_size(int(REQUANT_MODES[requant])) == 0
+        }
         self._cache_left = cache_bytes
         self._cache: dict[str, list[np.ndarray | None]] = {}
 
@@ -105,21 +219,45 @@ class Perturbation:
                 out += np.float32(coefficient) * direction
         return out
 
-    def tensor_bytes(self, info: TensorInfo, point: Point) -> np.ndarray:
-        """The tensor's raw bytes at ``point``, in its own type; original bytes at the origin.
+    def output_type(self, info: TensorInfo) -> GGMLQuantizationType:
+        """The type the tensor is written in."""
+        return self.retype.get(info.name, info.qtype)
 
-        Rows are dequantised, moved and requantised in chunks on ``threads`` threads.
-        """
+    def extra_bytes(self) -> int:
+        """How many more bytes the model takes in this requant mode than in its own types."""
+        return sum(
+            info.n_rows * (quant.row_bytes(qtype, info.n_per_row) - info.n_bytes // info.n_rows)
+            for info in self.targets
+            if (qtype := self.output_type(info)) != info.qtype
+        )
+
+    def origin_bytes(self, info: TensorInfo) -> np.ndarray:
+        """The tensor at the origin in its output type (the original bytes when unchanged)."""
         raw = self.model.raw(info)
-        if point.is_origin or info.name not in self._target_names:
+        qtype = self.output_type(info)
+        if qtype == info.qtype:
             return np.array(raw)
+        values = quant.dequantize(raw, info.qtype, info.n_per_row, self.threads)
+        return quant.quantize(values, qtype, self.threads)
+
+    def tensor_at(self, info: TensorInfo, point: Point) -> PerturbedTensor:
+        """The tensor's bytes at ``point`` and the displacement they apply.
+
+        Rows are dequantised, moved, requantised and measured in chunks on
+        ``threads`` threads.
+        """
+        qtype = self.output_type(info)
+        if point.is_origin or info.name not in self._target_names:
+            return PerturbedTensor(info, qtype, self.origin_bytes(info))
+        raw = self.model.raw(info)
         dirs, weights = self._directions(info)
         steps = [
             (np.float32(c), d)
             for c, d in zip(point.coefficients(), dirs, strict=False)
             if d is not None and c
         ]
-        out = np.empty_like(raw)
+        out = np.empty((info.n_rows, quant.row_bytes(qtype, info.n_per_row)), dtype=np.uint8)
+        parts: list[Displacement] = []
 
         def chunk(first: int, count: int):
             def run() -> None:
@@ -128,20 +266,41 @@ class Perturbation:
                     values = quant.dequantize(raw[rows], info.qtype, info.n_per_row)
                 else:
                     values = weights[rows].copy()
+                origin = values
+                if qtype != info.qtype:  # the origin as this mode stores it
+                    origin = quant.dequantize(quant.quantize(values, qtype), qtype, info.n_per_row)
+                intended = np.zeros_like(values)
                 for coefficient, direction in steps:
-                    values += coefficient * direction[rows]
-                out[rows] = quant.quantize(values, info.qtype)
+                    intended += coefficient * direction[rows]
+                out[rows] = quant.quantize(values + intended, qtype)
+                applied = quant.dequantize(out[rows], qtype, info.n_per_row) - origin
+                parts.append(_sums(applied, intended))
 
             return run
 
         chunks = ggml.row_chunks(info.n_rows, info.n_per_row)
         ggml.run_parallel([chunk(first, count) for first, count in chunks], self.threads)
-        return out
+        total = Displacement()
+        for part in parts:
+            total.add(part)
+        return PerturbedTensor(info, qtype, out, total)
 
-    def tensors_at(self, point: Point) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-        """(tensor, raw bytes at ``point``) for every perturbed tensor, in file order."""
+    def tensors_at(self, point: Point) -> Iterator[PerturbedTensor]:
+        """Every perturbed tensor at ``point``, in file order."""
         for info in self.targets:
-            yield info, self.tensor_bytes(info, point)
+            yield self.tensor_at(info, point)
+
+    def displacement_at(self, point: Point) -> PointDisplacement:
+        """The displacement figures of ``point`` without writing anything."""
+        figures = PointDisplacement()
+        for tensor in self.tensors_at(point):
+            figures.add(tensor)
+        return figures
+
+
+def _sums(applied: np.ndarray, intended: np.ndarray) -> Displacement:
+    a, i = applied.reshape(-1), intended.reshape(-1)
+    return Displacement(float(np.dot(a, a)), float(np.dot(i, i)), float(np.dot(a, i)))
 
 
 def export_perturbed(
@@ -151,9 +310,11 @@ def export_perturbed(
     on_tensor: Callable[[TensorInfo], None] | None = None,
 ) -> Path:
     """Write the model at ``point`` as a GGUF file (atomically: no partial file on failure)."""
-    with atomic_copy(perturbation.model, out_path) as copy:
-        for info, raw in perturbation.tensors_at(point):
-            copy.write_tensor(info, raw)
+    with atomic_copy(
+        perturbation.model, out_path, perturbation.retype, perturbation.origin_bytes
+    ) as copy:
+        for tensor in perturbation.tensors_at(point):
+            copy.write_tensor(tensor.info.name, tensor.raw)
             if on_tensor:
-                on_tensor(info)
+                on_tensor(tensor.info)
     return Path(out_path)

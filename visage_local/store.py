@@ -4,13 +4,14 @@ Layout of a run folder:
 
     config.json        everything that determines the results, and its hash
     generations.jsonl  one line per point and prompt, appended and fsynced per point
+    points.jsonl       one line per finished point: displacement figures and timings
     summary.json       the landscape so far, rewritten atomically after every point
     landscape.csv      the same points as a table, rewritten atomically
     landscape.png      the plot, drawn when the sweep ends or stops
 
-A point's generations are written in one append followed by fsync; a point
-whose lines are incomplete (the process died mid-write) is dropped on resume and
-evaluated again.
+A point's generations are written in one append followed by fsync, then its
+line in points.jsonl; a point without both (the process died mid-write) is
+dropped on resume and evaluated again.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from visage_local.errors import ConfigError, VisageError
+from visage_local.files import atomic_write_text
 
 CONFIG_FILE = "config.json"
 GENERATIONS_FILE = "generations.jsonl"
+POINTS_FILE = "points.jsonl"
 SUMMARY_FILE = "summary.json"
 CSV_FILE = "landscape.csv"
 PLOT_FILE = "landscape.png"
@@ -34,34 +36,6 @@ PLOT_FILE = "landscape.png"
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON form of a configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -102,44 +76,41 @@ class RunStore:
                     "use another --out folder, or --overwrite to discard it"
                 )
         else:
-            for name in (GENERATIONS_FILE, SUMMARY_FILE, CSV_FILE, PLOT_FILE):
+            for name in (GENERATIONS_FILE, POINTS_FILE, SUMMARY_FILE, CSV_FILE, PLOT_FILE):
                 (self.folder / name).unlink(missing_ok=True)
             atomic_write_text(
                 config_path, json.dumps({"hash": self.hash, "config": self.config}, indent=2)
             )
-        self.finished = self._load_finished()
+        self._load_finished()
 
-    def _load_finished(self) -> dict[int, list[dict]]:
-        """Complete points from generations.jsonl; rewrites the file without partial ones."""
-        path = self.folder / GENERATIONS_FILE
-        if not path.exists():
-            return {}
+    def _load_finished(self) -> None:
+        """Complete points from the files; rewrites them without partial points."""
+        generations = _read_jsonl(self.folder / GENERATIONS_FILE)
+        point_lines = {r["point"]: r for r in _read_jsonl(self.folder / POINTS_FILE)}
         by_point: dict[int, list[dict]] = defaultdict(list)
-        raw_lines = path.read_bytes().split(b"\n")
-        for line in raw_lines:
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # an empty line or a line cut by a crash
+        for record in generations:
             by_point[record["point"]].append(record)
-        complete = {
+        self.finished: dict[int, list[dict]] = {
             p: sorted(rs, key=lambda r: r["prompt_index"])
             for p, rs in by_point.items()
-            if len(rs) == rs[0]["n_prompts"]
+            if len(rs) == rs[0]["n_prompts"] and p in point_lines
         }
-        kept = [json.dumps(r) for p in sorted(complete) for r in complete[p]]
-        if len(kept) != sum(1 for line in raw_lines if line.strip()):
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
-        return complete
+        self.point_records = {p: point_lines[p] for p in self.finished}
+        kept = [r for p in sorted(self.finished) for r in self.finished[p]]
+        if len(kept) != len(generations):
+            _rewrite_jsonl(self.folder / GENERATIONS_FILE, kept)
+        if len(self.point_records) != len(point_lines):
+            _rewrite_jsonl(
+                self.folder / POINTS_FILE,
+                [self.point_records[p] for p in sorted(self.point_records)],
+            )
 
-    def append_point(self, records: list[dict]) -> None:
-        """Append one point's generations in one write, then fsync."""
-        data = "".join(json.dumps(r) + "\n" for r in records).encode()
-        with open(self.folder / GENERATIONS_FILE, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.finished[records[0]["point"]] = records
+    def append_point(self, records: list[dict], point_record: dict) -> None:
+        """Append one point: its generations in one write, then its point line; fsync each."""
+        _append_jsonl(self.folder / GENERATIONS_FILE, records)
+        _append_jsonl(self.folder / POINTS_FILE, [point_record])
+        self.finished[point_record["point"]] = records
+        self.point_records[point_record["point"]] = point_record
 
     def write_summary(self, summary: dict, csv_text: str) -> None:
         """Atomically replace summary.json and landscape.csv."""
@@ -150,3 +121,27 @@ class RunStore:
     def plot_path(self) -> Path:
         """Where the landscape plot goes."""
         return self.folder / PLOT_FILE
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file, skipping a line cut by a crash."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # an empty line or a line cut by a crash
+    return records
+
+
+def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "ab") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records).encode())
+        f.flush()
+        os.fsync(f.fileno())

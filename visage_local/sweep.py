@@ -27,7 +27,7 @@ from visage_local.errors import ConfigError, VisageError
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Grid
 from visage_local.judges import get_judge
-from visage_local.perturb import Perturbation, Point
+from visage_local.perturb import Perturbation, Point, PointDisplacement
 from visage_local.prompts import PromptSet
 from visage_local.store import RunStore
 
@@ -46,6 +46,7 @@ class SweepConfig:
     system_prompt: SystemPrompt = field(default_factory=lambda: SystemPrompt("default"))
     judge: str = "keyword-paper"
     early_stop: bool = True
+    requant: str = "same"
     engine: EngineSettings = field(default_factory=EngineSettings)
     memory_budget_mb: int = 4096
 
@@ -64,6 +65,7 @@ class PointOutcome:
     point: Point
     asr: float
     refused: list[bool]
+    displacement: PointDisplacement
     weight_update_s: float
     generation_s: float
     tokens: int
@@ -101,6 +103,7 @@ def result_config(config: SweepConfig, model: GGUFModel) -> dict:
         "system_prompt": config.system_prompt.label(),
         "max_new_tokens": config.max_new_tokens,
         "early_stop": config.early_stop,
+        "requant": config.requant,
         "batch_size": config.engine.max_sequences,
         "versions": versions(),
     }
@@ -166,7 +169,11 @@ def run_sweep(
     points = plan(config.grid)
     directions = [RandomDirection(config.seed, i) for i in range(config.grid.dims)]
     perturbation = Perturbation(
-        model, directions, threads=config.engine.threads, cache_bytes=config.memory_budget_mb << 20
+        model,
+        directions,
+        threads=config.engine.threads,
+        cache_bytes=config.memory_budget_mb << 20,
+        requant=config.requant,
     )
     folder = scratch_folder(model.path.stat().st_size, store.folder)
     fd, scratch_name = tempfile.mkstemp(prefix="visage-scratch-", suffix=".gguf", dir=folder)
@@ -175,7 +182,7 @@ def run_sweep(
     engine = None
     stopped_early = False
     try:
-        scratch = GGUFCopy(model, scratch_name)
+        scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
         engine = Engine(scratch.path, config.engine)
         tokens = render_prompts(engine, model, config)
         todo = [i for i in range(len(points)) if i not in store.finished]
@@ -231,8 +238,10 @@ def _evaluate_point(
     index, point, config, perturbation, scratch, engine, tokens, judge, settled, store
 ) -> PointOutcome:
     t0 = time.monotonic()
-    for info, raw in perturbation.tensors_at(point):
-        scratch.write_tensor(info, raw)
+    displacement = PointDisplacement()
+    for tensor in perturbation.tensors_at(point):
+        scratch.write_tensor(tensor.info.name, tensor.raw)
+        displacement.add(tensor)
     engine.refresh_weights()
     t1 = time.monotonic()
     generations = engine.generate(tokens, config.max_new_tokens, settled)
@@ -257,13 +266,25 @@ def _evaluate_point(
                 "stop_reason": gen.stop_reason,
             }
         )
-    store.append_point(records)
+    store.append_point(
+        records,
+        {
+            "point": index,
+            "alpha": point.alpha,
+            "beta": point.beta,
+            "displacement": displacement.summary(),
+            "displacement_faithful": displacement.total.faithful(),
+            "weight_update_s": round(t1 - t0, 3),
+            "generation_s": round(t2 - t1, 3),
+        },
+    )
     refused = [r["refused"] for r in records]
     return PointOutcome(
         index=index,
         point=point,
         asr=metrics.attack_success_rate(refused),
         refused=refused,
+        displacement=displacement,
         weight_update_s=t1 - t0,
         generation_s=t2 - t1,
         tokens=sum(r["tokens"] for r in records),
@@ -288,6 +309,8 @@ def point_rows(store: RunStore, points: list[Point], grid: Grid) -> list[dict]:
                 "n_prompts": len(refused),
                 "on_grid": point.alpha in axis and (point.beta is None or point.beta in axis),
                 "tokens": sum(r["tokens"] for r in records),
+                "displacement": store.point_records[i]["displacement"],
+                "displacement_faithful": store.point_records[i]["displacement_faithful"],
             }
         )
     return rows
@@ -327,6 +350,7 @@ def _summary(config, model, store, points, started, complete) -> tuple[dict, str
         "system_prompt": config.system_prompt.label(),
         "judge": config.judge,
         "early_stop": config.early_stop,
+        "requant": config.requant,
         "batch_size": config.engine.max_sequences,
         "visage": landscape_visage(rows, config.grid),
         "origin_asr": origin["asr"] if origin else None,
