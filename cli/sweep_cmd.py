@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
 from visage_local.chat import SystemPrompt
 from visage_local.directions import RandomDirection
 from visage_local.engine import EngineSettings
@@ -78,9 +79,9 @@ from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 256),
-    default=64,
-    show_default=True,
-    help="Prompts decoded together in one llama.cpp context.",
+    default=None,
+    help="Prompts decoded together in one llama.cpp context "
+    "[default: the most that fit in a quarter of free memory, at most 64].",
 )
 @click.option(
     "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
@@ -124,9 +125,14 @@ def sweep_command(
 ) -> None:
     """Safety landscape of MODEL (a GGUF path or registry name; default: the embedded SmolLM2)."""
     model_path = resolve_model(model)
+    prompts = load_prompts(prompts_path, limit)
+    if batch_size is None:
+        batch_size = auto_batch_size(
+            GGUFModel(model_path), len(prompts.prompts), TYPICAL_PROMPT_TOKENS + max_new_tokens
+        )
     config = SweepConfig(
         model_path=model_path,
-        prompts=load_prompts(prompts_path, limit),
+        prompts=prompts,
         grid=Grid(dims, steps, range_),
         seed=seed,
         max_new_tokens=max_new_tokens,

@@ -108,7 +108,7 @@ def run_ceiling(model_path: Path, batch: int, steps: int, threads: int) -> list:
     from visage_local.engine import Engine, EngineSettings
 
     with Engine(model_path, EngineSettings(threads=threads, max_sequences=batch)) as engine:
-        engine._ensure_context(batch, batch * (steps + 64))
+        engine._ensure_context(batch, steps + 64)
         ctx = engine._ctx
         b = llama_cpp.llama_batch_init(batch, 0, 1)
         try:

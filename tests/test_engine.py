@@ -8,9 +8,11 @@ import pytest
 
 from visage_local.chat import SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
-from visage_local.engine import Engine, EngineSettings
+from visage_local.engine import Engine, EngineSettings, shared_prefix_length
 from visage_local.gguf_model import GGUFCopy, GGUFModel
+from visage_local.judges import get_judge
 from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +90,43 @@ def test_settled_predicate_stops_a_sequence_early(smollm2):
     assert cut.stop_reason == "settled"
     assert full.text.startswith(cut.text) and len(cut.text) >= 10
     assert len(cut.tokens) < len(full.tokens)
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7]]) == 5
+    assert shared_prefix_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]]) == 4  # one token kept
+    assert shared_prefix_length([[1, 2, 9, 9, 9], [1, 2, 3, 4, 5]]) == 0  # under the minimum
+
+
+def test_shared_prefix_prefill_gives_the_same_tokens(smollm2):
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2, max_sequences=4)) as engine:
+        tokens = _chat_tokens(engine, model, PROMPTS)
+        assert shared_prefix_length(tokens) >= 10  # the template's system prompt
+        shared = engine.generate(tokens, 16)
+        alone = [engine.generate([t], 16)[0] for t in tokens]
+    assert [g.tokens for g in shared] == [g.tokens for g in alone]
+
+
+def test_early_stop_keeps_every_verdict_on_real_points(qwen, advbench, tmp_path):
+    model = GGUFModel(qwen)
+    judge = get_judge("keyword-paper")
+    p = Perturbation(model, [RandomDirection(123)], threads=2, cache_bytes=4 << 30)
+    scratch = GGUFCopy(model, tmp_path / "scratch.gguf")
+    prompts = load_prompts(advbench, 16).prompts
+    saved = 0
+    with Engine(scratch.path, EngineSettings(threads=2)) as engine:
+        tokens = _chat_tokens(engine, model, prompts)
+        for point in (Point(0.0), Point(0.1)):
+            for tensor in p.tensors_at(point):
+                scratch.write_tensor(tensor.info.name, tensor.raw)
+            engine.refresh_weights()
+            full = engine.generate(tokens, 48)
+            early = engine.generate(tokens, 48, settled=judge.settled)
+            assert [judge.judge(g.text).refused for g in early] == [
+                judge.judge(g.text).refused for g in full
+            ]
+            assert any(g.stop_reason == "settled" for g in early)
+            saved += sum(len(g.tokens) for g in full) - sum(len(g.tokens) for g in early)
+    scratch.close()
+    assert saved > 0

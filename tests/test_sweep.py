@@ -83,8 +83,9 @@ def test_same_seed_same_landscape_and_resume_reuses_finished_points(smollm2, tmp
     # Cut the run after its first point, with half a line of the next: as a crash would.
     cut = tmp_path / "b"
     cut.mkdir()
-    for name in ("config.json",):
-        (cut / name).write_text((tmp_path / "a" / name).read_text())
+    (cut / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
+    point_lines = (tmp_path / "a" / "points.jsonl").read_text().splitlines()
+    (cut / "points.jsonl").write_text(point_lines[0] + "\n" + point_lines[1][:30])
     (cut / "generations.jsonl").write_text("\n".join(lines_a[:3]) + "\n" + lines_a[3][:40])
     calls = []
     resumed = run_sweep(

@@ -96,17 +96,19 @@ class Engine:
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
 
-    def _ensure_context(self, n_sequences: int, n_tokens: int) -> None:
+    def _ensure_context(self, n_sequences: int, tokens_per_sequence: int) -> None:
+        """A cleared context for ``n_sequences`` sequences of up to ``tokens_per_sequence`` each."""
         if (
             self._ctx is not None
             and n_sequences <= self._ctx_sequences
-            and n_tokens <= self._ctx_tokens
+            and tokens_per_sequence <= self._ctx_tokens // self._ctx_sequences
         ):
             self.reset()
             return
         self._free_context()
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = _round_up(n_tokens, 256)
+        # Without a unified KV cache every sequence gets n_ctx / n_seq_max cells of its own.
+        params.n_ctx = n_sequences * _round_up(tokens_per_sequence, 64)
         params.n_batch = 512
         params.n_ubatch = 512
         params.n_seq_max = n_sequences
@@ -242,7 +244,7 @@ class Engine:
     def _generate_group(self, prompts, max_new_tokens, settled) -> list[Generation]:
         n = len(prompts)
         longest = max(len(p) for p in prompts)
-        self._ensure_context(n, n * (longest + max_new_tokens + 1))
+        self._ensure_context(n, longest + max_new_tokens + 1)
         batch = llama_cpp.llama_batch_init(max(512, n), 0, 1)
         try:
             shared = shared_prefix_length(prompts) if n > 1 else 0
@@ -271,8 +273,8 @@ class Engine:
         last = np.empty((len(prompts), self.n_vocab), dtype=np.float32)
         entries = [(s, pos, p[pos]) for s, p in enumerate(prompts) for pos in range(start, len(p))]
         capacity = 512
-        for start in range(0, len(entries), capacity):
-            chunk = entries[start : start + capacity]
+        for offset in range(0, len(entries), capacity):
+            chunk = entries[offset : offset + capacity]
             wanted = []
             for i, (seq, pos, tok) in enumerate(chunk):
                 is_last = pos == len(prompts[seq]) - 1

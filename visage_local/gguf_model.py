@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -70,6 +71,22 @@ class GGUFModel:
             for t in self._reader.tensors
         ]
         self._by_name = {t.name: t for t in self.tensors}
+        self._check_tensors()
+
+    def _check_tensors(self) -> None:
+        """Refuse tensor tables that cannot describe real data (a damaged or hostile header)."""
+        size = self.path.stat().st_size
+        if len(self._by_name) != len(self.tensors):
+            raise ModelFileError(f"{self.path}: two tensors share a name")
+        for t in self.tensors:
+            if not t.shape or min(t.shape) < 1 or t.n_elements != math.prod(t.shape):
+                raise ModelFileError(
+                    f"{self.path}: tensor {t.name!r} has an invalid shape {t.shape}"
+                )
+            if t.offset < 0 or t.offset + t.n_bytes > size:
+                raise ModelFileError(
+                    f"{self.path}: tensor {t.name!r} runs past the end of the file"
+                )
 
     def tensor(self, name: str) -> TensorInfo:
         """The tensor called ``name``; KeyError when the file has none."""
@@ -80,7 +97,13 @@ class GGUFModel:
         field = self._reader.fields.get(key)
         if field is None:
             return default
-        return field.contents()
+        return self._contents(field)
+
+    def _contents(self, field):
+        try:
+            return field.contents()
+        except (UnicodeDecodeError, ValueError, IndexError) as e:
+            raise ModelFileError(f"{self.path}: metadata {field.name!r} is malformed ({e})") from e
 
     def metadata_keys(self) -> list[str]:
         """All metadata keys in file order."""
@@ -93,7 +116,7 @@ class GGUFModel:
             if field.types and field.types[0] == GGUFValueType.ARRAY and len(field.data) > 16:
                 out[key] = f"<array of {len(field.data)}>"
             else:
-                out[key] = field.contents()
+                out[key] = self._contents(field)
         return out
 
     @property

@@ -59,3 +59,37 @@ def plot_2d(axis: list[float], grid_asr: np.ndarray, title: str, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_runs_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> None:
+    """Several 1D landscapes on one figure: ASR on top; the displacement's norm ratio and
+    cosine (how closely requantised weights follow the direction) below."""
+    fig, (top, ratio_ax, cos_ax) = plt.subplots(
+        3, 1, figsize=(6.4, 7.2), dpi=110, sharex=True, height_ratios=[2, 1, 1]
+    )
+    for label, summary in runs:
+        rows = sorted((r for r in summary["points"] if r["on_grid"]), key=lambda r: r["alpha"])
+        alphas = [r["alpha"] for r in rows]
+        visage = summary.get("visage")
+        name = label if visage is None else f"{label} (VISAGE {visage:.1f})"
+        top.plot(alphas, [r["asr"] for r in rows], marker="o", markersize=3, label=name)
+        moved = [(r["alpha"], r["displacement"]["all"]) for r in rows if "displacement" in r]
+        moved = [(a, d) for a, d in moved if d["ratio"] is not None]
+        ratio_ax.plot(
+            [a for a, _ in moved], [d["ratio"] for _, d in moved], marker=".", label=label
+        )
+        cos_ax.plot([a for a, _ in moved], [d["cosine"] for _, d in moved], marker=".", label=label)
+    top.set_ylabel("ASR (%)")
+    top.set_ylim(-3, 103)
+    top.legend(fontsize=8)
+    top.set_title(title, fontsize=9)
+    ratio_ax.axhspan(0.8, 1.25, color="#2ecc71", alpha=0.12)
+    ratio_ax.set_ylabel("norm ratio")
+    cos_ax.axhline(0.9, color="#c0392b", linestyle=":", linewidth=1)
+    cos_ax.set_ylabel("cosine")
+    cos_ax.set_xlabel("alpha")
+    for ax in (top, ratio_ax, cos_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

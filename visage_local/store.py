@@ -85,8 +85,9 @@ class RunStore:
 
     def _load_finished(self) -> None:
         """Complete points from the files; rewrites them without partial points."""
-        generations = _read_jsonl(self.folder / GENERATIONS_FILE)
-        point_lines = {r["point"]: r for r in _read_jsonl(self.folder / POINTS_FILE)}
+        generations, generations_clean = _read_jsonl(self.folder / GENERATIONS_FILE)
+        point_list, points_clean = _read_jsonl(self.folder / POINTS_FILE)
+        point_lines = {r["point"]: r for r in point_list}
         by_point: dict[int, list[dict]] = defaultdict(list)
         for record in generations:
             by_point[record["point"]].append(record)
@@ -97,9 +98,9 @@ class RunStore:
         }
         self.point_records = {p: point_lines[p] for p in self.finished}
         kept = [r for p in sorted(self.finished) for r in self.finished[p]]
-        if len(kept) != len(generations):
+        if len(kept) != len(generations) or not generations_clean:
             _rewrite_jsonl(self.folder / GENERATIONS_FILE, kept)
-        if len(self.point_records) != len(point_lines):
+        if len(self.point_records) != len(point_lines) or not points_clean:
             _rewrite_jsonl(
                 self.folder / POINTS_FILE,
                 [self.point_records[p] for p in sorted(self.point_records)],
@@ -123,17 +124,19 @@ class RunStore:
         return self.folder / PLOT_FILE
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file, skipping a line cut by a crash."""
+def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
+    """Records of a JSON-lines file, skipping a line cut by a crash; and whether none was."""
     if not path.exists():
-        return []
-    records = []
+        return [], True
+    records, clean = [], True
     for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # an empty line or a line cut by a crash
-    return records
+            clean = False  # a line cut by a crash
+    return records, clean
 
 
 def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
