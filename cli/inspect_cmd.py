@@ -11,10 +11,10 @@ from tqdm import tqdm
 from visage_local.directions import RandomDirection
 from visage_local.gguf_model import GGUFModel
 from visage_local.inspection import inspect_model
-from visage_local.perturb import REQUANT_MODES, Perturbation, Point, PointDisplacement
+from visage_local.perturb import Perturbation, Point, PointDisplacement
 from visage_local.registry import resolve_model
 
-from ._common import echo_json, human_bytes
+from ._common import echo_json, human_bytes, requant_option
 
 
 @click.command("inspect")
@@ -24,9 +24,7 @@ from ._common import echo_json, human_bytes
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="With --fidelity.")
 @click.option("--beta", type=float, default=None, help="With --fidelity: a 2D point.")
 @click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True)
-@click.option(
-    "--requant", type=click.Choice(list(REQUANT_MODES)), default="same", show_default=True
-)
+@requant_option
 def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> None:
     """Describe MODEL (a GGUF path or registry name; default: the embedded SmolLM2).
 

@@ -15,6 +15,7 @@ from visage_local.quant import UnsupportedTensorType
 from .inspect_cmd import inspect_command
 from .models_cmd import fetch_command, models_command
 from .perturb_cmd import perturb_command
+from .report_cmd import report_command
 from .sweep_cmd import sweep_command
 
 
@@ -60,3 +61,4 @@ main.add_command(perturb_command)
 main.add_command(sweep_command)
 main.add_command(models_command)
 main.add_command(fetch_command)
+main.add_command(report_command)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -10,8 +9,10 @@ from tqdm import tqdm
 
 from visage_local.directions import RandomDirection
 from visage_local.gguf_model import GGUFModel
-from visage_local.perturb import REQUANT_MODES, Perturbation, Point, export_perturbed
+from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.registry import resolve_model
+
+from ._common import requant_option, threads_option
 
 
 @click.command("perturb")
@@ -25,17 +26,9 @@ from visage_local.registry import resolve_model
     default=None,
     help="Seed of direction 2 (default: --seed).",
 )
-@click.option(
-    "--requant",
-    type=click.Choice(list(REQUANT_MODES)),
-    default="same",
-    show_default=True,
-    help="Type perturbed tensors are written in.",
-)
+@requant_option
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option(
-    "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
-)
+@threads_option
 def perturb_command(model, alpha, beta, seed, direction2_seed, requant, out, threads) -> None:
     """Write MODEL perturbed to theta + alpha*d1 (+ beta*d2) as a GGUF file."""
     source = GGUFModel(resolve_model(model))

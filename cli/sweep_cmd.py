@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -15,10 +14,12 @@ from visage_local.engine import EngineSettings
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import MAX_RANGE, MAX_STEPS, Grid
 from visage_local.judges import JUDGES
-from visage_local.perturb import REQUANT_MODES, Perturbation
+from visage_local.perturb import Perturbation
 from visage_local.prompts import load_prompts
 from visage_local.registry import resolve_model
 from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
+
+from ._common import requant_option, threads_option
 
 
 @click.command("sweep")
@@ -69,13 +70,7 @@ from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
     show_default=True,
     help="Stop a response once the judge's verdict is settled (verdicts are unchanged).",
 )
-@click.option(
-    "--requant",
-    type=click.Choice(list(REQUANT_MODES)),
-    default="same",
-    show_default=True,
-    help="Type perturbed tensors are written in: each tensor's own, or a finer one.",
-)
+@requant_option
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 256),
@@ -83,9 +78,7 @@ from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
     help="Prompts decoded together in one llama.cpp context "
     "[default: the most that fit in a quarter of free memory, at most 64].",
 )
-@click.option(
-    "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
-)
+@threads_option
 @click.option("--n-gpu-layers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--memory-budget",

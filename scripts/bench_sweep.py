@@ -5,7 +5,9 @@ For each model, in one run, side by side, on the same 3 grid points:
 1. baseline: write the perturbed GGUF, load it with ``llama_cpp.Llama``, then
    ``create_chat_completion`` one prompt at a time (greedy);
 2. engine: visage-local's route: rewrite the weights in the memory-mapped scratch
-   copy, then batched greedy generation with early stop;
+   copy, then batched greedy generation with early stop; once with the default
+   direction cache (4 GiB) and once with none (``--memory-budget 0``), which
+   trades weight-update time for memory;
 3. ceiling: llama.cpp's decode rate at the engine's batch size through the
    low-level API with no per-token Python work.
 
@@ -70,7 +72,9 @@ def run_baseline(model_path: Path, prompts: list[str], max_new_tokens: int, thre
     return rows
 
 
-def run_engine(model_path: Path, prompts: list[str], max_new_tokens: int, threads: int) -> list:
+def run_engine(
+    model_path: Path, prompts: list[str], max_new_tokens: int, threads: int, budget_mb: int
+) -> list:
     from visage_local.engine import EngineSettings
     from visage_local.grid import Grid
     from visage_local.prompts import PromptSet
@@ -83,6 +87,7 @@ def run_engine(model_path: Path, prompts: list[str], max_new_tokens: int, thread
         grid=Grid(1, 2, ALPHAS[-1]),
         max_new_tokens=max_new_tokens,
         engine=EngineSettings(threads=threads),
+        memory_budget_mb=budget_mb,
     )
 
     def on_point(outcome, done, total):
@@ -148,7 +153,9 @@ def child(args) -> None:
     if args.child == "baseline":
         rows = run_baseline(args.model, prompts, args.max_new_tokens, args.threads)
     elif args.child == "engine":
-        rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads)
+        rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads, 4096)
+    elif args.child == "engine-nocache":
+        rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads, 0)
     else:
         rows = run_ceiling(args.model, min(64, args.limit), args.max_new_tokens, args.threads)
     print(json.dumps(rows))
@@ -165,7 +172,9 @@ def _spawn(route: str, model: Path, args) -> list:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(name: str, baseline: list, engine: list, ceiling: list, model_mib: float) -> None:
+def report(
+    name: str, baseline: list, engine: list, nocache: list, ceiling: list, model_mib: float
+) -> None:
     print(f"\n== {name} ({model_mib:.0f} MiB GGUF)")
     print(
         "alpha  route     update_s  generate_s  tokens  tok/s  peak_RSS_MiB  "
@@ -176,12 +185,15 @@ def report(name: str, baseline: list, engine: list, ceiling: list, model_mib: fl
         e = engine_by_alpha[b["alpha"]]
         b_total = b["update_s"] + b["generate_s"]
         e_total = e["update_s"] + e["generate_s"]
-        agree = sum(x == y for x, y in zip(b["refused"], e["refused"], strict=True))
-        for route, r, total in (("baseline", b, b_total), ("engine", e, e_total)):
+        n = next(r for r in nocache if r["alpha"] == b["alpha"])
+        n_total = n["update_s"] + n["generate_s"]
+        routes = (("baseline", b, b_total), ("engine", e, e_total), ("no-cache", n, n_total))
+        for route, r, total in routes:
             extra = (
-                f"{b_total / e_total:15.1f}  {e['update_s'] / e_total:12.0%}  "
-                f"{agree}/{len(b['refused'])}"
-                if route == "engine"
+                f"{b_total / total:15.1f}  {r['update_s'] / total:12.0%}  "
+                f"{sum(x == y for x, y in zip(b['refused'], r['refused'], strict=True))}"
+                f"/{len(b['refused'])}"
+                if route != "baseline"
                 else ""
             )
             print(
@@ -202,7 +214,7 @@ def report(name: str, baseline: list, engine: list, ceiling: list, model_mib: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", choices=["baseline", "engine", "ceiling"])
+    parser.add_argument("--child", choices=["baseline", "engine", "engine-nocache", "ceiling"])
     parser.add_argument("--model", type=Path, action="append")
     parser.add_argument("--prompts", type=Path)
     parser.add_argument("--limit", type=int, default=80)
@@ -226,8 +238,9 @@ def main() -> None:
     for model in models:
         baseline = _spawn("baseline", model, args)
         engine = _spawn("engine", model, args)
+        nocache = _spawn("engine-nocache", model, args)
         ceiling = _spawn("ceiling", model, args)
-        report(model.name, baseline, engine, ceiling, model.stat().st_size / (1 << 20))
+        report(model.name, baseline, engine, nocache, ceiling, model.stat().st_size / (1 << 20))
 
 
 if __name__ == "__main__":

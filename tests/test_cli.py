@@ -126,3 +126,46 @@ def test_model_without_chat_template_uses_the_fallback_and_says_so(gemma, tmp_pa
     assert "no chat template" in result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["chat_template"] == "fallback"
+
+
+@pytest.mark.slow
+def test_report_escapes_markup_from_the_model_file(smollm2, tmp_path):
+    # A copy of SmolLM2 whose general.name is markup (same length, so the header stays valid).
+    name = b"Smollm2 135M 8k Lc100K Mix1 Ep2"
+    hostile = b"<script>alert(1)</script><b>x!"
+    assert len(hostile) == len(name)
+    data = smollm2.read_bytes()
+    assert data.count(name) == 1
+    model = tmp_path / "hostile.gguf"
+    model.write_bytes(data.replace(name, hostile))
+    out = tmp_path / "run"
+    result = run(
+        "sweep", model, "--steps", "2", "--limit", "2", "--max-new-tokens", "8",
+        "--threads", "2", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run("report", out)
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "<script>" not in html and "<b>x!" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<details>") == 3 and "data:image/png;base64," in html
+
+
+@pytest.mark.slow
+def test_fidelity_on_a_real_q4_model_warns_in_same_mode_and_not_in_f16(smollm2):
+    same = run("inspect", smollm2, "--fidelity", "--alpha", "0.05", "--json")
+    assert same.exit_code == 0, same.output
+    figures = json.loads(same.stdout)
+    print("SmolLM2 Q4_1 at alpha 0.05, same:", figures["all"])
+    assert figures["all"]["cosine"] < 0.9  # rounding noise dominates the small step
+    text = run("inspect", smollm2, "--fidelity", "--alpha", "0.05")
+    assert "warning: the applied displacement strays" in text.output
+    f16 = json.loads(
+        run(
+            "inspect", smollm2, "--fidelity", "--alpha", "0.05", "--requant", "f16", "--json"
+        ).output
+    )
+    assert abs(f16["all"]["ratio"] - 1) < 0.01 and abs(f16["all"]["cosine"] - 1) < 0.01
+    origin = json.loads(run("inspect", smollm2, "--fidelity", "--alpha", "0", "--json").stdout)
+    assert origin["all"] == {"ratio": None, "cosine": None}

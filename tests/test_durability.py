@@ -30,7 +30,7 @@ def _start_and_wait_for_first_point(out: Path) -> subprocess.Popen:
         _command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 300
-    while _finished_lines(out) < 3:
+    while _finished_lines(out) < 3 or not (out / "summary.json").exists():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -100,3 +100,15 @@ def test_disk_full_during_a_sweep_fails_cleanly_and_resumes(tmp_path, uninterrup
         assert _outputs(out) == uninterrupted
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_second_ctrl_c_stops_at_once_without_a_corrupt_file(tmp_path):
+    out = tmp_path / "run"
+    proc = _start_and_wait_for_first_point(out)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    json.loads((out / "summary.json").read_text())  # complete JSON, whatever the moment
+    assert not list(out.glob(".*.tmp"))  # no temporary file left behind

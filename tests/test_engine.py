@@ -10,7 +10,7 @@ from visage_local.chat import SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, EngineSettings, shared_prefix_length
 from visage_local.gguf_model import GGUFCopy, GGUFModel
-from visage_local.judges import get_judge
+from visage_local.judges import get_judge, paper_keywords
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.prompts import load_prompts
 
@@ -127,6 +127,29 @@ def test_early_stop_keeps_every_verdict_on_real_points(qwen, advbench, tmp_path)
                 judge.judge(g.text).refused for g in full
             ]
             assert any(g.stop_reason == "settled" for g in early)
+            if point.is_origin:  # the aligned model refuses most, not all, of these requests
+                refused = [judge.judge(g.text) for g in full]
+                assert 1 <= sum(not v.refused for v in refused) <= 12
+                assert {v.matched for v in refused if v.refused} <= set(paper_keywords())
             saved += sum(len(g.tokens) for g in full) - sum(len(g.tokens) for g in early)
     scratch.close()
     assert saved > 0
+
+
+def test_reload_path_for_gpu_offload_matches_the_in_place_route(smollm2, tmp_path):
+    # With n_gpu_layers > 0 the engine reloads the model from the scratch file after a
+    # weight update; on this CPU-only build llama.cpp keeps the layers on the CPU, so the
+    # reload route can be checked against the in-place route here.
+    model = GGUFModel(smollm2)
+    p = Perturbation(model, [RandomDirection(7)], threads=2)
+    results = {}
+    for layers in (0, 1):
+        scratch = GGUFCopy(model, tmp_path / f"scratch{layers}.gguf")
+        with Engine(scratch.path, EngineSettings(threads=2, n_gpu_layers=layers)) as engine:
+            prompt = _chat_tokens(engine, model, PROMPTS[:1])[0]
+            for tensor in p.tensors_at(Point(0.1)):
+                scratch.write_tensor(tensor.info.name, tensor.raw)
+            engine.refresh_weights()
+            results[layers] = engine.logits_after(prompt)
+        scratch.close()
+    np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import llama_cpp
 import numpy as np
 import pytest
 from conftest import write_tiny_gguf
@@ -104,46 +105,20 @@ def test_unsupported_tensor_type_is_refused_unless_excluded(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["smollm2", "gemma"])
+@pytest.mark.parametrize("which", ["smollm2", "qwen", "gemma"])
 def test_perturbed_gguf_loads_in_llama_cpp_and_generates(which, request, tmp_path):
     source = GGUFModel(request.getfixturevalue(which))
     p = Perturbation(source, [RandomDirection(123)], threads=2)
     out = export_perturbed(p, Point(0.05), tmp_path / "perturbed.gguf")
+    # stock llama-cpp-python, its high-level class
+    llm = llama_cpp.Llama(str(out), n_ctx=256, n_threads=2, verbose=False)
+    text = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
+    assert text["usage"]["completion_tokens"] >= 1
+    del llm
     with Engine(out, EngineSettings(threads=2)) as engine:
         prompt = engine.tokenize("The capital of France is")
-        [gen] = engine.generate([prompt], 8)
-        assert len(gen.tokens) >= 1 and gen.text.strip()
         perturbed_logits = engine.logits_after(prompt)
     with Engine(source.path, EngineSettings(threads=2)) as engine:
         original_logits = engine.logits_after(prompt)
+    assert np.isfinite(perturbed_logits).all()
     assert not np.allclose(perturbed_logits, original_logits)
-
-
-def test_f16_requant_follows_the_direction_and_same_mode_warns_at_small_alpha(tiny_gguf, tmp_path):
-    model = GGUFModel(tiny_gguf)
-    f16 = Perturbation(model, [RandomDirection(3)], requant="f16").displacement_at(Point(0.05))
-    assert abs(f16.total.ratio - 1) < 0.01 and abs(f16.total.cosine - 1) < 0.01
-    q4 = write_tiny_gguf(tmp_path / "q4.gguf", [GGMLQuantizationType.Q4_0], rows=64)
-    same = Perturbation(GGUFModel(q4), [RandomDirection(3)]).displacement_at(Point(0.01))
-    print("Q4_0 at alpha 0.01: ratio", same.total.ratio, "cosine", same.total.cosine)
-    assert not same.total.faithful()
-    assert same.total.cosine < 0.5
-
-
-def test_requant_modes_change_only_quantised_tensors_and_export_loads(tiny_gguf, tmp_path):
-    model = GGUFModel(tiny_gguf)
-    p = Perturbation(model, [RandomDirection(3)], requant="q8_0")
-    out = GGUFModel(export_perturbed(p, Point(0.1), tmp_path / "q8.gguf"))
-    for info in model.tensors:
-        written = out.tensor(info.name)
-        if info.qtype in {
-            GGMLQuantizationType.F32,
-            GGMLQuantizationType.F16,
-            GGMLQuantizationType.BF16,
-        }:
-            assert written.qtype == info.qtype
-        else:
-            assert written.qtype == GGMLQuantizationType.Q8_0
-        assert written.shape == info.shape
-    assert out.metadata_summary() == model.metadata_summary()
-    assert p.extra_bytes() > 0

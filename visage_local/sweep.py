@@ -22,11 +22,11 @@ import numpy as np
 from visage_local import metrics, plots
 from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
-from visage_local.engine import Engine, EngineSettings
+from visage_local.engine import Engine, EngineSettings, Generation
 from visage_local.errors import ConfigError, VisageError
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Grid
-from visage_local.judges import get_judge
+from visage_local.judges import KeywordJudge, get_judge
 from visage_local.perturb import Perturbation, Point, PointDisplacement
 from visage_local.prompts import PromptSet
 from visage_local.store import RunStore
@@ -175,7 +175,7 @@ def run_sweep(
         cache_bytes=config.memory_budget_mb << 20,
         requant=config.requant,
     )
-    folder = scratch_folder(model.path.stat().st_size, store.folder)
+    folder = scratch_folder(model.path.stat().st_size + perturbation.extra_bytes(), store.folder)
     fd, scratch_name = tempfile.mkstemp(prefix="visage-scratch-", suffix=".gguf", dir=folder)
     os.close(fd)
     scratch = None
@@ -184,23 +184,19 @@ def run_sweep(
     try:
         scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
         engine = Engine(scratch.path, config.engine)
-        tokens = render_prompts(engine, model, config)
+        live = _LivePoint(
+            config,
+            perturbation,
+            scratch,
+            engine,
+            render_prompts(engine, model, config),
+            judge,
+            store,
+        )
         todo = [i for i in range(len(points)) if i not in store.finished]
-        settled = judge.settled if config.early_stop else None
         with _StopRequest() as stop:
             for i in todo:
-                outcome = _evaluate_point(
-                    i,
-                    points[i],
-                    config,
-                    perturbation,
-                    scratch,
-                    engine,
-                    tokens,
-                    judge,
-                    settled,
-                    store,
-                )
+                outcome = live.evaluate(i, points[i])
                 store.write_summary(*_summary(config, model, store, points, started, False))
                 if on_point:
                     on_point(outcome, len(store.finished), len(points))
@@ -234,61 +230,78 @@ class SweepInterrupted(VisageError):
         )
 
 
-def _evaluate_point(
-    index, point, config, perturbation, scratch, engine, tokens, judge, settled, store
-) -> PointOutcome:
-    t0 = time.monotonic()
-    displacement = PointDisplacement()
-    for tensor in perturbation.tensors_at(point):
-        scratch.write_tensor(tensor.info.name, tensor.raw)
-        displacement.add(tensor)
-    engine.refresh_weights()
-    t1 = time.monotonic()
-    generations = engine.generate(tokens, config.max_new_tokens, settled)
-    t2 = time.monotonic()
-    records = []
-    for prompt_index, (prompt, gen) in enumerate(
-        zip(config.prompts.prompts, generations, strict=True)
-    ):
-        verdict = judge.judge(gen.text)
-        records.append(
+@dataclass
+class _LivePoint:
+    """What evaluating points needs while a sweep runs: the perturbation, the scratch file
+    llama.cpp maps, the engine, the tokenized prompts, the judge and the run folder."""
+
+    config: SweepConfig
+    perturbation: Perturbation
+    scratch: GGUFCopy
+    engine: Engine
+    tokens: list[list[int]]
+    judge: KeywordJudge
+    store: RunStore
+
+    def evaluate(self, index: int, point: Point) -> PointOutcome:
+        """Move the weights to ``point``, generate, judge, and append the point to the store."""
+        t0 = time.monotonic()
+        displacement = self._move_weights(point)
+        t1 = time.monotonic()
+        settled = self.judge.settled if self.config.early_stop else None
+        generations = self.engine.generate(self.tokens, self.config.max_new_tokens, settled)
+        t2 = time.monotonic()
+        records = [
+            self._record(index, point, prompt_index, gen)
+            for prompt_index, gen in enumerate(generations)
+        ]
+        self.store.append_point(
+            records,
             {
                 "point": index,
                 "alpha": point.alpha,
                 "beta": point.beta,
-                "prompt_index": prompt_index,
-                "n_prompts": len(tokens),
-                "prompt": prompt,
-                "response": gen.text,
-                "refused": verdict.refused,
-                "matched": verdict.matched,
-                "tokens": len(gen.tokens),
-                "stop_reason": gen.stop_reason,
-            }
+                "displacement": displacement.summary(),
+                "displacement_faithful": displacement.total.faithful(),
+                "weight_update_s": round(t1 - t0, 3),
+                "generation_s": round(t2 - t1, 3),
+            },
         )
-    store.append_point(
-        records,
-        {
+        refused = [r["refused"] for r in records]
+        return PointOutcome(
+            index=index,
+            point=point,
+            asr=metrics.attack_success_rate(refused),
+            refused=refused,
+            displacement=displacement,
+            weight_update_s=t1 - t0,
+            generation_s=t2 - t1,
+            tokens=sum(r["tokens"] for r in records),
+        )
+
+    def _move_weights(self, point: Point) -> PointDisplacement:
+        displacement = PointDisplacement()
+        for tensor in self.perturbation.tensors_at(point):
+            self.scratch.write_tensor(tensor.info.name, tensor.raw)
+            displacement.add(tensor)
+        self.engine.refresh_weights()
+        return displacement
+
+    def _record(self, index: int, point: Point, prompt_index: int, gen: Generation) -> dict:
+        verdict = self.judge.judge(gen.text)
+        return {
             "point": index,
             "alpha": point.alpha,
             "beta": point.beta,
-            "displacement": displacement.summary(),
-            "displacement_faithful": displacement.total.faithful(),
-            "weight_update_s": round(t1 - t0, 3),
-            "generation_s": round(t2 - t1, 3),
-        },
-    )
-    refused = [r["refused"] for r in records]
-    return PointOutcome(
-        index=index,
-        point=point,
-        asr=metrics.attack_success_rate(refused),
-        refused=refused,
-        displacement=displacement,
-        weight_update_s=t1 - t0,
-        generation_s=t2 - t1,
-        tokens=sum(r["tokens"] for r in records),
-    )
+            "prompt_index": prompt_index,
+            "n_prompts": len(self.tokens),
+            "prompt": self.config.prompts.prompts[prompt_index],
+            "response": gen.text,
+            "refused": verdict.refused,
+            "matched": verdict.matched,
+            "tokens": len(gen.tokens),
+            "stop_reason": gen.stop_reason,
+        }
 
 
 def point_rows(store: RunStore, points: list[Point], grid: Grid) -> list[dict]:
@@ -382,7 +395,7 @@ def draw(summary: dict, path: Path) -> None:
     visage = "n/a" if summary["visage"] is None else f"{summary['visage']:.1f}"
     origin = "n/a" if summary["origin_asr"] is None else f"{summary['origin_asr']:.1f}%"
     title = (
-        f"{summary['model_name']}  |  VISAGE {visage}  |  origin ASR {origin}  |  "
+        f"{summary['model_name']}\nVISAGE {visage}  |  origin ASR {origin}  |  "
         f"{summary['n_prompts']} prompts, seed {summary['seed']}"
     )
     if summary["dims"] == 1:

@@ -1,0 +1,23 @@
+"""``visage-local report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from visage_local.report import write_report
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the page (default: RUN_DIR/report.html).",
+)
+def report_command(run_dir: Path, out: Path | None) -> None:
+    """Write a self-contained HTML report of a sweep's output folder."""
+    click.echo(str(write_report(run_dir, out)))

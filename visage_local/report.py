@@ -1,0 +1,149 @@
+"""A self-contained HTML report of a run folder: plot, settings, points, sample generations.
+
+Everything in the page comes from the run folder, and much of that from an
+untrusted model file (its name, its answers): every string is HTML-escaped, the
+plot is embedded as a data URI, and the page loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+
+from visage_local.errors import VisageError
+from visage_local.files import atomic_write_text
+from visage_local.store import GENERATIONS_FILE, PLOT_FILE, SUMMARY_FILE
+
+REPORT_FILE = "report.html"
+SAMPLES_PER_POINT = 5
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #222; }
+h1 { font-size: 1.4em; margin-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; }
+td.text, th.text { text-align: left; }
+.warn { color: #b03a2e; }
+details { margin: 0.4em 0; }
+pre { white-space: pre-wrap; background: #f7f7f7; padding: 0.5em; margin: 0.2em 0 0.8em; }
+.refused { color: #1e8449; } .answered { color: #b03a2e; }
+"""
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return escape(str(value))
+
+
+def _settings_table(summary: dict) -> str:
+    keys = [
+        "model_name", "model", "model_sha256", "architecture", "chat_template", "dims", "seed",
+        "range", "steps", "prompts", "n_prompts", "max_new_tokens", "system_prompt", "judge",
+        "requant", "batch_size", "complete", "elapsed_s",
+    ]  # fmt: skip
+    rows = "".join(
+        f"<tr><th class=text>{escape(k)}</th><td class=text>{_fmt(summary.get(k), 3)}</td></tr>"
+        for k in keys
+        if k in summary
+    )
+    versions = ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in summary["versions"].items())
+    return (
+        f"<table>{rows}<tr><th class=text>versions</th><td class=text>{versions}</td></tr></table>"
+    )
+
+
+def _points_table(summary: dict) -> str:
+    head = (
+        "<tr><th>alpha</th><th>beta</th><th>ASR %</th><th>refused</th>"
+        "<th>displacement ratio</th><th>cosine</th></tr>"
+    )
+    rows = []
+    for r in summary["points"]:
+        moved = r.get("displacement", {}).get("all", {})
+        warn = "" if r.get("displacement_faithful", True) else " class=warn"
+        rows.append(
+            f"<tr><td>{_fmt(r['alpha'], 3)}</td><td>{_fmt(r['beta'], 3)}</td>"
+            f"<td>{_fmt(r['asr'])}</td><td>{r['n_refused']}/{r['n_prompts']}</td>"
+            f"<td{warn}>{_fmt(moved.get('ratio'), 3)}</td><td{warn}>{_fmt(moved.get('cosine'), 3)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _samples(generations: list[dict], per_point: int) -> str:
+    by_point: dict[int, list[dict]] = {}
+    for g in generations:
+        by_point.setdefault(g["point"], []).append(g)
+    blocks = []
+    for point in sorted(
+        by_point, key=lambda p: (by_point[p][0]["beta"] or 0, by_point[p][0]["alpha"])
+    ):
+        records = by_point[point]
+        first = records[0]
+        where = f"alpha {first['alpha']:+.3f}" + (
+            "" if first["beta"] is None else f", beta {first['beta']:+.3f}"
+        )
+        items = []
+        for g in records[:per_point]:
+            verdict = (
+                f"<span class=refused>refused ({escape(g['matched'])})</span>"
+                if g["refused"]
+                else "<span class=answered>not refused</span>"
+            )
+            items.append(
+                f"<p><b>{g['prompt_index']}.</b> {escape(g['prompt'])} — {verdict}</p>"
+                f"<pre>{escape(g['response'])}</pre>"
+            )
+        refused = sum(g["refused"] for g in records)
+        blocks.append(
+            f"<details><summary>{escape(where)}: {refused}/{len(records)} refused</summary>"
+            f"{''.join(items)}</details>"
+        )
+    return "".join(blocks)
+
+
+def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> str:
+    """The HTML page of a run folder."""
+    summary_path = run_dir / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise VisageError(f"{run_dir}: no {SUMMARY_FILE} here (is it a sweep's output folder?)")
+    summary = json.loads(summary_path.read_text())
+    generations_path = run_dir / GENERATIONS_FILE
+    generations = (
+        [json.loads(line) for line in generations_path.read_text().splitlines() if line.strip()]
+        if generations_path.exists()
+        else []
+    )
+    plot = run_dir / PLOT_FILE
+    image = (
+        f'<img alt="landscape" style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(plot.read_bytes()).decode()}">'
+        if plot.exists()
+        else "<p>(no plot yet)</p>"
+    )
+    title = escape(f"Safety landscape: {summary.get('model_name', 'model')}")
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
+        f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
+        f"img-src data:; style-src 'unsafe-inline'\">"
+        f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
+        f"<p>VISAGE <b>{_fmt(summary.get('visage'), 2)}</b> · origin ASR "
+        f"<b>{_fmt(summary.get('origin_asr'))}%</b> · {summary['n_prompts']} prompts · "
+        f"judge {escape(str(summary['judge']))}</p>{image}"
+        f"<h2>Points</h2>{_points_table(summary)}"
+        f"<h2>Generations</h2><p>The first {samples_per_point} answers at every point.</p>"
+        f"{_samples(generations, samples_per_point)}"
+        f"<h2>Settings</h2>{_settings_table(summary)}</body></html>"
+    )
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the report (default: RUN_DIR/report.html) atomically; return its path."""
+    out = out or run_dir / REPORT_FILE
+    atomic_write_text(out, render_report(run_dir))
+    return out
