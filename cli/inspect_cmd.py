@@ -63,7 +63,13 @@ def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> Non
 def _fidelity(source: GGUFModel, point: Point, seed: int, requant: str, as_json: bool) -> None:
     directions = [RandomDirection(seed, i) for i in range(1 if point.beta is None else 2)]
     perturbation = Perturbation(source, directions, threads=os.cpu_count() or 1, requant=requant)
-    with tqdm(total=len(perturbation.targets), unit="tensor", desc="fidelity", leave=False) as bar:
+    with tqdm(
+        total=len(perturbation.targets),
+        unit="tensor",
+        desc="fidelity",
+        leave=False,
+        disable=as_json,  # machine output stays clean
+    ) as bar:
         figures = PointDisplacement()
         for tensor in perturbation.tensors_at(point):
             figures.add(tensor)

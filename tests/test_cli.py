@@ -132,7 +132,7 @@ def test_model_without_chat_template_uses_the_fallback_and_says_so(gemma, tmp_pa
 def test_report_escapes_markup_from_the_model_file(smollm2, tmp_path):
     # A copy of SmolLM2 whose general.name is markup (same length, so the header stays valid).
     name = b"Smollm2 135M 8k Lc100K Mix1 Ep2"
-    hostile = b"<script>alert(1)</script><b>x!"
+    hostile = b"<script>alert(1)</script><b>xy!"
     assert len(hostile) == len(name)
     data = smollm2.read_bytes()
     assert data.count(name) == 1
@@ -147,7 +147,7 @@ def test_report_escapes_markup_from_the_model_file(smollm2, tmp_path):
     result = run("report", out)
     assert result.exit_code == 0, result.output
     html = (out / "report.html").read_text()
-    assert "<script>" not in html and "<b>x!" not in html
+    assert "<script>" not in html and "<b>xy!" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("<details>") == 3 and "data:image/png;base64," in html
 
