@@ -118,10 +118,11 @@ def sweep_command(
 ) -> None:
     """Safety landscape of MODEL (a GGUF path or registry name; default: the embedded SmolLM2)."""
     model_path = resolve_model(model)
+    source = GGUFModel(model_path)  # header checks and metadata before any work starts
     prompts = load_prompts(prompts_path, limit)
     if batch_size is None:
         batch_size = auto_batch_size(
-            GGUFModel(model_path), len(prompts.prompts), TYPICAL_PROMPT_TOKENS + max_new_tokens
+            source, len(prompts.prompts), TYPICAL_PROMPT_TOKENS + max_new_tokens
         )
     config = SweepConfig(
         model_path=model_path,
@@ -136,14 +137,14 @@ def sweep_command(
         engine=EngineSettings(threads=threads, n_gpu_layers=n_gpu_layers, max_sequences=batch_size),
         memory_budget_mb=memory_budget_mb,
     )
-    if GGUFModel(model_path).chat_template is None:
+    if source.chat_template is None:
         click.echo(
             "note: the model has no chat template; prompts use visage-local's plain "
             "'User: ... / Assistant:' fallback (visage_local/chat.py)",
             err=True,
         )
     if requant != "same":
-        extra = Perturbation(GGUFModel(model_path), [RandomDirection(seed)], requant=requant)
+        extra = Perturbation(source, [RandomDirection(seed)], requant=requant)
         click.echo(
             f"requant {requant}: the perturbed model takes {extra.extra_bytes() / 2**20:.0f} MiB "
             "more than in its own types (in RAM while the sweep runs)",

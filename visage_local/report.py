@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from html import escape
 from pathlib import Path
 
 from visage_local.errors import VisageError
 from visage_local.files import atomic_write_text
+from visage_local.plots import plot_runs_1d
 from visage_local.store import GENERATIONS_FILE, PLOT_FILE, SUMMARY_FILE
 
 REPORT_FILE = "report.html"
@@ -107,6 +109,19 @@ def _samples(generations: list[dict], per_point: int) -> str:
     return "".join(blocks)
 
 
+def _png(data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode()
+    return f'<img alt="{escape(alt)}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
+
+
+def _displacement_plot(summary: dict) -> bytes:
+    """ASR with the displacement's norm ratio and cosine below it, as PNG bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "displacement.png"
+        plot_runs_1d([(summary.get("requant", "same"), summary)], "displacement applied", path)
+        return path.read_bytes()
+
+
 def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> str:
     """The HTML page of a run folder."""
     summary_path = run_dir / SUMMARY_FILE
@@ -120,12 +135,9 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
         else []
     )
     plot = run_dir / PLOT_FILE
-    image = (
-        f'<img alt="landscape" style="max-width:100%" src="data:image/png;base64,'
-        f'{base64.b64encode(plot.read_bytes()).decode()}">'
-        if plot.exists()
-        else "<p>(no plot yet)</p>"
-    )
+    image = _png(plot.read_bytes(), "landscape") if plot.exists() else "<p>(no plot yet)</p>"
+    if summary["dims"] == 1 and any("displacement" in r for r in summary["points"]):
+        image += _png(_displacement_plot(summary), "ASR and displacement against alpha")
     title = escape(f"Safety landscape: {summary.get('model_name', 'model')}")
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
