@@ -122,3 +122,26 @@ def test_perturbed_gguf_loads_in_llama_cpp_and_generates(which, request, tmp_pat
         original_logits = engine.logits_after(prompt)
     assert np.isfinite(perturbed_logits).all()
     assert not np.allclose(perturbed_logits, original_logits)
+
+
+def test_f16_requant_follows_the_direction_and_same_mode_warns_at_small_alpha(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    f16 = Perturbation(model, [RandomDirection(3)], requant="f16").displacement_at(Point(0.05))
+    assert abs(f16.total.ratio - 1) < 0.01 and abs(f16.total.cosine - 1) < 0.01
+    q4 = write_tiny_gguf(tmp_path / "q4.gguf", [GGMLQuantizationType.Q4_0], rows=64)
+    same = Perturbation(GGUFModel(q4), [RandomDirection(3)]).displacement_at(Point(0.01))
+    assert not same.total.faithful()
+    assert same.total.cosine < 0.5
+
+
+def test_requant_modes_change_only_quantised_tensors_and_export_reads_back(tiny_gguf, tmp_path):
+    model = GGUFModel(tiny_gguf)
+    p = Perturbation(model, [RandomDirection(3)], requant="q8_0")
+    out = GGUFModel(export_perturbed(p, Point(0.1), tmp_path / "q8.gguf"))
+    floats = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+    for info in model.tensors:
+        written = out.tensor(info.name)
+        expected = info.qtype if info.qtype in floats else GGMLQuantizationType.Q8_0
+        assert written.qtype == expected and written.shape == info.shape
+    assert out.metadata_summary() == model.metadata_summary()
+    assert p.extra_bytes() > 0

@@ -103,11 +103,6 @@ def requires_imatrix(type_id: int) -> bool:
     return bool(_lib().ggml_quantize_requires_imatrix(type_id))
 
 
-def can_dequantize(type_id: int) -> bool:
-    """True when ggml has a to-float kernel for the type."""
-    return _traits(type_id)[3] is not None
-
-
 def row_chunks(n_rows: int, n_per_row: int) -> list[tuple[int, int]]:
     """(first row, row count) pairs that split a tensor into kernel-sized chunks."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, n_per_row))

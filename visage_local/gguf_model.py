@@ -105,10 +105,6 @@ class GGUFModel:
         except (UnicodeDecodeError, ValueError, IndexError) as e:
             raise ModelFileError(f"{self.path}: metadata {field.name!r} is malformed ({e})") from e
 
-    def metadata_keys(self) -> list[str]:
-        """All metadata keys in file order."""
-        return list(self._reader.fields)
-
     def metadata_summary(self) -> dict[str, object]:
         """Every metadata value except long arrays (token lists), which are given as lengths."""
         out: dict[str, object] = {}
