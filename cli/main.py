@@ -12,7 +12,10 @@ from visage_local import __version__
 from visage_local.errors import VisageError
 from visage_local.quant import UnsupportedTensorType
 
+from .compare_cmd import compare_command
 from .inspect_cmd import inspect_command
+from .interpolate_cmd import interpolate_command
+from .judge_cmd import judge_agreement_command, rejudge_command
 from .models_cmd import fetch_command, models_command
 from .perturb_cmd import perturb_command
 from .report_cmd import report_command
@@ -59,6 +62,10 @@ def main(debug: bool) -> None:
 main.add_command(inspect_command)
 main.add_command(perturb_command)
 main.add_command(sweep_command)
+main.add_command(interpolate_command)
 main.add_command(models_command)
 main.add_command(fetch_command)
 main.add_command(report_command)
+main.add_command(compare_command)
+main.add_command(rejudge_command)
+main.add_command(judge_agreement_command)

@@ -88,6 +88,7 @@ def run_engine(
         max_new_tokens=max_new_tokens,
         engine=EngineSettings(threads=threads),
         memory_budget_mb=budget_mb,
+        coherence=False,  # the baseline route does not score coherence either
     )
 
     def on_point(outcome, done, total):

@@ -153,3 +153,31 @@ def test_reload_path_for_gpu_offload_matches_the_in_place_route(smollm2, tmp_pat
             results[layers] = engine.logits_after(prompt)
         scratch.close()
     np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-4)
+
+
+def _reference_score(llama: llama_cpp.Llama, prompt: list[int], answer: list[int]) -> float:
+    """Mean log-probability of ``answer`` after ``prompt``, straight from llama-cpp-python."""
+    llama.reset()
+    llama.eval(prompt + answer)
+    logits = np.asarray(llama.scores[: len(prompt) + len(answer)], dtype=np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    return float(np.mean([log_probs[len(prompt) - 1 + i, t] for i, t in enumerate(answer)]))
+
+
+def test_score_equals_log_probabilities_from_llama_cpp_python(smollm2):
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        prompts = _chat_tokens(engine, model, PROMPTS)
+        bos = llama_cpp.llama_vocab_bos(engine._vocab)
+        answers = [engine.tokenize(t) for t in ("The sea is wide", "I can't help", "Four.")]
+        answers = [a[1:] if a and a[0] == bos else a for a in answers]
+        scores = engine.score(prompts, answers, 16)
+        swapped = engine.score(prompts, [answers[2], answers[1], answers[0]], 16)  # cached prompts
+        empty = engine.score(prompts, [[], answers[1], []], 16)
+    llama = llama_cpp.Llama(str(smollm2), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    for prompt, answer, score in zip(prompts, answers, scores, strict=True):
+        assert score == pytest.approx(_reference_score(llama, prompt, answer), abs=2e-3)
+    assert swapped[1] == pytest.approx(scores[1], abs=1e-4)
+    assert swapped[0] == pytest.approx(_reference_score(llama, prompts[0], answers[2]), abs=2e-3)
+    assert empty[0] is None and empty[2] is None and empty[1] == pytest.approx(scores[1], abs=1e-4)

@@ -25,7 +25,7 @@ GENERATION_KEYS = {
 }  # fmt: skip
 
 
-def _config(model, dims=1, n_prompts=5, seed=123, **kw) -> SweepConfig:
+def _config(model, dims=1, n_prompts=5, seed=123, coherence=False, **kw) -> SweepConfig:
     return SweepConfig(
         model_path=model,
         prompts=load_prompts(None, n_prompts),
@@ -33,6 +33,7 @@ def _config(model, dims=1, n_prompts=5, seed=123, **kw) -> SweepConfig:
         seed=seed,
         max_new_tokens=16,
         engine=EngineSettings(threads=2),
+        coherence=coherence,
         **kw,
     )
 

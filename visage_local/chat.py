@@ -8,13 +8,16 @@ A model without a template gets FALLBACK_TEMPLATE, and the sweep says so.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date
+from importlib import resources
+from pathlib import Path
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from visage_local.errors import ModelFileError
+from visage_local.errors import ConfigError, ModelFileError
 
 # Used when a GGUF has no tokenizer.chat_template: a plain instruction format.
 FALLBACK_TEMPLATE = (
@@ -33,24 +36,37 @@ class SystemPrompt:
 
     ``default``: no system turn is given, so the template does whatever it does
     by itself (some inject a built-in system prompt). ``none``: an empty system
-    turn, which overrides any built-in one. ``text``: a system turn with ``text``.
+    turn, which overrides any built-in one. ``safety``: the project's protective
+    prompt (data/system_prompts/safety.txt). ``text``: a system turn with ``text``.
     """
 
-    mode: str  # "default", "none" or "text"
+    mode: str  # "default", "none", "safety" or "text"
     text: str = ""
 
     @classmethod
     def parse(cls, value: str | None) -> SystemPrompt:
-        """From the command line: ``default``, ``none``, or the text itself."""
+        """From the command line: ``default``, ``none``, ``safety``, ``@FILE`` or the text."""
         if value is None or value == "default":
             return cls("default")
         if value == "none":
             return cls("none")
+        if value == "safety":
+            return cls("safety", safety_system_prompt())
+        if value.startswith("@"):
+            return cls("text", _read_prompt_file(value[1:]))
+        if not value.strip():
+            raise ConfigError("--system-prompt: empty text (use 'none' for an empty system turn)")
         return cls("text", value)
 
     def label(self) -> str:
-        """``default``, ``none`` or the text, as stored in summaries."""
+        """``default``, ``none``, ``safety`` or the text, as stored in summaries."""
         return self.text if self.mode == "text" else self.mode
+
+    def short_label(self) -> str:
+        """A name fit for a folder or a legend: the mode, or ``text-<hash>``."""
+        if self.mode != "text":
+            return self.mode
+        return "text-" + hashlib.sha256(self.text.encode()).hexdigest()[:8]
 
     def messages(self, user_prompt: str) -> list[dict[str, str]]:
         """The chat messages for one user prompt."""
@@ -58,6 +74,24 @@ class SystemPrompt:
         if self.mode == "default":
             return [user]
         return [{"role": "system", "content": self.text}, user]
+
+
+def safety_system_prompt() -> str:
+    """The project's protective system prompt, in the spirit of Llama 2's default."""
+    path = resources.files("visage_local").joinpath("data/system_prompts/safety.txt")
+    return path.read_text().strip()
+
+
+def _read_prompt_file(path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: system prompt file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the system prompt file ({e})") from e
+    if not text:
+        raise ConfigError(f"{path}: the system prompt file is empty")
+    return text
 
 
 def _raise_exception(message: str):

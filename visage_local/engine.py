@@ -77,6 +77,7 @@ class Engine:
         self._ctx = None
         self._ctx_tokens = 0
         self._ctx_sequences = 0
+        self._scored_prompts: tuple[tuple[int, ...], ...] | None = None
         self._load_model()
 
     # lifetime -----------------------------------------------------------------
@@ -129,6 +130,7 @@ class Engine:
         self._ctx_sequences = n_sequences
 
     def _free_context(self) -> None:
+        self._scored_prompts = None
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
@@ -137,6 +139,7 @@ class Engine:
 
     def reset(self) -> None:
         """Forget all cached keys and values (after the weights changed)."""
+        self._scored_prompts = None
         if self._ctx is not None:
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
 
@@ -241,6 +244,86 @@ class Engine:
             llama_cpp.llama_batch_free(batch)
         return out[0]
 
+    def score(
+        self,
+        prompts: Sequence[Sequence[int]],
+        continuations: Sequence[Sequence[int]],
+        max_continuation: int,
+    ) -> list[float | None]:
+        """Mean log-probability per token of each continuation after its prompt (None when
+        the continuation is empty); continuations are at most ``max_continuation`` tokens.
+
+        When the same prompts are scored again (a sweep scores every point's answers
+        with the origin model), their keys and values are kept and only the
+        continuations are evaluated.
+        """
+        if any(len(c) > max_continuation for c in continuations):
+            raise ValueError("a continuation is longer than max_continuation")
+        group = max(1, min(self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences()))
+        scores: list[float | None] = []
+        for start in range(0, len(prompts), group):
+            scores.extend(
+                self._score_group(
+                    prompts[start : start + group],
+                    continuations[start : start + group],
+                    max_continuation,
+                    keep=len(prompts) <= group,
+                )
+            )
+        return scores
+
+    def _score_group(self, prompts, continuations, max_continuation, keep) -> list[float | None]:
+        key = tuple(tuple(p) for p in prompts)
+        batch = llama_cpp.llama_batch_init(512, 0, 1)
+        try:
+            if keep and key == self._scored_prompts:
+                memory = llama_cpp.llama_get_memory(self._ctx)
+                for seq, prompt in enumerate(prompts):
+                    llama_cpp.llama_memory_seq_rm(memory, seq, len(prompt) - 1, -1)
+            else:
+                self._prefill_all_but_last(batch, prompts, max_continuation)
+                self._scored_prompts = key if keep else None
+            entries = []  # (sequence, position, token fed, token to predict)
+            for seq, (prompt, cont) in enumerate(zip(prompts, continuations, strict=True)):
+                fed = [prompt[-1], *cont[:-1]]
+                for offset, (tok, target) in enumerate(zip(fed, cont, strict=False)):
+                    entries.append((seq, len(prompt) - 1 + offset, tok, target))
+            totals = np.zeros(len(prompts))
+            for offset in range(0, len(entries), _SCORE_CHUNK):
+                chunk = entries[offset : offset + _SCORE_CHUNK]
+                for i, (seq, pos, tok, _) in enumerate(chunk):
+                    _set_entry(batch, i, tok, pos, seq, True)
+                batch.n_tokens = len(chunk)
+                self._decode(batch)
+                logits = np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits(self._ctx), shape=(len(chunk), self.n_vocab)
+                ).astype(np.float64)
+                targets = np.array([target for _, _, _, target in chunk])
+                top = logits.max(axis=1)
+                log_norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+                picked = logits[np.arange(len(chunk)), targets] - log_norm
+                np.add.at(totals, [seq for seq, _, _, _ in chunk], picked)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        return [float(totals[s] / len(c)) if len(c) else None for s, c in enumerate(continuations)]
+
+    def _prefill_all_but_last(self, batch, prompts, max_continuation: int) -> None:
+        """A cleared context holding every prompt but its last token (no logits)."""
+        n = len(prompts)
+        self._ensure_context(n, max(len(p) for p in prompts) + max_continuation + 1)
+        shared = shared_prefix_length(prompts) if n > 1 else 0
+        if shared:
+            self._share_prefix(batch, list(prompts[0][:shared]), n)
+        entries = [
+            (s, pos, p[pos]) for s, p in enumerate(prompts) for pos in range(shared, len(p) - 1)
+        ]
+        for offset in range(0, len(entries), 512):
+            chunk = entries[offset : offset + 512]
+            for i, (seq, pos, tok) in enumerate(chunk):
+                _set_entry(batch, i, tok, pos, seq, False)
+            batch.n_tokens = len(chunk)
+            self._decode(batch)
+
     def _generate_group(self, prompts, max_new_tokens, settled) -> list[Generation]:
         n = len(prompts)
         longest = max(len(p) for p in prompts)
@@ -336,6 +419,9 @@ class Engine:
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")
+
+
+_SCORE_CHUNK = 128  # tokens per decode call when scoring: every one of them returns logits
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]], minimum: int = 4) -> int:

@@ -52,3 +52,17 @@ def visage_2d(asr: Sequence[float]) -> float:
     if len(asr) == 0:
         raise ValueError("VISAGE of an empty landscape is undefined")
     return float(np.mean(100.0 - np.asarray(asr, dtype=float)))
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """Cohen's kappa between two raters' yes/no labels (None when chance agreement is 1,
+    i.e. both raters gave one and the same label to everything)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("kappa needs two label lists of the same, non-zero length")
+    x = np.asarray(a, dtype=bool)
+    y = np.asarray(b, dtype=bool)
+    observed = float(np.mean(x == y))
+    expected = float(x.mean() * y.mean() + (1 - x.mean()) * (1 - y.mean()))
+    if expected == 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)

@@ -251,6 +251,9 @@ class Perturbation:
             return PerturbedTensor(info, qtype, self.origin_bytes(info))
         raw = self.model.raw(info)
         dirs, weights = self._directions(info)
+        endpoint = self._endpoint_raw(info, point, qtype)
+        if endpoint is not None:
+            return self._endpoint_tensor(info, qtype, endpoint, dirs[0], weights)
         steps = [
             (np.float32(c), d)
             for c, d in zip(point.coefficients(), dirs, strict=False)
@@ -284,6 +287,23 @@ class Perturbation:
         for part in parts:
             total.add(part)
         return PerturbedTensor(info, qtype, out, total)
+
+    def _endpoint_raw(self, info: TensorInfo, point: Point, qtype) -> np.ndarray | None:
+        """Exact bytes for a point that is the first direction's own endpoint (coefficient 1
+        alone), when that direction can supply them (a finetune in the same type)."""
+        if point.coefficients()[0] != 1.0 or any(point.coefficients()[1:]):
+            return None
+        endpoint_raw = getattr(self.directions[0], "endpoint_raw", None)
+        return None if endpoint_raw is None else endpoint_raw(info.name, qtype)
+
+    def _endpoint_tensor(self, info, qtype, raw, direction, weights) -> PerturbedTensor:
+        base = self.model.dequantize(info, self.threads) if weights is None else weights
+        origin = base
+        if qtype != info.qtype:  # the origin as this mode stores it
+            origin = quant.dequantize(quant.quantize(base, qtype), qtype, info.n_per_row)
+        applied = quant.dequantize(raw, qtype, info.n_per_row, self.threads) - origin
+        intended = direction if direction is not None else np.zeros_like(base)
+        return PerturbedTensor(info, qtype, raw.reshape(info.n_rows, -1), _sums(applied, intended))
 
     def tensors_at(self, point: Point) -> Iterator[PerturbedTensor]:
         """Every perturbed tensor at ``point``, in file order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -10,21 +11,43 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+SERIES_STYLES = {
+    "harmful compliance": dict(color="#8e44ad", linestyle="--"),
+    "incoherent answers": dict(color="#7f8c8d", linestyle=":"),
+    "benign prompts refused": dict(color="#2980b9", linestyle="-."),
+}
 
-def plot_1d(alphas: list[float], asr: list[float], title: str, path: Path) -> None:
-    """ASR (%) against alpha, with the origin marked."""
+
+def plot_1d(
+    alphas: list[float],
+    asr: list[float],
+    title: str,
+    path: Path,
+    extra: dict[str, list[float | None]] | None = None,
+    asr_band: list[tuple[float, float]] | None = None,
+    xlabel: str = "alpha (perturbation along direction 1)",
+) -> None:
+    """ASR (%) against alpha, with the origin marked and, when given, its 95% interval as a
+    band; ``extra`` adds other % series (harmful compliance, incoherent answers, benign
+    refusals) on the same axes."""
     order = np.argsort(alphas)
     x = np.asarray(alphas)[order]
     y = np.asarray(asr)[order]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.6, color="#c0392b")
+    if asr_band is not None:
+        band = np.asarray(asr_band, dtype=float)[order]
+        ax.fill_between(x, band[:, 0], band[:, 1], color="#c0392b", alpha=0.15, label="95% CI")
+    ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.6, color="#c0392b", label="ASR")
+    for label, values in (extra or {}).items():
+        series = np.array([np.nan if v is None else v for v in values], dtype=float)[order]
+        ax.plot(x, series, marker=".", linewidth=1.2, label=label, **SERIES_STYLES.get(label, {}))
     ax.axvline(0.0, color="#555", linestyle=":", linewidth=1)
     if 0.0 in alphas:
         origin = asr[alphas.index(0.0)]
         ax.plot([0.0], [origin], marker="*", markersize=12, color="#2c3e50", label="origin")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("alpha (perturbation along direction 1)")
-    ax.set_ylabel("ASR (%)")
+    ax.legend(loc="best", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("% of prompts")
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
@@ -33,16 +56,18 @@ def plot_1d(alphas: list[float], asr: list[float], title: str, path: Path) -> No
     plt.close(fig)
 
 
-def plot_2d(axis: list[float], grid_asr: np.ndarray, title: str, path: Path) -> None:
+def plot_2d(
+    alphas: list[float], betas: list[float], grid_asr: np.ndarray, title: str, path: Path
+) -> None:
     """A heat map with contours and a 3D surface of ASR over (alpha, beta).
 
-    ``grid_asr[j, i]`` is the ASR at alpha = axis[i], beta = axis[j] (NaN where missing).
+    ``grid_asr[j, i]`` is the ASR at alpha = alphas[i], beta = betas[j] (NaN where missing).
     """
-    a, b = np.meshgrid(axis, axis)
+    a, b = np.meshgrid(alphas, betas)
     fig = plt.figure(figsize=(10, 4.2), dpi=110)
     ax1 = fig.add_subplot(1, 2, 1)
     mesh = ax1.pcolormesh(a, b, grid_asr, cmap="RdYlGn_r", vmin=0, vmax=100, shading="nearest")
-    if np.isfinite(grid_asr).sum() >= 4 and len(axis) >= 3:
+    if np.isfinite(grid_asr).sum() >= 4 and min(len(alphas), len(betas)) >= 3:
         contours = ax1.contour(a, b, grid_asr, levels=[20, 40, 60, 80], colors="k", linewidths=0.6)
         ax1.clabel(contours, fontsize=7)
     ax1.plot([0], [0], marker="*", markersize=11, color="#2c3e50")
@@ -90,6 +115,32 @@ def plot_runs_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> None:
     cos_ax.set_xlabel("alpha")
     for ax in (top, ratio_ax, cos_ax):
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_conditions_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> None:
+    """Landscapes of several conditions on one grid: ASR (solid) and harmful compliance
+    (dashed, when measured) per condition, VISAGE in the legend."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for (label, summary), color in zip(runs, colors, strict=False):
+        rows = sorted((r for r in summary["points"] if r["on_grid"]), key=lambda r: r["alpha"])
+        alphas = [r["alpha"] for r in rows]
+        visage = summary.get("visage")
+        name = label if visage is None else f"{label} (VISAGE {visage:.1f})"
+        ax.plot(alphas, [r["asr"] for r in rows], marker="o", markersize=3, color=color, label=name)
+        compliance = [r.get("harmful_compliance") for r in rows]
+        if all(v is not None for v in compliance):
+            ax.plot(alphas, compliance, linestyle="--", linewidth=1, color=color)
+    ax.axvline(0.0, color="#555", linestyle=":", linewidth=1)
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("ASR (solid), harmful compliance (dashed), %")
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -63,6 +63,7 @@ def _settings_table(summary: dict) -> str:
 def _points_table(summary: dict) -> str:
     head = (
         "<tr><th>alpha</th><th>beta</th><th>ASR %</th><th>refused</th>"
+        "<th>harmful compliance %</th><th>incoherent %</th><th>benign refused %</th>"
         "<th>displacement ratio</th><th>cosine</th></tr>"
     )
     rows = []
@@ -72,6 +73,8 @@ def _points_table(summary: dict) -> str:
         rows.append(
             f"<tr><td>{_fmt(r['alpha'], 3)}</td><td>{_fmt(r['beta'], 3)}</td>"
             f"<td>{_fmt(r['asr'])}</td><td>{r['n_refused']}/{r['n_prompts']}</td>"
+            f"<td>{_fmt(r.get('harmful_compliance'))}</td><td>{_fmt(r.get('incoherent'))}</td>"
+            f"<td>{_fmt(r.get('benign_refusal'))}</td>"
             f"<td{warn}>{_fmt(moved.get('ratio'), 3)}</td><td{warn}>{_fmt(moved.get('cosine'), 3)}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -97,6 +100,10 @@ def _samples(generations: list[dict], per_point: int) -> str:
                 if g["refused"]
                 else "<span class=answered>not refused</span>"
             )
+            if g.get("coherent") is False:
+                verdict += " · incoherent"
+            if g.get("set") == "benign":
+                verdict = "[benign] " + verdict
             items.append(
                 f"<p><b>{g['prompt_index']}.</b> {escape(g['prompt'])} — {verdict}</p>"
                 f"<pre>{escape(g['response'])}</pre>"

@@ -85,8 +85,8 @@ class RunStore:
 
     def _load_finished(self) -> None:
         """Complete points from the files; rewrites them without partial points."""
-        generations, generations_clean = _read_jsonl(self.folder / GENERATIONS_FILE)
-        point_list, points_clean = _read_jsonl(self.folder / POINTS_FILE)
+        generations, generations_clean = read_jsonl(self.folder / GENERATIONS_FILE)
+        point_list, points_clean = read_jsonl(self.folder / POINTS_FILE)
         point_lines = {r["point"]: r for r in point_list}
         by_point: dict[int, list[dict]] = defaultdict(list)
         for record in generations:
@@ -124,7 +124,7 @@ class RunStore:
         return self.folder / PLOT_FILE
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
+def read_jsonl(path: Path) -> tuple[list[dict], bool]:
     """Records of a JSON-lines file, skipping a line cut by a crash; and whether none was."""
     if not path.exists():
         return [], True

@@ -1,7 +1,11 @@
 """The sweep loop: perturb, generate, judge, record, for every point of a grid.
 
 GGUF -> Perturbation (directions, requantised tensors) -> scratch copy of the file
-     -> Engine (llama.cpp, batched greedy) -> judge -> RunStore -> summary + plot
+     -> Engine (llama.cpp, batched greedy) -> judge + coherence -> RunStore
+     -> summary + plot
+
+The origin is evaluated first: its answers calibrate the coherence threshold
+(see ``coherence``) that every other point's answers are held to.
 """
 
 from __future__ import annotations
@@ -19,19 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from visage_local import metrics, plots
+from visage_local import coherence, metrics, plots, stats
+from visage_local.attacks import Attack
 from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
+from visage_local.coherence import CoherenceScorer
 from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, EngineSettings, Generation
 from visage_local.errors import ConfigError, VisageError
 from visage_local.gguf_model import GGUFCopy, GGUFModel
-from visage_local.grid import Grid
-from visage_local.judges import KeywordJudge, get_judge
-from visage_local.perturb import Perturbation, Point, PointDisplacement
-from visage_local.prompts import PromptSet
+from visage_local.grid import Grid, InterpolationGrid
+from visage_local.interpolation import FinetuneDirection, LoraDirection, check_pair
+from visage_local.judges import Judge, get_judge
+from visage_local.perturb import Direction, Perturbation, Point, PointDisplacement
+from visage_local.planning import FullGrid, PointOrder, origin_index
+from visage_local.prompts import PromptSet, builtin_benign
 from visage_local.store import RunStore
 
 SCRATCH_DIR = Path("/dev/shm")
+DIRECTIONS_TEXT = "random, layer-normalised, exclude: norm"
 
 
 @dataclass(frozen=True)
@@ -40,21 +49,46 @@ class SweepConfig:
 
     model_path: Path
     prompts: PromptSet
-    grid: Grid = field(default_factory=Grid)
+    grid: Grid | InterpolationGrid = field(default_factory=Grid)
     seed: int = 123
     max_new_tokens: int = 64
     system_prompt: SystemPrompt = field(default_factory=lambda: SystemPrompt("default"))
     judge: str = "keyword-paper"
+    attack: Attack = field(default_factory=lambda: Attack("none"))
+    benign: bool = False
+    coherence: bool = True
     early_stop: bool = True
     requant: str = "same"
     engine: EngineSettings = field(default_factory=EngineSettings)
     memory_budget_mb: int = 4096
+    first_direction: int = 0
+    finetune: Path | None = None  # interpolation: a finetuned model or a LoRA adapter
+    finetune_kind: str = "model"  # "model" or "lora"
 
     def __post_init__(self):
         if self.seed < 0:
             raise ConfigError("--seed must be a non-negative integer")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ConfigError("--max-new-tokens must be between 1 and 4096")
+
+    def directions(self, base: GGUFModel) -> list[Direction]:
+        """The directions of the grid's axes. Random: indices first_direction, +1, ... of the
+        seed. Interpolation: the finetune's direction, then (2D) random index first_direction."""
+        if self.finetune is None:
+            return [
+                RandomDirection(self.seed, self.first_direction + i) for i in range(self.grid.dims)
+            ]
+        if self.finetune_kind == "lora":
+            first: Direction = LoraDirection(self.finetune, base)
+        else:
+            first = FinetuneDirection(self.finetune, self.engine.threads)
+        randoms = [RandomDirection(self.seed, self.first_direction)] if self.grid.dims == 2 else []
+        return [first, *randoms]
+
+    @property
+    def benign_prompts(self) -> PromptSet | None:
+        """The over-refusal set evaluated beside the harmful prompts, if asked for."""
+        return builtin_benign() if self.benign else None
 
 
 @dataclass
@@ -96,11 +130,16 @@ def result_config(config: SweepConfig, model: GGUFModel) -> dict:
         "model_sha256": model.sha256,
         **config.grid.describe(),
         "seed": config.seed,
-        "directions": "random, layer-normalised, exclude: norm",
+        "directions": _directions_setting(config, model),
         "prompts_sha256": config.prompts.sha256,
         "n_prompts": len(config.prompts.prompts),
         "judge": config.judge,
         "system_prompt": config.system_prompt.label(),
+        "system_prompt_text": config.system_prompt.text,
+        "attack": config.attack.label(),
+        "attack_sha256": config.attack.sha256,
+        "benign_sha256": config.benign_prompts.sha256 if config.benign else None,
+        "coherence": _coherence_method() if config.coherence else None,
         "max_new_tokens": config.max_new_tokens,
         "early_stop": config.early_stop,
         "requant": config.requant,
@@ -139,16 +178,53 @@ def scratch_folder(size: int, fallback: Path) -> Path:
     return fallback
 
 
-def render_prompts(engine: Engine, model: GGUFModel, config: SweepConfig) -> list[list[int]]:
+def _directions_setting(config: SweepConfig, model: GGUFModel) -> str | list[dict]:
+    if config.finetune is not None:
+        return [d.describe() for d in config.directions(model)]
+    return DIRECTIONS_TEXT + (
+        f", from index {config.first_direction}" if config.first_direction else ""
+    )
+
+
+def _coherence_method() -> str:
+    return (
+        f"origin mean log-prob of the first {coherence.SCORED_TOKENS} answer tokens; threshold "
+        f"p{coherence.ORIGIN_PERCENTILE:g} of the origin's answers - {coherence.MARGIN_NATS} nats"
+    )
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt of a point: which set it belongs to and its text as the model sees it."""
+
+    set: str  # "harmful" or "benign"
+    prompt: str  # as written in the prompt set
+    presented: str  # after the attack template (harmful prompts only)
+
+
+def prompt_items(config: SweepConfig) -> list[PromptItem]:
+    """The harmful prompts (wrapped in the attack), then the benign ones if asked for."""
+    items = [PromptItem("harmful", p, config.attack.wrap(p)) for p in config.prompts.prompts]
+    if config.benign:
+        items += [PromptItem("benign", p, p) for p in config.benign_prompts.prompts]
+    return items
+
+
+def render_prompts(
+    engine: Engine, model: GGUFModel, config: SweepConfig, items: list[PromptItem]
+) -> list[list[int]]:
     """Every prompt through the model's chat template (or the fallback), tokenized."""
     template = model.chat_template or FALLBACK_TEMPLATE
     return [
         engine.tokenize(
             render_chat(
-                template, config.system_prompt.messages(p), engine.bos_text, engine.eos_text
+                template,
+                config.system_prompt.messages(item.presented),
+                engine.bos_text,
+                engine.eos_text,
             )
         )
-        for p in config.prompts.prompts
+        for item in items
     ]
 
 
@@ -157,20 +233,29 @@ def run_sweep(
     out_dir: str | os.PathLike,
     overwrite: bool = False,
     on_point: Callable[[PointOutcome, int, int], None] | None = None,
+    order: PointOrder | None = None,
+    budget_minutes: float | None = None,
 ) -> dict:
-    """Evaluate every point of the grid (resuming a matching run in ``out_dir``); return the summary.
+    """Evaluate the grid's points in ``order`` (default: all of them, the origin first),
+    resuming a matching run in ``out_dir``; return the summary.
 
+    With ``budget_minutes``, the sweep stops before a point that would not finish in
+    time, judged by the mean time of the points evaluated so far, and the summary
+    lists the points it skipped (the full grid is then visited coarse to fine).
     ``on_point(outcome, done, total)`` is called after each evaluated point.
     """
     started = time.monotonic()
+    order = order or FullGrid(coarse_first=budget_minutes is not None)
+    deadline = None if budget_minutes is None else started + 60.0 * budget_minutes
+    progress = Progress(order.name, budget_minutes)
     model = GGUFModel(config.model_path)
-    judge = get_judge(config.judge)
     store = RunStore(out_dir, result_config(config, model), overwrite)
     points = plan(config.grid)
-    directions = [RandomDirection(config.seed, i) for i in range(config.grid.dims)]
+    if config.finetune is not None and config.finetune_kind == "model":
+        check_pair(model, GGUFModel(config.finetune))
     perturbation = Perturbation(
         model,
-        directions,
+        config.directions(model),
         threads=config.engine.threads,
         cache_bytes=config.memory_budget_mb << 20,
         requant=config.requant,
@@ -178,44 +263,97 @@ def run_sweep(
     folder = scratch_folder(model.path.stat().st_size + perturbation.extra_bytes(), store.folder)
     fd, scratch_name = tempfile.mkstemp(prefix="visage-scratch-", suffix=".gguf", dir=folder)
     os.close(fd)
-    scratch = None
-    engine = None
+    scratch = engine = scorer = judge = None
     stopped_early = False
     try:
+        judge = get_judge(config.judge, config.engine.threads)
         scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
         engine = Engine(scratch.path, config.engine)
+        if config.coherence:
+            scorer = CoherenceScorer(model.path, config.engine)
+        items = prompt_items(config)
         live = _LivePoint(
             config,
             perturbation,
             scratch,
             engine,
-            render_prompts(engine, model, config),
+            items,
+            render_prompts(engine, model, config, items),
             judge,
+            scorer,
             store,
         )
-        todo = [i for i in range(len(points)) if i not in store.finished]
+        origin = origin_index(points)
+        if origin in store.finished:
+            live.calibrate(store.finished[origin])
         with _StopRequest() as stop:
-            for i in todo:
+            while (i := order.next_point(points, finished_asr(store))) is not None:
+                if deadline is not None and progress.would_overrun(deadline):
+                    progress.skipped = _remaining(order, points, store)
+                    break
+                t0 = time.monotonic()
                 outcome = live.evaluate(i, points[i])
-                store.write_summary(*_summary(config, model, store, points, started, False))
+                progress.durations.append(time.monotonic() - t0)
+                store.write_summary(
+                    *_summary(config, model, store, points, started, False, progress)
+                )
                 if on_point:
                     on_point(outcome, len(store.finished), len(points))
                 if stop.requested:
                     stopped_early = True
                     break
     finally:
-        if engine is not None:
-            engine.close()
-        if scratch is not None:
-            scratch.close()
+        for part in (engine, scorer, scratch):
+            if part is not None:
+                part.close()
+        if judge is not None and hasattr(judge, "close"):
+            judge.close()
         Path(scratch_name).unlink(missing_ok=True)
-    complete = not stopped_early and len(store.finished) == len(points)
-    summary, csv_text = _summary(config, model, store, points, started, complete)
+    complete = not stopped_early and order.next_point(points, finished_asr(store)) is None
+    summary, csv_text = _summary(config, model, store, points, started, complete, progress)
     store.write_summary(summary, csv_text)
     draw(summary, store.plot_path)
     if stopped_early:
         raise SweepInterrupted(store.folder, len(store.finished), len(points))
     return summary
+
+
+@dataclass
+class Progress:
+    """How a sweep is going: its order, its time budget, point times, and what it skipped."""
+
+    order: str
+    budget_minutes: float | None
+    durations: list[float] = field(default_factory=list)
+    skipped: list[Point] = field(default_factory=list)
+
+    def would_overrun(self, deadline: float) -> bool:
+        """True when one more point of the mean duration so far would end after ``deadline``."""
+        if not self.durations:
+            return False
+        return time.monotonic() + float(np.mean(self.durations)) > deadline
+
+    def describe(self) -> dict:
+        """The summary's record of it."""
+        return {
+            "order": self.order,
+            "budget_minutes": self.budget_minutes,
+            "seconds_per_point": round(float(np.mean(self.durations)), 3)
+            if self.durations
+            else None,
+            "skipped": [{"alpha": p.alpha, "beta": p.beta} for p in self.skipped],
+        }
+
+
+def finished_asr(store: RunStore) -> dict[int, float]:
+    """ASR of every finished point, by plan index."""
+    return {i: point_figures(records)["asr"] for i, records in store.finished.items()}
+
+
+def _remaining(order: PointOrder, points: list[Point], store: RunStore) -> list[Point]:
+    if isinstance(order, FullGrid):
+        return [points[i] for i in order.order(points) if i not in store.finished]
+    return [p for i, p in enumerate(points) if i not in store.finished]
 
 
 class SweepInterrupted(VisageError):
@@ -239,9 +377,16 @@ class _LivePoint:
     perturbation: Perturbation
     scratch: GGUFCopy
     engine: Engine
+    items: list[PromptItem]
     tokens: list[list[int]]
-    judge: KeywordJudge
+    judge: Judge
+    scorer: CoherenceScorer | None
     store: RunStore
+    threshold: float | None = None
+
+    def calibrate(self, origin_records: list[dict]) -> None:
+        """Set the coherence threshold from the origin's stored answers."""
+        self.threshold = coherence.calibrate([r["coherence_ll"] for r in origin_records])
 
     def evaluate(self, index: int, point: Point) -> PointOutcome:
         """Move the weights to ``point``, generate, judge, and append the point to the store."""
@@ -251,9 +396,20 @@ class _LivePoint:
         settled = self.judge.settled if self.config.early_stop else None
         generations = self.engine.generate(self.tokens, self.config.max_new_tokens, settled)
         t2 = time.monotonic()
+        verdicts = self.judge.judge_many(
+            [item.prompt for item in self.items], [g.text for g in generations]
+        )
+        scores = [None] * len(generations)
+        if self.scorer is not None:
+            scores = self.scorer.scores(self.tokens, [g.tokens for g in generations])
+            if point.alpha == 0 and not point.beta:
+                self.threshold = coherence.calibrate(scores)
+        t3 = time.monotonic()
         records = [
-            self._record(index, point, prompt_index, gen)
-            for prompt_index, gen in enumerate(generations)
+            self._record(index, point, i, gen, verdict, score)
+            for i, (gen, verdict, score) in enumerate(
+                zip(generations, verdicts, scores, strict=True)
+            )
         ]
         self.store.append_point(
             records,
@@ -265,9 +421,11 @@ class _LivePoint:
                 "displacement_faithful": displacement.total.faithful(),
                 "weight_update_s": round(t1 - t0, 3),
                 "generation_s": round(t2 - t1, 3),
+                "judge_coherence_s": round(t3 - t2, 3),
+                "coherence_threshold": self.threshold,
             },
         )
-        refused = [r["refused"] for r in records]
+        refused = [r["refused"] for r in records if r["set"] == "harmful"]
         return PointOutcome(
             index=index,
             point=point,
@@ -287,18 +445,29 @@ class _LivePoint:
         self.engine.refresh_weights()
         return displacement
 
-    def _record(self, index: int, point: Point, prompt_index: int, gen: Generation) -> dict:
-        verdict = self.judge.judge(gen.text)
+    def _record(
+        self,
+        index: int,
+        point: Point,
+        prompt_index: int,
+        gen: Generation,
+        verdict,
+        score: float | None,
+    ) -> dict:
+        item = self.items[prompt_index]
         return {
             "point": index,
             "alpha": point.alpha,
             "beta": point.beta,
             "prompt_index": prompt_index,
             "n_prompts": len(self.tokens),
-            "prompt": self.config.prompts.prompts[prompt_index],
+            "set": item.set,
+            "prompt": item.prompt,
             "response": gen.text,
             "refused": verdict.refused,
             "matched": verdict.matched,
+            "coherence_ll": None if score is None else round(score, 4),
+            "coherent": coherence.is_coherent(score, self.threshold),
             "tokens": len(gen.tokens),
             "stop_reason": gen.stop_reason,
         }
@@ -306,27 +475,86 @@ class _LivePoint:
 
 def point_rows(store: RunStore, points: list[Point], grid: Grid) -> list[dict]:
     """One summary row per finished point, in plan order."""
-    axis = set(grid.axis())
+    alphas, betas = set(grid.alpha_axis()), set(grid.beta_axis())
     rows = []
     for i, point in enumerate(points):
         records = store.finished.get(i)
         if records is None:
             continue
-        refused = [r["refused"] for r in records]
         rows.append(
             {
                 "alpha": point.alpha,
                 "beta": point.beta,
-                "asr": metrics.attack_success_rate(refused),
-                "n_refused": sum(refused),
-                "n_prompts": len(refused),
-                "on_grid": point.alpha in axis and (point.beta is None or point.beta in axis),
+                **point_figures(records),
+                "on_grid": point.alpha in alphas and (point.beta is None or point.beta in betas),
                 "tokens": sum(r["tokens"] for r in records),
                 "displacement": store.point_records[i]["displacement"],
                 "displacement_faithful": store.point_records[i]["displacement_faithful"],
             }
         )
     return rows
+
+
+def point_figures(records: list[dict]) -> dict:
+    """A point's figures from its generation records.
+
+    ``asr``: % of harmful prompts not refused (the paper's definition);
+    ``harmful_compliance``: % not refused and coherent; ``incoherent``: % of
+    harmful answers judged incoherent; ``benign_refusal``: % of benign prompts
+    refused (None without a benign set); the last three None without coherence.
+    """
+    harmful = [r for r in records if r.get("set", "harmful") == "harmful"]
+    benign = [r for r in records if r.get("set") == "benign"]
+    refused = [r["refused"] for r in harmful]
+    figures = {
+        "asr": metrics.attack_success_rate(refused),
+        "asr_ci": list(stats.asr_interval(sum(refused), len(refused))),
+        "n_refused": sum(refused),
+        "n_prompts": len(refused),
+        "harmful_compliance": None,
+        "incoherent": None,
+        "benign_refusal": None,
+    }
+    coherent = [r.get("coherent") for r in harmful]
+    if coherent and all(c is not None for c in coherent):
+        n = len(harmful)
+        figures["incoherent"] = 100.0 * sum(not c for c in coherent) / n
+        complied = sum(c and not r["refused"] for r, c in zip(harmful, coherent, strict=True))
+        figures["harmful_compliance"] = 100.0 * complied / n
+    if benign:
+        figures["benign_refusal"] = 100.0 * sum(r["refused"] for r in benign) / len(benign)
+    return figures
+
+
+def landscape_figures(rows: list[dict], records: list[list[dict]], grid: Grid, seed: int) -> dict:
+    """VISAGE with its bootstrap interval over prompts, the origin's ASR, and (1D) the basin
+    edges; ``records[k]`` are the generations of ``rows[k]``."""
+    visage = landscape_visage(rows, grid)
+    origin = next((r for r in rows if r["alpha"] == 0 and not r["beta"]), None)
+    figures = {
+        "visage": visage,
+        "visage_ci": None,
+        "origin_asr": origin["asr"] if origin else None,
+        "basin_edges": None,
+        "edge_threshold": stats.EDGE_THRESHOLD,
+    }
+    if visage is not None:
+        on_grid = [(r, rs) for r, rs in zip(rows, records, strict=True) if r["on_grid"]]
+        if grid.dims == 1:
+            on_grid.sort(key=lambda pair: pair[0]["alpha"])
+        refused = np.array(
+            [
+                [x["refused"] for x in rs if x.get("set", "harmful") == "harmful"]
+                for _, rs in on_grid
+            ]
+        )
+        figures["visage_ci"] = list(stats.bootstrap_visage(refused, grid.dims, seed))
+    if origin is not None and grid.dims == 1:
+        line = [r for r in rows if r["on_grid"] or r is origin]
+        figures["basin_edges"] = list(
+            stats.basin_edges([r["alpha"] for r in line], [r["asr"] for r in line], origin["asr"])
+        )
+    return figures
 
 
 def landscape_visage(rows: list[dict], grid: Grid) -> float | None:
@@ -340,9 +568,9 @@ def landscape_visage(rows: list[dict], grid: Grid) -> float | None:
     return metrics.visage_2d([r["asr"] for r in on_grid])
 
 
-def _summary(config, model, store, points, started, complete) -> tuple[dict, str]:
+def _summary(config, model, store, points, started, complete, progress) -> tuple[dict, str]:
     rows = point_rows(store, points, config.grid)
-    origin = next((r for r in rows if r["alpha"] == 0 and not r["beta"]), None)
+    records = [store.finished[i] for i in range(len(points)) if i in store.finished]
     summary = {
         "model": str(config.model_path),
         "model_name": model.name,
@@ -350,40 +578,69 @@ def _summary(config, model, store, points, started, complete) -> tuple[dict, str
         "architecture": model.architecture,
         "chat_template": "model" if model.chat_template else "fallback",
         "dims": config.grid.dims,
+        "grid": config.grid.describe(),
+        "axes": {"alpha": config.grid.alpha_axis(), "beta": config.grid.beta_axis()},
         "seed": config.seed,
         "range": config.grid.range,
         "steps": config.grid.steps,
-        "directions": [
-            d.describe() for d in (RandomDirection(config.seed, i) for i in range(config.grid.dims))
-        ],
+        "directions": [d.describe() for d in config.directions(model)],
         "prompts": config.prompts.source,
         "prompts_sha256": config.prompts.sha256,
         "n_prompts": len(config.prompts.prompts),
         "max_new_tokens": config.max_new_tokens,
         "system_prompt": config.system_prompt.label(),
+        "attack": config.attack.label(),
+        "benign": config.benign_prompts.source if config.benign else None,
         "judge": config.judge,
+        "coherence_threshold": _threshold(store, points),
         "early_stop": config.early_stop,
         "requant": config.requant,
         "batch_size": config.engine.max_sequences,
-        "visage": landscape_visage(rows, config.grid),
-        "origin_asr": origin["asr"] if origin else None,
+        **landscape_figures(rows, records, config.grid, config.seed),
         "points": rows,
         "n_points_planned": len(points),
+        "n_points_evaluated": len(rows),
+        **progress.describe(),
         "complete": complete,
         "elapsed_s": round(time.monotonic() - started, 3),
         "config_hash": store.hash,
         "versions": versions(),
     }
-    return summary, _csv(rows)
+    return summary, landscape_csv(rows)
 
 
-def _csv(rows: list[dict]) -> str:
-    lines = ["alpha,beta,asr,n_refused,n_prompts,on_grid"]
+def _threshold(store: RunStore, points: list[Point]) -> float | None:
+    records = store.finished.get(origin_index(points), [])
+    return coherence.calibrate([r.get("coherence_ll") for r in records])
+
+
+CSV_COLUMNS = (
+    "alpha",
+    "beta",
+    "asr",
+    "n_refused",
+    "n_prompts",
+    "harmful_compliance",
+    "incoherent",
+    "benign_refusal",
+    "on_grid",
+)
+
+
+def landscape_csv(rows: list[dict]) -> str:
+    """The points of a landscape as CSV (empty cells for missing figures)."""
+    lines = [",".join(CSV_COLUMNS)]
     for r in rows:
-        beta = "" if r["beta"] is None else repr(r["beta"])
-        lines.append(
-            f"{r['alpha']!r},{beta},{r['asr']:.4f},{r['n_refused']},{r['n_prompts']},{r['on_grid']}"
-        )
+        cells = []
+        for column in CSV_COLUMNS:
+            value = r[column]
+            if value is None:
+                cells.append("")
+            elif isinstance(value, float) and column not in ("alpha", "beta"):
+                cells.append(f"{value:.4f}")
+            else:
+                cells.append(repr(value) if isinstance(value, float) else str(value))
+        lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -393,16 +650,37 @@ def draw(summary: dict, path: Path) -> None:
     if not rows:
         return
     visage = "n/a" if summary["visage"] is None else f"{summary['visage']:.1f}"
+    if summary.get("visage_ci"):
+        visage += " [{:.1f}, {:.1f}]".format(*summary["visage_ci"])
     origin = "n/a" if summary["origin_asr"] is None else f"{summary['origin_asr']:.1f}%"
     title = (
         f"{summary['model_name']}\nVISAGE {visage}  |  origin ASR {origin}  |  "
         f"{summary['n_prompts']} prompts, seed {summary['seed']}"
     )
     if summary["dims"] == 1:
-        plots.plot_1d([r["alpha"] for r in rows], [r["asr"] for r in rows], title, path)
+        extra = {
+            label: [r.get(key) for r in rows]
+            for key, label in (
+                ("harmful_compliance", "harmful compliance"),
+                ("incoherent", "incoherent answers"),
+                ("benign_refusal", "benign prompts refused"),
+            )
+            if any(r.get(key) is not None for r in rows)
+        }
+        band = [tuple(r["asr_ci"]) for r in rows] if all("asr_ci" in r for r in rows) else None
+        interpolation = summary.get("grid", {}).get("kind") == "interpolation"
+        plots.plot_1d(
+            [r["alpha"] for r in rows],
+            [r["asr"] for r in rows],
+            title,
+            path,
+            extra,
+            band,
+            "t (0 = base model, 1 = finetune)" if interpolation else "alpha (direction 1)",
+        )
         return
-    axis = Grid(2, summary["steps"], summary["range"]).axis()
-    grid = np.full((len(axis), len(axis)), np.nan)
+    alphas, betas = summary["axes"]["alpha"], summary["axes"]["beta"]
+    grid = np.full((len(betas), len(alphas)), np.nan)
     for r in rows:
-        grid[axis.index(r["beta"]), axis.index(r["alpha"])] = r["asr"]
-    plots.plot_2d(axis, grid, title, path)
+        grid[betas.index(r["beta"]), alphas.index(r["alpha"])] = r["asr"]
+    plots.plot_2d(alphas, betas, grid, title, path)

@@ -1,0 +1,33 @@
+"""``visage-local compare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from visage_local.compare import FORMATS, compare_runs, plot_overlay, render
+
+
+@click.command("compare")
+@click.argument(
+    "run_dirs",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the 1D landscapes overlaid on one figure, to this PNG file.",
+)
+@click.option("--force", is_flag=True, help="Compare runs made with other prompts or judges.")
+def compare_command(run_dirs: tuple[Path, ...], fmt: str, plot: Path | None, force: bool) -> None:
+    """Compare finished sweeps: VISAGE, origin ASR, basin edges, prompts, judge, seed."""
+    rows, runs = compare_runs(list(run_dirs), force)
+    click.echo(render(rows, fmt))
+    if plot is not None:
+        plot_overlay(runs, plot)
+        click.echo(f"plot: {plot}", err=True)

@@ -1,0 +1,82 @@
+"""``visage-local interpolate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from visage_local.grid import MAX_RANGE, MAX_STEPS, InterpolationGrid
+from visage_local.registry import resolve_model
+
+from .sweep_cmd import evaluation_options, run_landscape
+
+
+@click.command("interpolate")
+@click.argument("base")
+@click.argument("finetune", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--lora",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A LoRA adapter in llama.cpp's GGUF format, instead of FINETUNE: the direction is "
+    "scale * B @ A.",
+)
+@click.option("--dims", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="2 adds a random direction (beta) across the interpolation.")  # fmt: skip
+@click.option(
+    "--steps",
+    type=click.IntRange(1, MAX_STEPS),
+    default=10,
+    show_default=True,
+    help="Steps over t in [0, 1] (and over beta in 2D).",
+)
+@click.option(
+    "--extra",
+    type=click.IntRange(0, MAX_STEPS),
+    default=0,
+    show_default=True,
+    help="Further steps beyond each end (t < 0 and t > 1).",
+)
+@click.option(
+    "--range",
+    "range_",
+    type=click.FloatRange(0, MAX_RANGE, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="2D: beta over [-RANGE, RANGE].",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True,
+              help="Seed of the random direction in 2D.")  # fmt: skip
+@evaluation_options
+def interpolate_command(
+    base: str,
+    finetune: Path | None,
+    lora: Path | None,
+    dims: int,
+    steps: int,
+    extra: int,
+    range_: float,
+    seed: int,
+    **options,
+) -> None:
+    """Interpolation landscape from BASE (t = 0) to FINETUNE (t = 1), or along a LoRA adapter.
+
+    The two models may use different quantisation types (both are dequantised);
+    perturbed tensors take BASE's types unless --requant says otherwise.
+    """
+    if (finetune is None) == (lora is None):
+        raise click.UsageError("give either FINETUNE or --lora ADAPTER")
+    base_path = resolve_model(base)
+    other = finetune or lora
+    if not other.is_file():
+        raise click.UsageError(f"{other}: file not found")
+    run_landscape(
+        base_path,
+        InterpolationGrid(dims, steps, extra, range_),
+        seed,
+        options,
+        default_out=Path("runs") / f"interp-{base_path.stem}-{other.stem}-{dims}d",
+        finetune=other,
+        finetune_kind="lora" if lora is not None else "model",
+    )

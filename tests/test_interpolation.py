@@ -1,0 +1,191 @@
+"""Interpolation between a base model and a finetune, and LoRA adapters as directions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import write_tiny_gguf
+from gguf import GGMLQuantizationType, GGUFWriter
+
+from visage_local.directions import RandomDirection
+from visage_local.engine import EngineSettings
+from visage_local.errors import ConfigError
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import InterpolationGrid
+from visage_local.interpolation import FinetuneDirection, LoraDirection, check_pair
+from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.prompts import load_prompts
+from visage_local.sweep import SweepConfig, run_sweep
+
+F32 = GGMLQuantizationType.F32
+Q8 = GGMLQuantizationType.Q8_0
+
+
+def test_interpolation_grid_runs_from_base_to_finetune_with_extra_steps():
+    grid = InterpolationGrid(1, 4, extra=2)
+    assert grid.alpha_axis() == [-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    assert [p.alpha for p in grid.points()] == grid.alpha_axis()
+    two = InterpolationGrid(2, 2, range=0.4)
+    assert two.beta_axis() == [-0.4, 0.0, 0.4] and len(two.points()) == 9
+    with pytest.raises(ConfigError):
+        InterpolationGrid(1, 0)
+
+
+def test_mismatched_pairs_name_the_first_difference(tmp_path):
+    base = GGUFModel(write_tiny_gguf(tmp_path / "base.gguf", [F32, Q8]))
+    other_type = GGUFModel(write_tiny_gguf(tmp_path / "q8.gguf", [F32, Q8], seed=1))
+    check_pair(base, other_type)  # same names and shapes: fine
+    fewer = GGUFModel(write_tiny_gguf(tmp_path / "fewer.gguf", [F32]))
+    with pytest.raises(ConfigError, match="has no tensor 'blk.0.q8_0.weight'"):
+        check_pair(base, fewer)
+    wider = GGUFModel(write_tiny_gguf(tmp_path / "wide.gguf", [F32, Q8], n_per_row=1024))
+    with pytest.raises(ConfigError, match="shape"):
+        check_pair(base, wider)
+    writer = GGUFWriter(str(tmp_path / "arch.gguf"), "qwen2")
+    writer.add_tensor("blk.0.f32.weight", np.zeros((8, 512), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ConfigError, match="architecture 'qwen2'"):
+        check_pair(base, GGUFModel(tmp_path / "arch.gguf"))
+
+
+def test_finetune_direction_is_the_difference_and_its_endpoint_is_exact(tmp_path):
+    base = GGUFModel(write_tiny_gguf(tmp_path / "base.gguf", [F32, Q8]))
+    finetune_path = write_tiny_gguf(tmp_path / "ft.gguf", [F32, Q8], seed=1)
+    finetune = GGUFModel(finetune_path)
+    direction = FinetuneDirection(finetune_path)
+    for info in base.tensors:
+        weights = base.dequantize(info)
+        d = direction.tensor(info.name, weights)
+        want = finetune.dequantize(finetune.tensor(info.name))
+        np.testing.assert_allclose(weights + d, want, rtol=0, atol=1e-7)
+    p = Perturbation(base, [direction])
+    for info in base.tensors:
+        end = p.tensor_at(info, Point(1.0))
+        assert np.array_equal(end.raw, finetune.raw(finetune.tensor(info.name)))
+        middle = p.tensor_at(info, Point(0.5))
+        if "norm" not in info.name:  # the norm tensors of both files are equal: no direction
+            assert middle.displacement.cosine == pytest.approx(1.0, abs=0.05)
+
+
+def _lora_file(path, base: GGUFModel, targets, rank=4, alpha=8.0, seed=0):
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(str(path), base.architecture)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    factors = {}
+    for name in targets:
+        info = base.tensor(name)
+        a = rng.standard_normal((rank, info.n_per_row)).astype(np.float32) * 0.1
+        b = rng.standard_normal((info.n_rows, rank)).astype(np.float32) * 0.1
+        writer.add_tensor(name + ".lora_a", a)
+        writer.add_tensor(name + ".lora_b", b)
+        factors[name] = (a, b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return factors
+
+
+def test_lora_direction_is_scale_b_times_a_on_targeted_tensors(tmp_path):
+    base = GGUFModel(write_tiny_gguf(tmp_path / "base.gguf", [F32, Q8]))
+    factors = _lora_file(tmp_path / "lora.gguf", base, ["blk.0.q8_0.weight"], rank=4, alpha=8.0)
+    lora = LoraDirection(tmp_path / "lora.gguf", base)
+    assert lora.excludes("blk.0.f32.weight") and not lora.excludes("blk.0.q8_0.weight")
+    a, b = factors["blk.0.q8_0.weight"]
+    weights = base.dequantize(base.tensor("blk.0.q8_0.weight"))
+    np.testing.assert_allclose(
+        lora.tensor("blk.0.q8_0.weight", weights), (8.0 / 4) * (b @ a), rtol=1e-5, atol=1e-6
+    )
+    assert lora.tensor("blk.0.f32.weight", weights) is None
+    with pytest.raises(ConfigError, match="not a LoRA adapter"):
+        LoraDirection(tmp_path / "base.gguf", base)
+    other = GGUFModel(write_tiny_gguf(tmp_path / "wide.gguf", [F32, Q8], n_per_row=1024))
+    with pytest.raises(ConfigError, match="do not fit"):
+        LoraDirection(tmp_path / "lora.gguf", other)
+
+
+def test_llama_cpp_loads_a_lora_adapter_in_the_format_we_read(smollm2, tmp_path):
+    import llama_cpp
+
+    base = GGUFModel(smollm2)
+    _lora_file(tmp_path / "lora.gguf", base, ["blk.0.attn_q.weight", "blk.3.ffn_down.weight"])
+    assert LoraDirection(tmp_path / "lora.gguf", base).describe()["tensors"] == 2
+    params = llama_cpp.llama_model_default_params()
+    model = llama_cpp.llama_model_load_from_file(str(smollm2).encode(), params)
+    try:
+        adapter = llama_cpp.llama_adapter_lora_init(model, str(tmp_path / "lora.gguf").encode())
+        assert adapter, "llama.cpp refused the adapter"
+        llama_cpp.llama_adapter_lora_free(adapter)
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+def _generations(folder):
+    lines = (folder / "generations.jsonl").read_text().splitlines()
+    return {
+        (r["alpha"], r["prompt_index"]): (r["response"], r["refused"])
+        for r in map(json.loads, lines)
+    }
+
+
+def _plain(model, prompts, folder, **kw):
+    config = SweepConfig(
+        model_path=model, prompts=prompts, grid=InterpolationGrid(1, 1), max_new_tokens=12,
+        engine=EngineSettings(threads=2), coherence=False, **kw,
+    )  # fmt: skip
+    return config, folder
+
+
+@pytest.mark.slow
+def test_endpoints_reproduce_each_models_own_generations(smollm2, tmp_path):
+    base = GGUFModel(smollm2)
+    finetune = export_perturbed(
+        Perturbation(base, [RandomDirection(7)], threads=2), Point(0.05), tmp_path / "ft.gguf"
+    )  # a stand-in finetune in the base's own types
+    prompts = load_prompts(None, 3)
+    config, _ = _plain(smollm2, prompts, tmp_path, finetune=finetune)
+    interp = run_sweep(config, tmp_path / "interp")
+    assert interp["grid"]["kind"] == "interpolation"
+    assert [p["alpha"] for p in interp["points"]] == [0.0, 1.0]
+    for model, t in ((smollm2, 0.0), (finetune, 1.0)):
+        own = SweepConfig(
+            model_path=model, prompts=prompts, grid=InterpolationGrid(1, 1), max_new_tokens=12,
+            engine=EngineSettings(threads=2), coherence=False, finetune=model,
+        )  # fmt: skip
+        run_sweep(own, tmp_path / f"own-{t}")  # origin of a model with itself = the model
+        mine = {k[1]: v for k, v in _generations(tmp_path / "interp").items() if k[0] == t}
+        theirs = {k[1]: v for k, v in _generations(tmp_path / f"own-{t}").items() if k[0] == 0.0}
+        assert mine == theirs
+
+
+@pytest.mark.slow
+def test_qwen_against_itself_in_q8_0_other_types_interpolate(qwen, tmp_path):
+    base = GGUFModel(qwen)
+    q8 = export_perturbed(
+        Perturbation(base, [RandomDirection(0)], threads=2, requant="q8_0"),
+        Point(0.0),
+        tmp_path / "qwen-q8_0.gguf",
+    )  # the same weights, requantised to Q8_0: a real "other quantisation" pair
+    check_pair(base, GGUFModel(q8))
+    prompts = load_prompts(None, 2)
+    config, _ = _plain(qwen, prompts, tmp_path, finetune=q8, requant="q8_0")
+    summary = run_sweep(config, tmp_path / "interp")
+    end = next(p for p in summary["points"] if p["alpha"] == 1.0)
+    # the direction is the base's quantisation error against Q8_0; stored in Q8_0 (the
+    # origin requantised), the endpoint is the Q8_0 file itself, so nothing moves there
+    assert end["displacement"]["all"]["ratio"] == 0.0
+    own = SweepConfig(
+        model_path=q8, prompts=prompts, grid=InterpolationGrid(1, 1), max_new_tokens=12,
+        engine=EngineSettings(threads=2), coherence=False,
+    )  # fmt: skip
+    run_sweep(own, tmp_path / "own")
+    mine = {k[1]: v for k, v in _generations(tmp_path / "interp").items() if k[0] == 1.0}
+    theirs = {k[1]: v for k, v in _generations(tmp_path / "own").items() if k[0] == 0.0}
+    assert mine == theirs  # at t = 1 in Q8_0 the model is the Q8_0 file exactly

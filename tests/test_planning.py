@@ -1,0 +1,69 @@
+"""Point orders: full grid, coarse-to-fine, and the adaptive edge search, on known landscapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from visage_local.errors import ConfigError
+from visage_local.grid import Grid
+from visage_local.planning import AdaptiveEdges, FullGrid, coarse_to_fine, origin_index
+from visage_local.stats import basin_edges
+from visage_local.sweep import plan
+
+
+def _run(order, points, landscape):
+    """Evaluate points in the order's choice against a known ASR function."""
+    asr: dict[int, float] = {}
+    while (i := order.next_point(points, asr)) is not None:
+        assert i not in asr
+        asr[i] = landscape(points[i].alpha)
+    return asr
+
+
+def test_full_grid_visits_every_point_once_origin_first():
+    points = plan(Grid(1, 20, 0.5))
+    asr = _run(FullGrid(), points, lambda a: 0.0)
+    assert len(asr) == 21 and next(iter(asr)) == origin_index(points)
+    coarse = FullGrid(coarse_first=True).order(points)
+    assert sorted(coarse) == list(range(21)) and coarse[0] == origin_index(points)
+    # after the origin: the far end of each side, then the middle of each side
+    assert [points[i].alpha for i in coarse[1:3]] == [-0.25, -0.5] or points[
+        coarse[1]
+    ].alpha == -0.5
+
+
+def test_coarse_to_fine_covers_each_offset_once_far_end_first():
+    for n in range(0, 15):
+        order = coarse_to_fine(n)
+        assert sorted(order) == list(range(1, n + 1))
+        if n:
+            assert order[0] == n
+    assert coarse_to_fine(10) == [10, 5, 2, 4, 6, 8, 1, 3, 7, 9]
+
+
+@pytest.mark.parametrize("left_edge", [-0.42, -0.31, -0.2, -0.07])
+@pytest.mark.parametrize("right_edge", [0.03, 0.12, 0.26, 0.49, None])
+def test_adaptive_edge_matches_the_full_grid_edge_with_fewer_points(left_edge, right_edge):
+    def landscape(a):  # a basin at 25% with a steep wall on each side
+        if a < 0:
+            return 100.0 if a <= left_edge else 25.0
+        return 100.0 if right_edge is not None and a >= right_edge else 25.0
+
+    points = plan(Grid(1, 20, 0.5))
+    full = {i: landscape(p.alpha) for i, p in enumerate(points)}
+    adaptive = _run(AdaptiveEdges(), points, landscape)
+
+    def edges(asr):
+        keys = sorted(asr)
+        return basin_edges([points[i].alpha for i in keys], [asr[i] for i in keys], 25.0)
+
+    for got, want in zip(edges(adaptive), edges(full), strict=True):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert got == pytest.approx(want, abs=1e-9)
+    assert len(adaptive) < len(full)
+
+
+def test_adaptive_is_one_dimensional():
+    with pytest.raises(ConfigError, match="1D"):
+        AdaptiveEdges().next_point(plan(Grid(2, 2, 0.5)), {})

@@ -1,0 +1,146 @@
+"""Several sweeps on one grid: system prompts x attacks, or several random directions.
+
+Every variant is an ordinary sweep in a folder of its own inside the output
+folder, so each resumes and reports on its own. ``conditions.json`` lists them
+with their VISAGE and basin edges; in 1D ``overlay.png`` draws their landscapes
+on one figure. Conditions (``<system prompt>--<attack>``) share the directions;
+directions (``direction-<k>``: index k of the seed) share everything else, and
+``directions.json`` adds the mean VISAGE and edges with 95% t intervals across
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from visage_local import plots, stats
+from visage_local.attacks import Attack
+from visage_local.chat import SystemPrompt
+from visage_local.files import atomic_write_text
+from visage_local.planning import PointOrder
+from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
+
+CONDITIONS_FILE = "conditions.json"
+DIRECTIONS_FILE = "directions.json"
+OVERLAY_FILE = "overlay.png"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One system prompt and one attack."""
+
+    system_prompt: SystemPrompt
+    attack: Attack
+
+    @property
+    def label(self) -> str:
+        """``system-<name>--attack-<name>``: the condition's folder and legend."""
+        return f"system-{self.system_prompt.short_label()}--attack-{self.attack.short_label()}"
+
+
+def conditions_of(system_prompts: list[SystemPrompt], attacks: list[Attack]) -> list[Condition]:
+    """Every system prompt with every attack, in the order given."""
+    return [Condition(s, a) for s in system_prompts for a in attacks]
+
+
+def condition_variants(
+    base: SweepConfig, conditions: list[Condition]
+) -> list[tuple[str, SweepConfig]]:
+    """One sweep configuration per condition."""
+    return [
+        (c.label, replace(base, system_prompt=c.system_prompt, attack=c.attack)) for c in conditions
+    ]
+
+
+def direction_variants(base: SweepConfig, count: int) -> list[tuple[str, SweepConfig]]:
+    """One 1D sweep configuration per random direction: indices 0..count-1 of the seed."""
+    return [(f"direction-{k}", replace(base, first_direction=k)) for k in range(count)]
+
+
+def run_variants(
+    variants: list[tuple[str, SweepConfig]],
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    on_point: Callable[[str, PointOutcome, int, int], None] | None = None,
+    order: PointOrder | None = None,
+    budget_minutes: float | None = None,
+) -> list[tuple[str, dict]]:
+    """Sweep every variant in ``out_dir/<label>``; return (label, summary) pairs.
+
+    A time budget is shared: each variant gets what is left divided by the variants left.
+    """
+    out_dir = Path(out_dir)
+    results: list[tuple[str, dict]] = []
+    spent = 0.0
+    for k, (label, config) in enumerate(variants):
+        share = None
+        if budget_minutes is not None:
+            share = max(0.0, budget_minutes - spent) / (len(variants) - k)
+
+        def report(outcome, done, total, label=label):
+            if on_point:
+                on_point(label, outcome, done, total)
+
+        summary = run_sweep(config, out_dir / label, overwrite, report, order, share)
+        spent += summary["elapsed_s"] / 60.0
+        results.append((label, summary))
+        write_index(out_dir, results)
+    return results
+
+
+def write_index(out_dir: Path, results: list[tuple[str, dict]]) -> None:
+    """conditions.json (one entry per finished variant), directions.json when the variants
+    differ by direction, and in 1D overlay.png."""
+    entries = [
+        {
+            "label": label,
+            "folder": label,
+            "system_prompt": s["system_prompt"],
+            "attack": s["attack"],
+            "direction": s["directions"][0],
+            "visage": s["visage"],
+            "visage_ci": s["visage_ci"],
+            "origin_asr": s["origin_asr"],
+            "basin_edges": s["basin_edges"],
+        }
+        for label, s in results
+    ]
+    atomic_write_text(out_dir / CONDITIONS_FILE, json.dumps(entries, indent=2))
+    if all(label.startswith("direction-") for label, _ in results):
+        atomic_write_text(
+            out_dir / DIRECTIONS_FILE, json.dumps(across_directions(results), indent=2)
+        )
+    first = results[0][1]
+    if first["dims"] == 1:
+        plots.plot_conditions_1d(
+            results,
+            f"{first['model_name']}: {first['n_prompts']} prompts, seed {first['seed']}",
+            out_dir / OVERLAY_FILE,
+        )
+
+
+def across_directions(results: list[tuple[str, dict]]) -> dict:
+    """Mean VISAGE and basin edges over directions, each with a 95% t interval."""
+
+    def summarise(values):
+        values = [v for v in values if v is not None]
+        interval = stats.mean_interval(values)
+        if interval is None:
+            return {"n": 0, "mean": None, "ci": None}
+        return {"n": len(values), "mean": interval[0], "ci": [interval[1], interval[2]]}
+
+    edges = [s["basin_edges"] or [None, None] for _, s in results]
+    return {
+        "directions": len(results),
+        "visage": summarise([s["visage"] for _, s in results]),
+        "left_edge": summarise([e[0] for e in edges]),
+        "right_edge": summarise([e[1] for e in edges]),
+        "per_direction": [
+            {"label": label, "visage": s["visage"], "basin_edges": s["basin_edges"]}
+            for label, s in results
+        ],
+    }

@@ -1,0 +1,129 @@
+"""Which point a sweep evaluates next: the whole grid, or an adaptive search of the basin edges.
+
+An order looks only at the points already finished (their ASRs), never at its
+own history, so a stopped sweep resumes where it left off and a folder started
+adaptively can later be completed as a full grid, reusing every point.
+
+- ``FullGrid``: every point, the origin first; ``coarse_first`` visits each side
+  from the ends inwards by halving (so a sweep stopped by ``--budget-minutes``
+  still covers the whole axis evenly).
+- ``AdaptiveEdges`` (1D): the origin, then on each side coarse points walking
+  outwards until one exceeds the origin's ASR by ``threshold``, then bisection
+  over the grid points between the last point inside and the first outside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from visage_local.errors import ConfigError
+from visage_local.perturb import Point
+from visage_local.stats import EDGE_THRESHOLD
+
+
+class PointOrder(Protocol):
+    """Chooses the next point of a plan to evaluate."""
+
+    name: str
+
+    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
+        """Index into ``points`` of the next point, or None when the order is finished."""
+
+
+def origin_index(points: list[Point]) -> int:
+    """Where the origin is in a plan."""
+    return next(i for i, p in enumerate(points) if p.alpha == 0 and not p.beta)
+
+
+def _sides(points: list[Point]) -> tuple[list[int], list[int]]:
+    """Plan indices of a 1D plan's points left and right of the origin, nearest first."""
+    by_alpha = sorted(range(len(points)), key=lambda i: points[i].alpha)
+    centre = by_alpha.index(origin_index(points))
+    return by_alpha[:centre][::-1], by_alpha[centre + 1 :]
+
+
+def coarse_to_fine(n: int) -> list[int]:
+    """Offsets 1..n, the far end first, then halving: a prefix of any length spreads evenly."""
+    if n == 0:
+        return []
+    order = [n]
+    step = n
+    while len(order) < n:
+        step = max(1, step // 2)
+        order += [k for k in range(step, n + 1, step) if k not in order]
+    return order
+
+
+@dataclass(frozen=True)
+class FullGrid:
+    """Every point of the plan, the origin first."""
+
+    coarse_first: bool = False
+    name: str = "grid"
+
+    def order(self, points: list[Point]) -> list[int]:
+        """The visiting order."""
+        origin = origin_index(points)
+        if not self.coarse_first or points[0].beta is not None:
+            return [origin] + [i for i in range(len(points)) if i != origin]
+        left, right = _sides(points)
+        out = [origin]
+        for side in (left, right):
+            out += [side[k - 1] for k in coarse_to_fine(len(side))]
+        return out
+
+    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
+        """The first point of the order not yet finished."""
+        return next((i for i in self.order(points) if i not in asr), None)
+
+
+@dataclass(frozen=True)
+class AdaptiveEdges:
+    """Find each basin edge of a 1D landscape by a coarse pass and bisection."""
+
+    threshold: float = EDGE_THRESHOLD
+    coarse_points: int = 3  # per side, walking outwards
+    name: str = "adaptive"
+
+    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
+        """The next point the search needs, or None when both edges are bracketed."""
+        if points[0].beta is not None:
+            raise ConfigError("--adaptive searches 1D landscapes only (use --dims 1)")
+        origin = origin_index(points)
+        if origin not in asr:
+            return origin
+        level = asr[origin] + self.threshold
+        for side in _sides(points):
+            wanted = self._next_on_side(side, asr, level)
+            if wanted is not None:
+                return wanted
+        return None
+
+    def _next_on_side(self, side: list[int], asr: dict[int, float], level: float) -> int | None:
+        n = len(side)
+        stride = max(1, math.ceil(n / self.coarse_points))
+        coarse = sorted({*range(stride, n + 1, stride), n}) if n else []
+        inside = 0  # offset 0 is the origin
+        for offset in coarse:
+            index = side[offset - 1]
+            if index not in asr:
+                return index
+            if asr[index] > level:
+                return self._bisect(side, asr, level, inside, offset)
+            inside = offset
+        return None  # the whole side stays within the basin
+
+    @staticmethod
+    def _bisect(side, asr, level, inside: int, outside: int) -> int | None:
+        while outside - inside > 1:
+            middle = (inside + outside) // 2
+            index = side[middle - 1]
+            if index not in asr:
+                return index
+            if asr[index] > level:
+                outside = middle
+            else:
+                inside = middle
+        return None
