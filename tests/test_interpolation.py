@@ -189,3 +189,22 @@ def test_qwen_against_itself_in_q8_0_other_types_interpolate(qwen, tmp_path):
     mine = {k[1]: v for k, v in _generations(tmp_path / "interp").items() if k[0] == 1.0}
     theirs = {k[1]: v for k, v in _generations(tmp_path / "own").items() if k[0] == 0.0}
     assert mine == theirs  # at t = 1 in Q8_0 the model is the Q8_0 file exactly
+
+
+@pytest.mark.slow
+def test_two_dimensional_interpolation_adds_a_random_direction(smollm2, tmp_path):
+    base = GGUFModel(smollm2)
+    finetune = export_perturbed(
+        Perturbation(base, [RandomDirection(7)], threads=2), Point(0.05), tmp_path / "ft.gguf"
+    )
+    config = SweepConfig(
+        model_path=smollm2, prompts=load_prompts(None, 2), grid=InterpolationGrid(2, 2, range=0.2),
+        max_new_tokens=4, engine=EngineSettings(threads=2), coherence=False, finetune=finetune,
+    )  # fmt: skip
+    summary = run_sweep(config, tmp_path / "interp2d")
+    kinds = [d["kind"] for d in summary["directions"]]
+    assert kinds == ["finetune - base", "random"]
+    assert {(p["alpha"], p["beta"]) for p in summary["points"]} == {
+        (t, b) for t in (0.0, 0.5, 1.0) for b in (-0.2, 0.0, 0.2)
+    }
+    assert summary["visage"] is not None and (tmp_path / "interp2d" / "landscape.png").is_file()

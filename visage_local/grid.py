@@ -16,6 +16,16 @@ MAX_STEPS = 200
 MAX_RANGE = 10.0
 
 
+def check_grid_settings(dims: int, steps: int, range_: float) -> None:
+    """ConfigError unless the settings describe a grid a sweep can evaluate."""
+    if dims not in (1, 2):
+        raise ConfigError("--dims must be 1 or 2")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ConfigError(f"--steps must be between 1 and {MAX_STEPS}")
+    if not (0 < range_ <= MAX_RANGE) or not np.isfinite(range_):
+        raise ConfigError(f"--range must be a number in (0, {MAX_RANGE}]")
+
+
 @dataclass(frozen=True)
 class Grid:
     """steps+1 values per axis over [-range, range]; 1 or 2 axes."""
@@ -25,12 +35,7 @@ class Grid:
     range: float = REFERENCE_RANGE
 
     def __post_init__(self):
-        if self.dims not in (1, 2):
-            raise ConfigError("--dims must be 1 or 2")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError(f"--steps must be between 1 and {MAX_STEPS}")
-        if not (0 < self.range <= MAX_RANGE) or not np.isfinite(self.range):
-            raise ConfigError(f"--range must be a number in (0, {MAX_RANGE}]")
+        check_grid_settings(self.dims, self.steps, self.range)
 
     def axis(self) -> list[float]:
         """The coordinates along one axis (exact 0 where the grid crosses the origin)."""
@@ -85,14 +90,9 @@ class InterpolationGrid:
     range: float = REFERENCE_RANGE
 
     def __post_init__(self):
-        if self.dims not in (1, 2):
-            raise ConfigError("--dims must be 1 or 2")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError(f"--steps must be between 1 and {MAX_STEPS}")
+        check_grid_settings(self.dims, self.steps, self.range)
         if not 0 <= self.extra <= MAX_STEPS:
             raise ConfigError(f"--extra must be between 0 and {MAX_STEPS}")
-        if not (0 < self.range <= MAX_RANGE) or not np.isfinite(self.range):
-            raise ConfigError(f"--range must be a number in (0, {MAX_RANGE}]")
 
     def alpha_axis(self) -> list[float]:
         """The t values."""
