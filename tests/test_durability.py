@@ -80,7 +80,7 @@ def test_disk_full_during_a_sweep_fails_cleanly_and_resumes(tmp_path, uninterrup
     mount = tmp_path / "small"
     mount.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"no permission to mount a small tmpfs here: {mounted.stderr.decode().strip()}")
@@ -88,7 +88,7 @@ def test_disk_full_during_a_sweep_fails_cleanly_and_resumes(tmp_path, uninterrup
         out = mount / "run"
         # leave room for the config and about one point, not for the whole sweep
         filler = mount / "filler"
-        filler.write_bytes(b"\0" * (64 * 1024 - 12 * 1024))
+        filler.write_bytes(b"\0" * (512 * 1024 - 12 * 1024))
         done = subprocess.run(_command(out), capture_output=True, text=True)
         assert done.returncode == 1, done.stderr
         assert "disk is full" in done.stderr and "Traceback" not in done.stderr

@@ -81,7 +81,7 @@ def test_2d_sweep_writes_every_output(smollm2, tmp_path):
 def test_same_seed_same_landscape_and_resume_reuses_finished_points(smollm2, tmp_path):
     first = run_sweep(_config(smollm2, n_prompts=3), tmp_path / "a")
     lines_a = (tmp_path / "a" / "generations.jsonl").read_text().splitlines()
-    # Cut the run after its first point, with half a line of the next: as a crash would.
+    # Cut the run after its first point (the origin), with half a line of the next.
     cut = tmp_path / "b"
     cut.mkdir()
     (cut / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
@@ -92,7 +92,7 @@ def test_same_seed_same_landscape_and_resume_reuses_finished_points(smollm2, tmp
     resumed = run_sweep(
         _config(smollm2, n_prompts=3), cut, on_point=lambda o, done, total: calls.append(o.index)
     )
-    assert calls == [1, 2]
+    assert calls == [0, 2]  # the origin (plan index 1) is always evaluated first
     assert resumed["points"] == first["points"]
     assert (cut / "generations.jsonl").read_text().splitlines() == lines_a
 
