@@ -61,9 +61,37 @@ def test_adaptive_edge_matches_the_full_grid_edge_with_fewer_points(left_edge, r
         assert (got is None) == (want is None)
         if want is not None:
             assert got == pytest.approx(want, abs=1e-9)
-    assert len(adaptive) < len(full)
+    # the savings are the points beyond the edges: none when both edges are at the ends
+    beyond = sum(
+        1
+        for p in points
+        if (p.alpha < left_edge - 0.05) or (right_edge is not None and p.alpha > right_edge + 0.05)
+    )
+    assert len(adaptive) <= len(full) and (beyond < 4 or len(adaptive) < len(full))
 
 
 def test_adaptive_is_one_dimensional():
     with pytest.raises(ConfigError, match="1D"):
         AdaptiveEdges().next_point(plan(Grid(2, 2, 0.5)), {})
+
+
+def test_adaptive_finds_the_first_crossing_of_a_bumpy_landscape():
+    # measured on Qwen (direction 1, 40 prompts): a bump above the level at +0.15, a dip at
+    # +0.20; a coarse pass with bisection alone would report the edge near +0.23
+    values = {0.0: 25.0, 0.05: 30.0, 0.1: 35.0, 0.15: 50.0, 0.2: 40.0, 0.25: 47.5, 0.3: 95.0}
+    points = plan(Grid(1, 12, 0.3))
+
+    def landscape(a):
+        return values[abs(round(a, 2))] if a >= 0 else 25.0
+
+    full = {i: landscape(p.alpha) for i, p in enumerate(points)}
+    adaptive = _run(AdaptiveEdges(), points, landscape)
+
+    def right_edge(asr):
+        keys = sorted(asr)
+        return basin_edges([points[i].alpha for i in keys], [asr[i] for i in keys], 25.0)[1]
+
+    assert (
+        right_edge(adaptive) == pytest.approx(right_edge(full)) == pytest.approx(0.1 + 0.05 / 1.5)
+    )
+    assert len(adaptive) < len(full)

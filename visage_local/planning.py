@@ -8,8 +8,10 @@ adaptively can later be completed as a full grid, reusing every point.
   from the ends inwards by halving (so a sweep stopped by ``--budget-minutes``
   still covers the whole axis evenly).
 - ``AdaptiveEdges`` (1D): the origin, then on each side coarse points walking
-  outwards until one exceeds the origin's ASR by ``threshold``, then bisection
-  over the grid points between the last point inside and the first outside.
+  outwards until one exceeds the origin's ASR by ``threshold``, bisection over
+  the grid points between the last point inside and the first outside, then
+  every point between the origin and the bracket (so a bump inside the basin is
+  not missed): the edge equals the full grid's, from fewer points.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ class AdaptiveEdges:
             if index not in asr:
                 return index
             if asr[index] > level:
-                return self._bisect(side, asr, level, inside, offset)
+                wanted = self._bisect(side, asr, level, inside, offset)
+                return wanted if wanted is not None else self._fill(side, asr, level)
             inside = offset
         return None  # the whole side stays within the basin
 
@@ -126,4 +129,20 @@ class AdaptiveEdges:
                 outside = middle
             else:
                 inside = middle
+        return None
+
+    @staticmethod
+    def _fill(side, asr, level) -> int | None:
+        """The first unevaluated point inward of the nearest evaluated point past the level.
+
+        Landscapes are not monotone (sampling noise, or a real bump), so once an
+        edge is bracketed every point between it and the origin is evaluated too:
+        the edge is then the first crossing walking outwards, exactly as on the
+        full grid. The savings are the points beyond the edge.
+        """
+        for index in side:
+            if index not in asr:
+                return index
+            if asr[index] > level:
+                return None
         return None
