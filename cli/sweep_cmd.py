@@ -174,8 +174,8 @@ EXTRA_COLUMNS = (
 @click.option(
     "--adaptive",
     is_flag=True,
-    help="1D only: find each basin edge by a coarse pass and bisection over the grid instead "
-    "of evaluating every point.",
+    help="Find the basin edges by a coarse pass, bisection and fill-in instead of evaluating "
+    "every point: on both sides in 1D, along eight rays (axes, diagonals) in 2D.",
 )
 @click.option(
     "--budget-minutes",
@@ -202,8 +202,6 @@ def sweep_command(
         raise click.UsageError(
             "--directions needs --dims 1 and a single --system-prompt and --attack"
         )
-    if adaptive and dims != 1:
-        raise click.UsageError("--adaptive searches 1D landscapes only (use --dims 1)")
     model_path = resolve_model(model)
     run_landscape(
         model_path,
@@ -397,6 +395,9 @@ def _print_table(summary: dict) -> None:
     click.echo(
         f"VISAGE {text}   origin ASR {summary['origin_asr']:.1f}%   ({summary['elapsed_s']:.0f} s)"
     )
+    for ray in summary.get("basin_outline") or []:
+        where = "none" if ray["radius"] is None else f"r={ray['radius']:.3f}"
+        click.echo(f"basin edge along {ray['angle_deg']:+6.1f} deg: {where}")
     edges = summary.get("basin_edges")
     if edges:
         shown = ", ".join("none" if e is None else f"{e:+.3f}" for e in edges)

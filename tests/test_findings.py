@@ -221,3 +221,18 @@ def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smo
     resumed = run_sweep(base, tmp_path / "budget")
     assert resumed["complete"] and resumed["n_points_evaluated"] == 9
     assert resumed["skipped"] == [] and resumed["visage"] is not None
+
+
+def test_adaptive_2d_search_records_an_outline_along_eight_rays(smollm2, tmp_path):
+    base = _config(
+        smollm2, prompts=load_prompts(None, 2), grid=Grid(2, 2, 0.4), max_new_tokens=4,
+        coherence=False,
+    )  # fmt: skip
+    summary = run_sweep(base, tmp_path, order=AdaptiveEdges())
+    assert summary["order"] == "adaptive" and summary["complete"]
+    assert [round(o["angle_deg"]) for o in summary["basin_outline"]] == [
+        0, 45, 90, 135, 180, -135, -90, -45,
+    ]  # fmt: skip
+    # SmolLM2 answers everything: no edge on any ray
+    assert all(o["radius"] is None for o in summary["basin_outline"])
+    assert (tmp_path / "landscape.png").is_file()

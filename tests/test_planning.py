@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from visage_local.errors import ConfigError
 from visage_local.grid import Grid
 from visage_local.planning import AdaptiveEdges, FullGrid, coarse_to_fine, origin_index
 from visage_local.stats import basin_edges
-from visage_local.sweep import plan
+from visage_local.sweep import basin_outline, plan
 
 
 def _run(order, points, landscape):
@@ -70,9 +69,32 @@ def test_adaptive_edge_matches_the_full_grid_edge_with_fewer_points(left_edge, r
     assert len(adaptive) <= len(full) and (beyond < 4 or len(adaptive) < len(full))
 
 
-def test_adaptive_is_one_dimensional():
-    with pytest.raises(ConfigError, match="1D"):
-        AdaptiveEdges().next_point(plan(Grid(2, 2, 0.5)), {})
+@pytest.mark.parametrize("radius", [0.07, 0.16, 0.26])
+def test_adaptive_2d_outlines_the_basin_along_eight_rays(radius):
+    grid = Grid(2, 12, 0.3)
+    points = plan(grid)
+
+    def landscape(a, b):  # an elliptic basin, wider along alpha
+        return 25.0 if (a / radius) ** 2 + (b / (0.7 * radius)) ** 2 < 1 else 90.0
+
+    full = {i: landscape(p.alpha, p.beta) for i, p in enumerate(points)}
+    asr: dict[int, float] = {}
+    order = AdaptiveEdges()
+    while (i := order.next_point(points, asr)) is not None:
+        asr[i] = landscape(points[i].alpha, points[i].beta)
+    adaptive = asr
+
+    def outline(values):
+        rows = [
+            {"alpha": points[i].alpha, "beta": points[i].beta, "asr": v} for i, v in values.items()
+        ]
+        return basin_outline(rows, grid, 25.0)
+
+    assert outline(adaptive) == outline(full)
+    along_alpha = outline(full)[0]
+    assert along_alpha["angle_deg"] == 0.0 and along_alpha["beta"] == 0.0
+    assert along_alpha["radius"] is None or abs(along_alpha["radius"] - radius) <= 0.025
+    assert len(adaptive) < len(full) / 2  # 169 grid points; rays cover at most 49
 
 
 def test_adaptive_finds_the_first_crossing_of_a_bumpy_landscape():

@@ -7,11 +7,13 @@ adaptively can later be completed as a full grid, reusing every point.
 - ``FullGrid``: every point, the origin first; ``coarse_first`` visits each side
   from the ends inwards by halving (so a sweep stopped by ``--budget-minutes``
   still covers the whole axis evenly).
-- ``AdaptiveEdges`` (1D): the origin, then on each side coarse points walking
+- ``AdaptiveEdges``: in 1D, the origin, then on each side coarse points walking
   outwards until one exceeds the origin's ASR by ``threshold``, bisection over
   the grid points between the last point inside and the first outside, then
   every point between the origin and the bracket (so a bump inside the basin is
-  not missed): the edge equals the full grid's, from fewer points.
+  not missed): the edge equals the full grid's, from fewer points. In 2D the
+  same search runs along eight rays from the origin (the axes and diagonals),
+  whose edges outline the basin.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from visage_local.errors import ConfigError
 from visage_local.perturb import Point
 from visage_local.stats import EDGE_THRESHOLD
 
@@ -44,6 +45,30 @@ def _sides(points: list[Point]) -> tuple[list[int], list[int]]:
     by_alpha = sorted(range(len(points)), key=lambda i: points[i].alpha)
     centre = by_alpha.index(origin_index(points))
     return by_alpha[:centre][::-1], by_alpha[centre + 1 :]
+
+
+# Rays of a 2D search, in grid steps: along the axes and the diagonals, so that every
+# point of a ray is a grid point.
+RAYS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
+
+
+def rays(points: list[Point]) -> list[tuple[tuple[int, int], list[int]]]:
+    """A 2D plan's rays from the origin: (step, plan indices nearest first), for RAYS."""
+    by_value = {(p.alpha, p.beta): i for i, p in enumerate(points)}
+    alphas = sorted({p.alpha for p in points})
+    betas = sorted({p.beta for p in points})
+    a0, b0 = alphas.index(0.0), betas.index(0.0)
+    out = []
+    for da, db in RAYS:
+        line, k = [], 1
+        while 0 <= a0 + k * da < len(alphas) and 0 <= b0 + k * db < len(betas):
+            index = by_value.get((alphas[a0 + k * da], betas[b0 + k * db]))
+            if index is None:
+                break
+            line.append(index)
+            k += 1
+        out.append(((da, db), line))
+    return out
 
 
 def coarse_to_fine(n: int) -> list[int]:
@@ -83,7 +108,8 @@ class FullGrid:
 
 @dataclass(frozen=True)
 class AdaptiveEdges:
-    """Find each basin edge of a 1D landscape by a coarse pass and bisection."""
+    """Find each basin edge by a coarse pass, bisection and fill-in: on both sides of a 1D
+    landscape, or along the eight rays of a 2D one (axes and diagonals)."""
 
     threshold: float = EDGE_THRESHOLD
     coarse_points: int = 3  # per side, walking outwards
@@ -91,13 +117,12 @@ class AdaptiveEdges:
 
     def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
         """The next point the search needs, or None when both edges are bracketed."""
-        if points[0].beta is not None:
-            raise ConfigError("--adaptive searches 1D landscapes only (use --dims 1)")
         origin = origin_index(points)
         if origin not in asr:
             return origin
         level = asr[origin] + self.threshold
-        for side in _sides(points):
+        sides = _sides(points) if points[0].beta is None else [r for _, r in rays(points)]
+        for side in sides:
             wanted = self._next_on_side(side, asr, level)
             if wanted is not None:
                 return wanted

@@ -57,9 +57,15 @@ def plot_1d(
 
 
 def plot_2d(
-    alphas: list[float], betas: list[float], grid_asr: np.ndarray, title: str, path: Path
+    alphas: list[float],
+    betas: list[float],
+    grid_asr: np.ndarray,
+    title: str,
+    path: Path,
+    outline: list[tuple[float, float]] | None = None,
 ) -> None:
-    """A heat map with contours and a 3D surface of ASR over (alpha, beta).
+    """A heat map with contours and a 3D surface of ASR over (alpha, beta), and the basin
+    edges found along rays (``outline``) marked on the heat map.
 
     ``grid_asr[j, i]`` is the ASR at alpha = alphas[i], beta = betas[j] (NaN where missing).
     """
@@ -71,6 +77,11 @@ def plot_2d(
         contours = ax1.contour(a, b, grid_asr, levels=[20, 40, 60, 80], colors="k", linewidths=0.6)
         ax1.clabel(contours, fontsize=7)
     ax1.plot([0], [0], marker="*", markersize=11, color="#2c3e50")
+    if outline:
+        xs, ys = zip(*outline, strict=True)
+        ax1.plot([*xs, xs[0]], [*ys, ys[0]], marker="D", markersize=4, color="#2c3e50",
+                 linewidth=1, label="basin edge")  # fmt: skip
+        ax1.legend(fontsize=7, loc="upper right")
     ax1.set_xlabel("alpha")
     ax1.set_ylabel("beta")
     fig.colorbar(mesh, ax=ax1, label="ASR (%)")

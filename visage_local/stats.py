@@ -102,3 +102,9 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float] | None:
     t = _T_975[df - 1] if df <= len(_T_975) else Z_95
     half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
     return mean, mean - half, mean + half
+
+
+def ray_edge(radii: Sequence[float], asr: Sequence[float], origin_asr: float) -> float | None:
+    """The basin edge along one ray: the first radius where ASR exceeds the origin's by
+    EDGE_THRESHOLD, interpolated; None when it never does."""
+    return basin_edges([0.0, *radii], [origin_asr, *asr], origin_asr)[1]

@@ -35,7 +35,7 @@ from visage_local.grid import Grid, InterpolationGrid
 from visage_local.interpolation import FinetuneDirection, LoraDirection, check_pair
 from visage_local.judges import Judge, get_judge
 from visage_local.perturb import Direction, Perturbation, Point, PointDisplacement
-from visage_local.planning import FullGrid, PointOrder, origin_index
+from visage_local.planning import FullGrid, PointOrder, origin_index, rays
 from visage_local.prompts import PromptSet, builtin_benign
 from visage_local.store import RunStore
 
@@ -536,6 +536,7 @@ def landscape_figures(rows: list[dict], records: list[list[dict]], grid: Grid, s
         "visage_ci": None,
         "origin_asr": origin["asr"] if origin else None,
         "basin_edges": None,
+        "basin_outline": None,
         "edge_threshold": stats.EDGE_THRESHOLD,
     }
     if visage is not None:
@@ -554,7 +555,31 @@ def landscape_figures(rows: list[dict], records: list[list[dict]], grid: Grid, s
         figures["basin_edges"] = list(
             stats.basin_edges([r["alpha"] for r in line], [r["asr"] for r in line], origin["asr"])
         )
+    if origin is not None and grid.dims == 2:
+        figures["basin_outline"] = basin_outline(rows, grid, origin["asr"])
     return figures
+
+
+def basin_outline(rows: list[dict], grid, origin_asr: float) -> list[dict]:
+    """The basin edge along each ray of a 2D grid (axes and diagonals), from the evaluated
+    points on it: angle in degrees, radius, and the (alpha, beta) of the edge (None inside)."""
+    asr = {(r["alpha"], r["beta"]): r["asr"] for r in rows}
+    points = plan(grid)
+    outline = []
+    for (da, db), line in rays(points):
+        on_ray = [points[i] for i in line if (points[i].alpha, points[i].beta) in asr]
+        radii = [float(np.hypot(p.alpha, p.beta)) for p in on_ray]
+        edge = stats.ray_edge(radii, [asr[(p.alpha, p.beta)] for p in on_ray], origin_asr)
+        unit = np.array([da, db], dtype=float) / np.hypot(da, db)
+        outline.append(
+            {
+                "angle_deg": float(np.degrees(np.arctan2(db, da))),
+                "radius": edge,
+                "alpha": None if edge is None else float(edge * unit[0]),
+                "beta": None if edge is None else float(edge * unit[1]),
+            }
+        )
+    return outline
 
 
 def landscape_visage(rows: list[dict], grid: Grid) -> float | None:
@@ -683,4 +708,5 @@ def draw(summary: dict, path: Path) -> None:
     grid = np.full((len(betas), len(alphas)), np.nan)
     for r in rows:
         grid[betas.index(r["beta"]), alphas.index(r["alpha"])] = r["asr"]
-    plots.plot_2d(alphas, betas, grid, title, path)
+    outline = [(o["alpha"], o["beta"]) for o in summary.get("basin_outline") or [] if o["radius"]]
+    plots.plot_2d(alphas, betas, grid, title, path, outline)
