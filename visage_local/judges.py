@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Protocol
 
 from visage_local.errors import ConfigError
@@ -131,8 +132,6 @@ def check_judge_name(name: str) -> str:
     if name in ("keyword-paper", "keyword"):
         return name
     if name.startswith("llm:"):
-        from pathlib import Path
-
         path = Path(name[len("llm:") :])
         if not path.is_file():
             raise ConfigError(f"--judge {name}: judge model file not found")
