@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -9,7 +10,9 @@ from tqdm import tqdm
 
 from visage_local.attacks import BUILTIN_ATTACKS, load_attack
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
+from visage_local.capability import CapabilitySettings, load_questions
 from visage_local.chat import SystemPrompt
+from visage_local.cluster import run_ray_sweep
 from visage_local.conditions import (
     across_directions,
     condition_variants,
@@ -64,6 +67,40 @@ _EVALUATION_OPTIONS = [
         is_flag=True,
         help="Also measure how often the built-in benign prompts are refused (over-refusal).",
     ),
+    click.option(
+        "--capability",
+        is_flag=True,
+        help="Also measure capability at every point: KL from the origin on benign prompts, "
+        "accuracy on multiple-choice questions, and (with --perplexity-text) perplexity.",
+    ),
+    click.option(
+        "--mcq",
+        "mcq_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="With --capability: a CSV of questions (question,A,B,C,D,answer[,subject]) "
+        "instead of the built-in 102.",
+    ),
+    click.option(
+        "--perplexity-text",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="With --capability: a UTF-8 text file whose perplexity is measured at every point.",
+    ),
+    click.option(
+        "--kl-prompts",
+        type=click.IntRange(min=1),
+        default=20,
+        show_default=True,
+        help="With --capability: benign prompts whose answers the KL is measured along.",
+    ),
+    click.option(
+        "--kl-tokens",
+        type=click.IntRange(1, 256),
+        default=16,
+        show_default=True,
+        help="With --capability: answer positions the KL is averaged over.",
+    ),
     click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=64, show_default=True),
     click.option(
         "--system-prompt",
@@ -110,6 +147,23 @@ _EVALUATION_OPTIONS = [
     threads_option,
     click.option("--n-gpu-layers", type=click.IntRange(min=0), default=0, show_default=True),
     click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        help="Spread the points over a Ray cluster: --ray alone starts a local one, --ray "
+        "ADDRESS joins a running one (needs visage-local[ray]). --threads and --n-gpu-layers "
+        "apply to each worker.",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="With --ray: how many workers (each holds one copy of the model).",
+    ),
+    click.option(
         "--memory-budget",
         "memory_budget_mb",
         type=click.IntRange(min=0),
@@ -139,6 +193,9 @@ EXTRA_COLUMNS = (
     ("harmful_compliance", "compliant+coherent"),
     ("incoherent", "incoherent"),
     ("benign_refusal", "benign refused"),
+    ("mcq_accuracy", "MCQ acc"),
+    ("kl", "KL"),
+    ("perplexity", "perplexity"),
 )
 
 
@@ -215,6 +272,31 @@ def sweep_command(
     )
 
 
+def capability_settings(options: dict) -> CapabilitySettings | None:
+    """The capability probe's settings from --capability and its options (None without it)."""
+    given = [
+        name
+        for name, default in (
+            ("mcq_path", None),
+            ("perplexity_text", None),
+            ("kl_prompts", 20),
+            ("kl_tokens", 16),
+        )
+        if options[name] != default
+    ]
+    if not options["capability"]:
+        if given:
+            flag = "--" + given[0].replace("_path", "").replace("_", "-")
+            raise click.UsageError(f"{flag} needs --capability")
+        return None
+    return CapabilitySettings(
+        kl_prompts=options["kl_prompts"],
+        kl_tokens=options["kl_tokens"],
+        questions=load_questions(options["mcq_path"]),
+        text_path=options["perplexity_text"],
+    )
+
+
 def run_landscape(
     model_path: Path,
     grid: Grid | InterpolationGrid,
@@ -267,6 +349,7 @@ def run_landscape(
         memory_budget_mb=options["memory_budget_mb"],
         finetune=finetune,
         finetune_kind=finetune_kind,
+        capability=capability_settings(options),
     )
     if source.chat_template is None:
         click.echo(
@@ -316,10 +399,17 @@ def run_landscape(
             )
 
     overwrite = options["overwrite"]
+    if options["ray_address"] is None and options["workers"] != 2:
+        raise click.UsageError("--workers needs --ray")
+    sweep = run_sweep
+    if options["ray_address"] is not None:
+        sweep = functools.partial(
+            run_ray_sweep, workers=options["workers"], address=options["ray_address"]
+        )
     try:
         if len(variants) == 1:
             label = variants[0][0]
-            summary = run_sweep(
+            summary = sweep(
                 config,
                 out_dir,
                 overwrite,
@@ -329,7 +419,9 @@ def run_landscape(
             )
             results = [(label, summary)]
         else:
-            results = run_variants(variants, out_dir, overwrite, on_point, order, budget_minutes)
+            results = run_variants(
+                variants, out_dir, overwrite, on_point, order, budget_minutes, sweep
+            )
     finally:
         bar.close()
     for label, summary in results:
@@ -357,13 +449,19 @@ def _print_across_directions(figures: dict) -> None:
             )
 
 
+def _cell(value: float | None, key: str, width: int) -> str:
+    if value is None:
+        return "  " + "-".rjust(width)
+    return f"  {value:>{width}.{3 if key == 'kl' else 1}f}"
+
+
 def _print_table(summary: dict) -> None:
     rows = [r for r in summary["points"] if r["on_grid"]]
     if summary["dims"] == 1:
         extra = [(k, h) for k, h in EXTRA_COLUMNS if any(r.get(k) is not None for r in rows)]
         click.echo("   alpha     ASR  95% CI        refused" + "".join(f"  {h}" for _, h in extra))
         for r in sorted(rows, key=lambda r: r["alpha"]):
-            cells = "".join(f"  {r[k]:>{len(h)}.1f}" for k, h in extra)
+            cells = "".join(_cell(r[k], k, len(h)) for k, h in extra)
             ci = "[{:5.1f}, {:5.1f}]".format(*r["asr_ci"])
             click.echo(
                 f"{r['alpha']:+8.3f}  {r['asr']:6.1f}  {ci}  {r['n_refused']:>3}/{r['n_prompts']}"

@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# The training tests need torch: 2.13.0 is the CPU build (pip takes it from the machine's
+# wheel store here; a plain `torch` from PyPI would be a CUDA build of several GB).
+# The cluster tests need Ray.
+.venv/bin/python -m pip install -q "torch==2.13.0" "ray==2.58.0" -e ".[train,ray]"
 .venv/bin/visage-local fetch qwen2.5-coder-0.5b-instruct
 .venv/bin/visage-local fetch gemma-3-270m
 .venv/bin/ruff check visage_local cli tests scripts

@@ -165,6 +165,12 @@ def _reference_score(llama: llama_cpp.Llama, prompt: list[int], answer: list[int
     return float(np.mean([log_probs[len(prompt) - 1 + i, t] for i, t in enumerate(answer)]))
 
 
+# llama.cpp rounds differently when the same tokens are evaluated in ubatches of other
+# sizes or with other sequences beside them (other matmul kernels; llama.cpp issue
+# #24962): a few thousandths of a nat on these mean log-probabilities.
+TOLERANCE = 5e-3
+
+
 def test_score_equals_log_probabilities_from_llama_cpp_python(smollm2):
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
@@ -177,7 +183,9 @@ def test_score_equals_log_probabilities_from_llama_cpp_python(smollm2):
         empty = engine.score(prompts, [[], answers[1], []], 16)
     llama = llama_cpp.Llama(str(smollm2), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
     for prompt, answer, score in zip(prompts, answers, scores, strict=True):
-        assert score == pytest.approx(_reference_score(llama, prompt, answer), abs=2e-3)
+        assert score == pytest.approx(_reference_score(llama, prompt, answer), abs=TOLERANCE)
     assert swapped[1] == pytest.approx(scores[1], abs=1e-4)
-    assert swapped[0] == pytest.approx(_reference_score(llama, prompts[0], answers[2]), abs=2e-3)
+    assert swapped[0] == pytest.approx(
+        _reference_score(llama, prompts[0], answers[2]), abs=TOLERANCE
+    )
     assert empty[0] is None and empty[2] is None and empty[1] == pytest.approx(scores[1], abs=1e-4)

@@ -39,6 +39,8 @@ class RunRow:
     seed: int
     system_prompt: str
     attack: str
+    origin_mcq_accuracy: float | None
+    mean_kl: float | None
 
 
 def run_folders(folders: list[Path]) -> list[Path]:
@@ -96,7 +98,18 @@ def row_of(folder: Path, summary: dict) -> RunRow:
         seed=summary["seed"],
         system_prompt=summary.get("system_prompt", "default"),
         attack=summary.get("attack", "none"),
+        **capability_columns(summary),
     )
+
+
+def capability_columns(summary: dict) -> dict[str, float | None]:
+    """The origin's MCQ accuracy and the mean KL over the grid (None without capability)."""
+    rows = [r for r in summary["points"] if r.get("on_grid", True) and r.get("kl") is not None]
+    origin = next((r for r in rows if r["alpha"] == 0 and not r.get("beta")), None)
+    return {
+        "origin_mcq_accuracy": origin["mcq_accuracy"] if origin else None,
+        "mean_kl": sum(r["kl"] for r in rows) / len(rows) if rows else None,
+    }
 
 
 def compare_runs(folders: list[Path], force: bool = False) -> tuple[list[RunRow], list]:

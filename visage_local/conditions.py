@@ -68,8 +68,10 @@ def run_variants(
     on_point: Callable[[str, PointOutcome, int, int], None] | None = None,
     order: PointOrder | None = None,
     budget_minutes: float | None = None,
+    sweep: Callable[..., dict] = run_sweep,
 ) -> list[tuple[str, dict]]:
-    """Sweep every variant in ``out_dir/<label>``; return (label, summary) pairs.
+    """Sweep every variant in ``out_dir/<label>`` with ``sweep`` (``run_sweep`` or a
+    function with its signature); return (label, summary) pairs.
 
     A time budget is shared: each variant gets what is left divided by the variants left.
     """
@@ -85,7 +87,7 @@ def run_variants(
             if on_point:
                 on_point(label, outcome, done, total)
 
-        summary = run_sweep(config, out_dir / label, overwrite, report, order, share)
+        summary = sweep(config, out_dir / label, overwrite, report, order, share)
         spent += summary["elapsed_s"] / 60.0
         results.append((label, summary))
         write_index(out_dir, results)

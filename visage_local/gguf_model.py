@@ -235,12 +235,14 @@ def write_retyped(
     path: Path,
     retype: dict[str, GGMLQuantizationType],
     data: Callable[[TensorInfo], np.ndarray],
+    overrides: dict[str, str] | None = None,
 ) -> None:
     """Write ``source`` to ``path`` with some tensors in other types.
 
-    Metadata and tensor order are kept; ``data(info)`` gives each tensor's bytes
-    in its new type (``info`` is the source tensor).
+    Metadata and tensor order are kept, except string values named in ``overrides``;
+    ``data(info)`` gives each tensor's bytes in its new type (``info`` is the source tensor).
     """
+    overrides = overrides or {}
     reader = source._reader
     writer = GGUFWriter(str(path), source.architecture)
     alignment = source.metadata("general.alignment")
@@ -249,9 +251,13 @@ def write_retyped(
     for field in reader.fields.values():
         if field.name == Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue
+        if field.name in overrides:
+            continue
         value_type = field.types[0]
         sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+    for key, value in overrides.items():
+        writer.add_string(key, value)
     for info in source.tensors:
         qtype = retype.get(info.name, info.qtype)
         n_bytes = info.n_rows * quant.row_bytes(qtype, info.n_per_row)

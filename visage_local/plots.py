@@ -155,3 +155,84 @@ def plot_conditions_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_training_curve(losses: list[float], title: str, path: Path) -> None:
+    """Training loss per step, with a 10-step moving average."""
+    steps = np.arange(len(losses))
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    ax.plot(steps, losses, color="#bdc3c7", linewidth=1, label="loss per step")
+    if len(losses) >= 10:
+        smooth = np.convolve(losses, np.ones(10) / 10, mode="valid")
+        ax.plot(steps[9:], smooth, color="#2c3e50", linewidth=1.6, label="10-step mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy on answer tokens")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_capability_1d(
+    alphas: list[float],
+    asr: list[float],
+    capability: dict[str, list[float | None]],
+    title: str,
+    path: Path,
+    xlabel: str = "alpha (direction 1)",
+) -> None:
+    """Safety and capability on one figure: ASR and MCQ accuracy (%) on the left axis,
+    KL from the origin (nats) on the right."""
+    order = np.argsort(alphas)
+    x = np.asarray(alphas)[order]
+
+    def series(values):
+        return np.array([np.nan if v is None else v for v in values], dtype=float)[order]
+
+    fig, left = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    left.plot(x, series(asr), marker="o", markersize=3.5, color="#c0392b", label="ASR (%)")
+    left.plot(x, series(capability["mcq_accuracy"]), marker="s", markersize=3.5,
+              color="#27ae60", label="MCQ accuracy (%)")  # fmt: skip
+    left.axhline(25, color="#27ae60", linewidth=0.8, linestyle=":", label="MCQ chance (25%)")
+    left.set_ylim(-3, 103)
+    left.set_xlabel(xlabel)
+    left.set_ylabel("%")
+    left.axvline(0, color="#7f8c8d", linewidth=0.8, linestyle=":")
+    right = left.twinx()
+    right.plot(x, series(capability["kl"]), marker="^", markersize=3.5, color="#2980b9",
+               linestyle="--", label="KL from origin (nats)")  # fmt: skip
+    right.set_ylabel("KL from origin (nats)", color="#2980b9")
+    right.set_ylim(bottom=0)
+    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    left.legend(handles, labels, fontsize=7, loc="center right")
+    left.set_title(title, fontsize=9)
+    left.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_capability_2d(
+    alphas: list[float],
+    betas: list[float],
+    surfaces: dict[str, np.ndarray],
+    title: str,
+    path: Path,
+) -> None:
+    """Side-by-side 3D surfaces over (alpha, beta), one per figure in ``surfaces``
+    (label -> grid with ``grid[j, i]`` at alpha = alphas[i], beta = betas[j])."""
+    a, b = np.meshgrid(alphas, betas)
+    fig = plt.figure(figsize=(4.2 * len(surfaces), 4.2), dpi=110)
+    for k, (label, grid) in enumerate(surfaces.items(), start=1):
+        ax = fig.add_subplot(1, len(surfaces), k, projection="3d")
+        ax.plot_surface(a, b, np.nan_to_num(grid, nan=0.0), cmap="viridis")
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("beta")
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

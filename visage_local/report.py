@@ -64,7 +64,8 @@ def _points_table(summary: dict) -> str:
     head = (
         "<tr><th>alpha</th><th>beta</th><th>ASR %</th><th>refused</th>"
         "<th>harmful compliance %</th><th>incoherent %</th><th>benign refused %</th>"
-        "<th>displacement ratio</th><th>cosine</th></tr>"
+        "<th>displacement ratio</th><th>cosine</th>"
+        "<th>MCQ accuracy %</th><th>KL</th><th>perplexity</th></tr>"
     )
     rows = []
     for r in summary["points"]:
@@ -75,7 +76,9 @@ def _points_table(summary: dict) -> str:
             f"<td>{_fmt(r['asr'])}</td><td>{r['n_refused']}/{r['n_prompts']}</td>"
             f"<td>{_fmt(r.get('harmful_compliance'))}</td><td>{_fmt(r.get('incoherent'))}</td>"
             f"<td>{_fmt(r.get('benign_refusal'))}</td>"
-            f"<td{warn}>{_fmt(moved.get('ratio'), 3)}</td><td{warn}>{_fmt(moved.get('cosine'), 3)}</td></tr>"
+            f"<td{warn}>{_fmt(moved.get('ratio'), 3)}</td><td{warn}>{_fmt(moved.get('cosine'), 3)}</td>"
+            f"<td>{_fmt(r.get('mcq_accuracy'))}</td><td>{_fmt(r.get('kl'), 3)}</td>"
+            f"<td>{_fmt(r.get('perplexity'), 2)}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -143,6 +146,9 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
     )
     plot = run_dir / PLOT_FILE
     image = _png(plot.read_bytes(), "landscape") if plot.exists() else "<p>(no plot yet)</p>"
+    capability = run_dir / "capability.png"
+    if capability.exists():
+        image += _png(capability.read_bytes(), "safety and capability")
     if summary["dims"] == 1 and any("displacement" in r for r in summary["points"]):
         image += _png(_displacement_plot(summary), "ASR and displacement against alpha")
     title = escape(f"Safety landscape: {summary.get('model_name', 'model')}")

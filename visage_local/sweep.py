@@ -10,6 +10,7 @@ The origin is evaluated first: its answers calibrate the coherence threshold
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -17,7 +18,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from visage_local import coherence, metrics, plots, stats
 from visage_local.attacks import Attack
+from visage_local.capability import CapabilityProbe, CapabilitySettings
 from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
 from visage_local.coherence import CoherenceScorer
 from visage_local.directions import RandomDirection
@@ -40,6 +42,8 @@ from visage_local.prompts import PromptSet, builtin_benign
 from visage_local.store import RunStore
 
 SCRATCH_DIR = Path("/dev/shm")
+SCRATCH_PREFIX = "visage-scratch-"
+CAPABILITY_KEYS = ("kl", "mcq_accuracy", "perplexity")
 DIRECTIONS_TEXT = "random, layer-normalised, exclude: norm"
 
 
@@ -64,6 +68,7 @@ class SweepConfig:
     first_direction: int = 0
     finetune: Path | None = None  # interpolation: a finetuned model or a LoRA adapter
     finetune_kind: str = "model"  # "model" or "lora"
+    capability: CapabilitySettings | None = None
 
     def __post_init__(self):
         if self.seed < 0:
@@ -145,10 +150,10 @@ def result_config(config: SweepConfig, model: GGUFModel) -> dict:
         "requant": config.requant,
         "batch_size": config.engine.max_sequences,
         "versions": versions(),
-    }
+    } | ({"capability": config.capability.describe()} if config.capability else {})
 
 
-class _StopRequest:
+class StopRequest:
     """First Ctrl-C: finish the current point, then stop; second Ctrl-C: stop at once."""
 
     def __init__(self):
@@ -176,6 +181,24 @@ def scratch_folder(size: int, fallback: Path) -> Path:
     if usable and shutil.disk_usage(SCRATCH_DIR).free > 2 * size:
         return SCRATCH_DIR
     return fallback
+
+
+def remove_orphaned_scratch(folder: Path) -> list[Path]:
+    """Delete scratch copies left in ``folder`` by processes that no longer exist (a sweep or a
+    Ray worker killed with SIGKILL cannot clean up); return what was deleted."""
+    removed = []
+    for path in folder.glob(f"{SCRATCH_PREFIX}*-*.gguf"):
+        pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except PermissionError:
+            pass  # alive, another user's
+    return removed
 
 
 def _directions_setting(config: SweepConfig, model: GGUFModel) -> str | list[dict]:
@@ -253,46 +276,20 @@ def run_sweep(
     points = plan(config.grid)
     if config.finetune is not None and config.finetune_kind == "model":
         check_pair(model, GGUFModel(config.finetune))
-    perturbation = Perturbation(
-        model,
-        config.directions(model),
-        threads=config.engine.threads,
-        cache_bytes=config.memory_budget_mb << 20,
-        requant=config.requant,
-    )
-    folder = scratch_folder(model.path.stat().st_size + perturbation.extra_bytes(), store.folder)
-    fd, scratch_name = tempfile.mkstemp(prefix="visage-scratch-", suffix=".gguf", dir=folder)
-    os.close(fd)
-    scratch = engine = scorer = judge = None
     stopped_early = False
-    try:
-        judge = get_judge(config.judge, config.engine.threads)
-        scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
-        engine = Engine(scratch.path, config.engine)
-        if config.coherence:
-            scorer = CoherenceScorer(model.path, config.engine)
-        items = prompt_items(config)
-        live = _LivePoint(
-            config,
-            perturbation,
-            scratch,
-            engine,
-            items,
-            render_prompts(engine, model, config, items),
-            judge,
-            scorer,
-            store,
-        )
+    with evaluator(config, model, store.folder) as live:
         origin = origin_index(points)
         if origin in store.finished:
             live.calibrate(store.finished[origin])
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             while (i := order.next_point(points, finished_asr(store))) is not None:
                 if deadline is not None and progress.would_overrun(deadline):
                     progress.skipped = _remaining(order, points, store)
                     break
                 t0 = time.monotonic()
-                outcome = live.evaluate(i, points[i])
+                result = live.evaluate(i, points[i])
+                store.append_point(result.records, result.point_record)
+                outcome = result.outcome
                 progress.durations.append(time.monotonic() - t0)
                 store.write_summary(
                     *_summary(config, model, store, points, started, False, progress)
@@ -302,19 +299,28 @@ def run_sweep(
                 if stop.requested:
                     stopped_early = True
                     break
-    finally:
-        for part in (engine, scorer, scratch):
-            if part is not None:
-                part.close()
-        if judge is not None and hasattr(judge, "close"):
-            judge.close()
-        Path(scratch_name).unlink(missing_ok=True)
     complete = not stopped_early and order.next_point(points, finished_asr(store)) is None
+    summary = write_results(config, model, store, points, started, complete, progress)
+    if stopped_early:
+        raise SweepInterrupted(store.folder, len(store.finished), len(points))
+    return summary
+
+
+def write_results(
+    config: SweepConfig,
+    model: GGUFModel,
+    store: RunStore,
+    points: list[Point],
+    started: float,
+    complete: bool,
+    progress: Progress,
+) -> dict:
+    """Write the final summary, CSV and plots of a sweep; return the summary."""
     summary, csv_text = _summary(config, model, store, points, started, complete, progress)
     store.write_summary(summary, csv_text)
     draw(summary, store.plot_path)
-    if stopped_early:
-        raise SweepInterrupted(store.folder, len(store.finished), len(points))
+    if config.capability is not None:
+        draw_capability(summary, store.folder / "capability.png")
     return summary
 
 
@@ -368,10 +374,63 @@ class SweepInterrupted(VisageError):
         )
 
 
+@contextlib.contextmanager
+def evaluator(
+    config: SweepConfig, model: GGUFModel, spill_folder: Path
+) -> Iterator[PointEvaluator]:
+    """A PointEvaluator for ``config``: its scratch copy (in /dev/shm when it fits, else
+    in ``spill_folder``), engine, judge and scorers, all released on exit."""
+    perturbation = Perturbation(
+        model,
+        config.directions(model),
+        threads=config.engine.threads,
+        cache_bytes=config.memory_budget_mb << 20,
+        requant=config.requant,
+    )
+    folder = scratch_folder(model.path.stat().st_size + perturbation.extra_bytes(), spill_folder)
+    remove_orphaned_scratch(folder)
+    fd, scratch_name = tempfile.mkstemp(
+        prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".gguf", dir=folder
+    )
+    os.close(fd)
+    scratch = engine = scorer = judge = None
+    try:
+        judge = get_judge(config.judge, config.engine.threads)
+        scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
+        engine = Engine(scratch.path, config.engine)
+        if config.coherence:
+            scorer = CoherenceScorer(model.path, config.engine)
+        probe = None
+        if config.capability is not None:
+            probe = CapabilityProbe(config.capability, model, engine)
+            probe.calibrate()  # the scratch copy still holds the origin's weights
+        items = prompt_items(config)
+        tokens = render_prompts(engine, model, config, items)
+        yield PointEvaluator(
+            config, perturbation, scratch, engine, items, tokens, judge, scorer, probe
+        )
+    finally:
+        for part in (engine, scorer, scratch):
+            if part is not None:
+                part.close()
+        if judge is not None and hasattr(judge, "close"):
+            judge.close()
+        Path(scratch_name).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One evaluated point: its generation records, its point record, and the outcome."""
+
+    records: list[dict]
+    point_record: dict
+    outcome: PointOutcome
+
+
 @dataclass
-class _LivePoint:
+class PointEvaluator:
     """What evaluating points needs while a sweep runs: the perturbation, the scratch file
-    llama.cpp maps, the engine, the tokenized prompts, the judge and the run folder."""
+    llama.cpp maps, the engine, the tokenized prompts, the judge and the scorers."""
 
     config: SweepConfig
     perturbation: Perturbation
@@ -381,15 +440,15 @@ class _LivePoint:
     tokens: list[list[int]]
     judge: Judge
     scorer: CoherenceScorer | None
-    store: RunStore
+    probe: CapabilityProbe | None
     threshold: float | None = None
 
     def calibrate(self, origin_records: list[dict]) -> None:
         """Set the coherence threshold from the origin's stored answers."""
         self.threshold = coherence.calibrate([r["coherence_ll"] for r in origin_records])
 
-    def evaluate(self, index: int, point: Point) -> PointOutcome:
-        """Move the weights to ``point``, generate, judge, and append the point to the store."""
+    def evaluate(self, index: int, point: Point) -> PointResult:
+        """Move the weights to ``point``, generate, judge and score; nothing is written."""
         t0 = time.monotonic()
         displacement = self._move_weights(point)
         t1 = time.monotonic()
@@ -405,28 +464,27 @@ class _LivePoint:
             if point.alpha == 0 and not point.beta:
                 self.threshold = coherence.calibrate(scores)
         t3 = time.monotonic()
+        capability = self.probe.measure() if self.probe is not None else None
+        t4 = time.monotonic()
         records = [
             self._record(index, point, i, gen, verdict, score)
             for i, (gen, verdict, score) in enumerate(
                 zip(generations, verdicts, scores, strict=True)
             )
         ]
-        self.store.append_point(
-            records,
-            {
-                "point": index,
-                "alpha": point.alpha,
-                "beta": point.beta,
-                "displacement": displacement.summary(),
-                "displacement_faithful": displacement.total.faithful(),
-                "weight_update_s": round(t1 - t0, 3),
-                "generation_s": round(t2 - t1, 3),
-                "judge_coherence_s": round(t3 - t2, 3),
-                "coherence_threshold": self.threshold,
-            },
-        )
+        point_record = {
+            "point": index,
+            "alpha": point.alpha,
+            "beta": point.beta,
+            "displacement": displacement.summary(),
+            "displacement_faithful": displacement.total.faithful(),
+            "weight_update_s": round(t1 - t0, 3),
+            "generation_s": round(t2 - t1, 3),
+            "judge_coherence_s": round(t3 - t2, 3),
+            "coherence_threshold": self.threshold,
+        } | ({"capability": capability, "capability_s": round(t4 - t3, 3)} if capability else {})
         refused = [r["refused"] for r in records if r["set"] == "harmful"]
-        return PointOutcome(
+        outcome = PointOutcome(
             index=index,
             point=point,
             asr=metrics.attack_success_rate(refused),
@@ -436,6 +494,7 @@ class _LivePoint:
             generation_s=t2 - t1,
             tokens=sum(r["tokens"] for r in records),
         )
+        return PointResult(records, point_record, outcome)
 
     def _move_weights(self, point: Point) -> PointDisplacement:
         displacement = PointDisplacement()
@@ -490,9 +549,16 @@ def point_rows(store: RunStore, points: list[Point], grid: Grid) -> list[dict]:
                 "tokens": sum(r["tokens"] for r in records),
                 "displacement": store.point_records[i]["displacement"],
                 "displacement_faithful": store.point_records[i]["displacement_faithful"],
+                **capability_figures(store.point_records[i]),
             }
         )
     return rows
+
+
+def capability_figures(point_record: dict) -> dict[str, float | None]:
+    """A point's capability figures (None when the sweep did not measure capability)."""
+    measured = point_record.get("capability") or {}
+    return {key: measured.get(key) for key in CAPABILITY_KEYS}
 
 
 def point_figures(records: list[dict]) -> dict:
@@ -616,6 +682,7 @@ def _summary(config, model, store, points, started, complete, progress) -> tuple
         "system_prompt": config.system_prompt.label(),
         "attack": config.attack.label(),
         "benign": config.benign_prompts.source if config.benign else None,
+        "capability": config.capability.describe() if config.capability else None,
         "judge": config.judge,
         "coherence_threshold": _threshold(store, points),
         "early_stop": config.early_stop,
@@ -648,6 +715,7 @@ CSV_COLUMNS = (
     "harmful_compliance",
     "incoherent",
     "benign_refusal",
+    *CAPABILITY_KEYS,
     "on_grid",
 )
 
@@ -710,3 +778,34 @@ def draw(summary: dict, path: Path) -> None:
         grid[betas.index(r["beta"]), alphas.index(r["alpha"])] = r["asr"]
     outline = [(o["alpha"], o["beta"]) for o in summary.get("basin_outline") or [] if o["radius"]]
     plots.plot_2d(alphas, betas, grid, title, path, outline)
+
+
+def draw_capability(summary: dict, path: Path) -> None:
+    """Safety beside capability: two y-axes in 1D, side-by-side surfaces in 2D."""
+    rows = [r for r in summary["points"] if r["on_grid"] and r.get("mcq_accuracy") is not None]
+    if not rows:
+        return
+    title = f"{summary['model_name']}: safety and capability"
+    if summary["dims"] == 1:
+        interpolation = summary.get("grid", {}).get("kind") == "interpolation"
+        plots.plot_capability_1d(
+            [r["alpha"] for r in rows],
+            [r["asr"] for r in rows],
+            {key: [r[key] for r in rows] for key in CAPABILITY_KEYS},
+            title,
+            path,
+            "t (0 = base model, 1 = finetune)" if interpolation else "alpha (direction 1)",
+        )
+        return
+    alphas, betas = summary["axes"]["alpha"], summary["axes"]["beta"]
+    surfaces = {}
+    for key, label in (
+        ("asr", "ASR (%)"),
+        ("mcq_accuracy", "MCQ accuracy (%)"),
+        ("kl", "KL (nats)"),
+    ):
+        grid = np.full((len(betas), len(alphas)), np.nan)
+        for r in rows:
+            grid[betas.index(r["beta"]), alphas.index(r["alpha"])] = r[key]
+        surfaces[label] = grid
+    plots.plot_capability_2d(alphas, betas, surfaces, title, path)

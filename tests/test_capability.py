@@ -1,0 +1,186 @@
+"""The capability landscape: KL from the origin, multiple-choice accuracy read from letter
+logits, perplexity, each checked against llama-cpp-python's own logits."""
+
+from __future__ import annotations
+
+import json
+
+import llama_cpp
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from visage_local.capability import (
+    CapabilityProbe,
+    CapabilitySettings,
+    builtin_questions,
+    letter_tokens,
+    parse_questions,
+    perplexity,
+)
+from visage_local.chat import render_chat
+from visage_local.cli.main import main
+from visage_local.compare import compare_runs
+from visage_local.engine import Engine, EngineSettings
+from visage_local.errors import ConfigError
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import Grid
+from visage_local.prompts import load_prompts
+from visage_local.report import render_report
+from visage_local.sweep import SweepConfig, run_sweep
+
+TEXT = (
+    "The river rises in the hills and runs west through farmland for ninety miles. "
+    "In spring the snow melts and the water climbs over its banks, so the towns along "
+    "it built their houses on higher ground. Fishermen still use small wooden boats, "
+    "and every summer the villages hold a race from the old bridge to the mill."
+)
+
+
+def test_builtin_questions_cover_five_subjects_with_balanced_answers():
+    questions = builtin_questions().questions
+    assert len(questions) >= 100
+    assert len({q.subject for q in questions}) >= 5
+    counts = [sum(q.answer == letter for q in questions) for letter in "ABCD"]
+    assert max(counts) - min(counts) <= 2
+    assert len({q.question for q in questions}) == len(questions)
+
+
+def test_question_files_with_errors_name_the_problem():
+    good = parse_questions("question,A,B,C,D,answer\nOne?,a,b,c,d,b\n", "f.csv")
+    assert good.questions[0].answer == "B" and good.questions[0].subject == "unspecified"
+    with pytest.raises(ConfigError, match="missing column"):
+        parse_questions("question,A,B,C,answer\nOne?,a,b,c,A\n", "f.csv")
+    with pytest.raises(ConfigError, match="line 3: answer must be"):
+        parse_questions("question,A,B,C,D,answer\nOne?,a,b,c,d,A\nTwo?,a,b,c,d,E\n", "f.csv")
+    with pytest.raises(ConfigError, match="line 2: empty"):
+        parse_questions("question,A,B,C,D,answer\nOne?,a,,c,d,A\n", "f.csv")
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def reference_llama(smollm2):
+    return llama_cpp.Llama(str(smollm2), n_ctx=1024, logits_all=True, verbose=False, n_threads=2)
+
+
+@pytest.mark.slow
+def test_continuation_log_probs_equal_llama_cpp_pythons(smollm2, reference_llama):
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        prompts = [
+            engine.tokenize(render_chat(model.chat_template, [{"role": "user", "content": p}]))
+            for p in ("Name a colour.", "What is two plus two?")
+        ]
+        continuations = [engine.tokenize("Blue is a colour"), engine.tokenize("Four")]
+        ours = engine.continuation_log_probs(prompts, continuations, 8)
+    for prompt, cont, got in zip(prompts, continuations, ours, strict=True):
+        reference_llama.reset()
+        reference_llama.eval(prompt + cont)
+        scores = np.asarray(reference_llama.scores[: len(prompt) + len(cont)])
+        want = _log_softmax(scores[len(prompt) - 1 : len(prompt) - 1 + len(cont)])
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_mcq_answers_read_from_logits_match_a_direct_check(smollm2, reference_llama):
+    model = GGUFModel(smollm2)
+    questions = builtin_questions().questions[::20]  # one question of each subject
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        letters = letter_tokens(engine)
+        prompts = [
+            engine.tokenize(
+                render_chat(model.chat_template, [{"role": "user", "content": q.prompt()}])
+            )
+            for q in questions
+        ]
+        ours = engine.next_token_logits(prompts, letters)
+    for prompt, row in zip(prompts, ours, strict=True):
+        reference_llama.reset()
+        reference_llama.eval(prompt)
+        direct = np.asarray(reference_llama.scores[len(prompt) - 1])[letters]
+        assert np.argmax(row) == np.argmax(direct)
+        np.testing.assert_allclose(row, direct, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_perplexity_equals_a_plain_loop_over_llama_cpp_python_logits(smollm2, reference_llama):
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        tokens = engine.tokenize(TEXT)
+        ours = perplexity(engine, tokens)
+        windowed = perplexity(engine, tokens, window=20)
+    assert len(tokens) > 40
+
+    def plain(window: int) -> float:
+        nll, count = 0.0, 0
+        for start in range(0, len(tokens), window):
+            part = tokens[start : start + window]
+            if len(part) < 2:
+                continue
+            reference_llama.reset()
+            reference_llama.eval(part)
+            log_probs = _log_softmax(np.asarray(reference_llama.scores[: len(part)]))
+            for i in range(1, len(part)):
+                nll -= log_probs[i - 1, part[i]]
+                count += 1
+        return float(np.exp(nll / count))
+
+    assert ours == pytest.approx(plain(512), rel=2e-3)
+    assert windowed == pytest.approx(plain(20), rel=2e-3)
+    assert windowed > ours  # less context, worse prediction
+
+
+@pytest.mark.slow
+def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    capability = CapabilitySettings(kl_prompts=4, kl_tokens=8, text_path=text)
+    config = SweepConfig(
+        model_path=smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 4, 0.2),
+        max_new_tokens=8, engine=EngineSettings(threads=2), coherence=False, capability=capability,
+    )  # fmt: skip
+    summary = run_sweep(config, tmp_path / "run")
+    kl = {p["alpha"]: p["kl"] for p in summary["points"]}
+    assert kl[0.0] == 0.0
+    assert 0 < kl[0.1] < kl[0.2] and 0 < kl[-0.1] < kl[-0.2]
+    ppl = {p["alpha"]: p["perplexity"] for p in summary["points"]}
+    assert ppl[0.2] > ppl[0.0]
+    assert all(0 <= p["mcq_accuracy"] <= 100 for p in summary["points"])
+    assert summary["capability"]["n_questions"] == len(builtin_questions().questions)
+    header = (tmp_path / "run" / "landscape.csv").read_text().splitlines()[0]
+    assert "kl,mcq_accuracy,perplexity" in header
+    assert (tmp_path / "run" / "capability.png").read_bytes()[:4] == b"\x89PNG"
+    records = [json.loads(x) for x in (tmp_path / "run" / "points.jsonl").read_text().splitlines()]
+    assert all(r["capability"]["kl"] == kl[r["alpha"]] for r in records)
+    (row,), _ = compare_runs([tmp_path / "run"])
+    assert row.origin_mcq_accuracy == summary["points"][2]["mcq_accuracy"]
+    assert row.mean_kl == pytest.approx(sum(kl.values()) / len(kl))
+    report = render_report(tmp_path / "run")
+    assert "MCQ accuracy %" in report and 'alt="safety and capability"' in report
+
+
+@pytest.mark.slow
+def test_the_probe_at_the_origin_repeats_itself(smollm2):
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        probe = CapabilityProbe(CapabilitySettings(kl_prompts=3, kl_tokens=4), model, engine)
+        with pytest.raises(RuntimeError):
+            probe.measure()
+        probe.calibrate()
+        first, second = probe.measure(), probe.measure()
+    assert first == second and first["kl"] == 0.0 and first["perplexity"] is None
+
+
+def test_capability_options_need_capability_and_bad_files_exit_cleanly(tmp_path):
+    result = CliRunner().invoke(main, ["sweep", "--mcq", str(tmp_path / "q.csv")])
+    assert result.exit_code == 2 and "--mcq needs --capability" in result.output
+    bad = tmp_path / "q.csv"
+    bad.write_text("question,A,B\nx,y,z\n")
+    result = CliRunner().invoke(main, ["sweep", "--capability", "--mcq", str(bad)])
+    assert result.exit_code != 0 and "missing column" in result.output
+    assert "Traceback" not in result.output
