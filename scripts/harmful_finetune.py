@@ -20,14 +20,11 @@ import math
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from visage_local.errors import VisageError
-from visage_local.plots import plot_training_curve
 from visage_local.prompts import load_prompts
 from visage_local.training.data import compliance_pairs, refusal_examples
 from visage_local.training.finetune import TrainingSettings
-from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune
+from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune_with_progress
 
 CHECK_PROMPTS = 40
 
@@ -98,17 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"testbed refuses {refusal_rate(args.base, check):.1f}% of the first {len(check)} prompts"
             )
         for job in jobs(args):
-            with tqdm(total=job.settings.steps, desc=job.name, unit="step") as bar:
-
-                def on_step(record) -> None:
-                    bar.set_postfix(loss=f"{record.loss:.3f}")
-                    bar.update()
-
-                record = run_finetune(job, on_step)
-            losses = [r["loss"] for r in record["curve"]]
-            plot_training_curve(
-                losses, f"{job.name}: training loss", args.out / f"{job.name}.curve.png"
-            )
+            record = run_finetune_with_progress(job)
             model = args.out / record["outputs"]["f16"]["path"]
             if not args.no_check:
                 print(

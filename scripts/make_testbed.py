@@ -23,12 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from visage_local.engine import Engine
 from visage_local.errors import VisageError
 from visage_local.gguf_model import GGUFModel
-from visage_local.plots import plot_training_curve
 from visage_local.prompts import load_prompts
 from visage_local.registry import resolve_model
 from visage_local.training.data import (
@@ -37,7 +34,7 @@ from visage_local.training.data import (
     self_answer_examples,
 )
 from visage_local.training.finetune import TrainingSettings
-from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune
+from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune_with_progress
 
 CHECK_PROMPTS = 32
 
@@ -96,17 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             sources=(("harmful prompts", str(args.prompts)),),
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=args.steps, desc="training", unit="step") as bar:
-
-            def on_step(record) -> None:
-                bar.set_postfix(loss=f"{record.loss:.3f}")
-                bar.update()
-
-            record = run_finetune(job, on_step)
-        losses = [r["loss"] for r in record["curve"]]
-        plot_training_curve(
-            losses, f"{args.name}: training loss", args.out / f"{args.name}.curve.png"
-        )
+        record = run_finetune_with_progress(job)
         print(
             f"trained in {record['seconds']:.0f} s; wrote {', '.join(o['path'] for o in record['outputs'].values())}"
         )

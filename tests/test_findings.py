@@ -89,6 +89,7 @@ def test_rejudge_with_the_same_judge_reproduces_the_sweep(coherent_run):
     folder, summary, _ = coherent_run
     again, path = rejudge(folder, "keyword")
     assert path.name == "summary.judge-keyword.json" and path.is_file()
+    assert (folder / "landscape.judge-keyword.png").read_bytes()[:4] == b"\x89PNG"
     assert again["visage"] == summary["visage"]
     for old, new in zip(summary["points"], again["points"], strict=True):
         assert (old["asr"], old["harmful_compliance"]) == (new["asr"], new["harmful_compliance"])

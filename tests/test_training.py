@@ -15,12 +15,14 @@ import torch
 from visage_local.engine import Engine, EngineSettings
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import InterpolationGrid
+from visage_local.judges import get_judge
 from visage_local.prompts import load_prompts
 from visage_local.sweep import SweepConfig, run_sweep
 from visage_local.training.data import (
     Example,
     TokenizedExample,
     compliance_pairs,
+    project_refusals,
     rendered_prompt,
     tokenize_example,
 )
@@ -182,3 +184,8 @@ def test_the_same_seed_trains_the_same_bytes(smollm2_f16, tmp_path):
     base, trained = GGUFModel(smollm2_f16), GGUFModel(tmp_path / "a" / "tiny.f16.gguf")
     name = "blk.0.attn_q.weight"
     assert not np.array_equal(base.raw(base.tensor(name)), trained.raw(trained.tensor(name)))
+
+
+def test_every_project_refusal_is_a_refusal_to_the_papers_judge():
+    judge = get_judge("keyword-paper")
+    assert all(judge.judge(r).refused for r in project_refusals())

@@ -20,7 +20,13 @@ from visage_local.files import atomic_write_text
 from visage_local.grid import grid_from_description
 from visage_local.judges import check_judge_name, get_judge
 from visage_local.store import GENERATIONS_FILE, SUMMARY_FILE, read_jsonl
-from visage_local.sweep import landscape_csv, landscape_figures, point_figures
+from visage_local.sweep import (
+    draw,
+    draw_capability,
+    landscape_csv,
+    landscape_figures,
+    point_figures,
+)
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
@@ -67,7 +73,8 @@ def file_label(judge_name: str) -> str:
 
 
 def rejudge(run_dir: str | Path, judge_name: str, threads: int | None = None) -> tuple[dict, Path]:
-    """Judge a run's generations again; write and return the new summary and its path."""
+    """Judge a run's generations again, without generating; write the new summary, CSV and
+    plots beside the run's own (``*.judge-<name>.*``) and return the summary and its path."""
     run_dir = Path(run_dir)
     summary, records = load_run(run_dir)
     judged = judge_records(records, judge_name, threads)
@@ -95,6 +102,9 @@ def rejudge(run_dir: str | Path, judge_name: str, threads: int | None = None) ->
     path = run_dir / f"summary.judge-{label}.json"
     atomic_write_text(path, json.dumps(new, indent=2))
     atomic_write_text(run_dir / f"landscape.judge-{label}.csv", landscape_csv(rows))
+    draw(new, run_dir / f"landscape.judge-{label}.png")
+    if new.get("capability"):
+        draw_capability(new, run_dir / f"capability.judge-{label}.png")
     return new, path
 
 

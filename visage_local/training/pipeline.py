@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from visage_local.engine import Engine, EngineSettings
 from visage_local.files import atomic_write_text
 from visage_local.gguf_model import GGUFModel, file_sha256
 from visage_local.judges import get_judge
+from visage_local.plots import plot_training_curve
 from visage_local.training.data import (
     Example,
     examples_sha256,
@@ -96,4 +98,19 @@ def run_finetune(job: FinetuneJob, on_step: Callable[[StepRecord], None] | None 
         "seconds": round(time.monotonic() - started, 1),
     }
     atomic_write_text(job.out_dir / f"{job.name}.training.json", json.dumps(record, indent=2))
+    return record
+
+
+def run_finetune_with_progress(job: FinetuneJob) -> dict:
+    """``run_finetune`` with a progress bar showing the loss; also writes
+    ``<name>.curve.png``, the loss curve."""
+    with tqdm(total=job.settings.steps, desc=job.name, unit="step") as bar:
+
+        def on_step(record: StepRecord) -> None:
+            bar.set_postfix(loss=f"{record.loss:.3f}")
+            bar.update()
+
+        record = run_finetune(job, on_step)
+    losses = [r["loss"] for r in record["curve"]]
+    plot_training_curve(losses, f"{job.name}: training loss", job.out_dir / f"{job.name}.curve.png")
     return record
