@@ -27,7 +27,7 @@ from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
 from visage_local.prompts import load_prompts
 from visage_local.report import render_report
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.sweep import SweepConfig, draw_capability, run_sweep
 
 TEXT = (
     "The river rises in the hills and runs west through farmland for ninety miles. "
@@ -184,3 +184,24 @@ def test_capability_options_need_capability_and_bad_files_exit_cleanly(tmp_path)
     result = CliRunner().invoke(main, ["sweep", "--capability", "--mcq", str(bad)])
     assert result.exit_code != 0 and "missing column" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_2d_capability_figure_puts_three_surfaces_side_by_side(tmp_path):
+    axis = [-0.1, 0.0, 0.1]
+    points = [
+        {"alpha": a, "beta": b, "on_grid": True, "asr": 50 + 100 * a, "kl": a * a + b * b,
+         "mcq_accuracy": 30 - 10 * abs(b), "perplexity": None}
+        for b in axis
+        for a in axis
+    ]  # fmt: skip
+    summary = {
+        "model_name": "m",
+        "dims": 2,
+        "axes": {"alpha": axis, "beta": axis},
+        "points": points,
+    }
+    draw_capability(summary, tmp_path / "capability.png")
+    assert (tmp_path / "capability.png").read_bytes()[:4] == b"\x89PNG"
+    summary["points"] = [{**p, "mcq_accuracy": None} for p in points]  # no capability measured
+    draw_capability(summary, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

@@ -157,10 +157,17 @@ def run_ray_sweep(
     ]
     stopped_early = False
     try:
-        problems = [p for p in ray.get([a.check.remote(files) for a in actors]) if p]
+        try:
+            problems = [p for p in ray.get([a.check.remote(files) for a in actors]) if p]
+            if not problems:
+                ray.get([a.open.remote(config) for a in actors])
+        except ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, VisageError):
+                raise cause from None
+            raise VisageError(f"a Ray worker could not start: {e}") from e
         if problems:
             raise ConfigError(problems[0])
-        ray.get([a.open.remote(config) for a in actors])
         origin = origin_index(points)
         pending = [i for i in FullGrid().order(points) if i not in store.finished]
         with StopRequest() as stop:
