@@ -189,3 +189,36 @@ def test_score_equals_log_probabilities_from_llama_cpp_python(smollm2):
         _reference_score(llama, prompts[0], answers[2]), abs=TOLERANCE
     )
     assert empty[0] is None and empty[2] is None and empty[1] == pytest.approx(scores[1], abs=1e-4)
+
+
+def test_finished_sequences_free_their_kv_streams_without_changing_answers(smollm2, monkeypatch):
+    """When early stop ends some sequences, the active ones move into the lowest KV
+    streams (llama.cpp's attention spans every stream between the lowest and highest
+    sequence of a batch); their answers stay exactly those of a run that does not move."""
+    prompts = [*PROMPTS, "Name three colours.", "Tell me a joke.", "How do magnets work?"]
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        tokens = _chat_tokens(engine, model, prompts)
+        full = engine.generate(tokens, 12)
+        # the first four answers stop after two tokens, the last two run on
+        stops = {engine.token_text(g.tokens[0], False) + engine.token_text(g.tokens[1], False)
+                 for g in full[:4]}  # fmt: skip
+
+        def settled(text: str) -> bool:
+            return text in stops
+
+        moved = []
+        compact = Engine._compact
+
+        def spy(self, active, slots):
+            compact(self, active, slots)
+            moved.append(max(slots[seq] for seq in active))
+
+        monkeypatch.setattr(Engine, "_compact", spy)
+        compacted = engine.generate(tokens, 12, settled)
+        monkeypatch.setattr(Engine, "_compact", lambda self, active, slots: None)
+        in_place = engine.generate(tokens, 12, settled)
+    assert [g.stop_reason for g in compacted[:4]] == ["settled"] * 4
+    assert all(g.stop_reason != "settled" for g in compacted[4:])
+    assert moved[-1] == 1  # two active sequences, now in streams 0 and 1
+    assert [g.tokens for g in compacted] == [g.tokens for g in in_place]

@@ -432,6 +432,7 @@ class Engine:
         positions = [len(p) for p in prompts]
         next_tokens = np.argmax(first_logits, axis=1)
         active = list(range(n))
+        slots = list(range(n))  # the KV sequence that holds each prompt's keys and values
         while active:
             still = []
             for seq in active:
@@ -450,8 +451,12 @@ class Engine:
             active = still
             if not active:
                 break
+            self._compact(active, slots)
+            # Rows in KV-sequence order: llama.cpp splits a batch whose sequence ids are
+            # out of order (Qwen2.5 0.5B, 20 rows: 336 ms a step shuffled, 156 ms sorted).
+            active.sort(key=lambda seq: slots[seq])
             for i, seq in enumerate(active):
-                _set_entry(batch, i, tokens[seq][-1], positions[seq], seq, True)
+                _set_entry(batch, i, tokens[seq][-1], positions[seq], slots[seq], True)
                 positions[seq] += 1
             batch.n_tokens = len(active)
             self._decode(batch)
@@ -465,6 +470,27 @@ class Engine:
             Generation(tokens[s], pieces[s].decode("utf-8", errors="replace"), stop[s] or "length")
             for s in range(n)
         ]
+
+    def _compact(self, active: list[int], slots: list[int]) -> None:
+        """Move the keys and values of active sequences into the lowest KV sequences.
+
+        With one KV stream per sequence, llama.cpp's attention spans every stream
+        from the lowest to the highest sequence in a batch, finished ones included:
+        20 active sequences spread over 80 streams decode 2.5x slower than 20 in
+        streams 0-19 (Qwen2.5 0.5B, this machine). A stream copy is a few MiB.
+        """
+        if max(slots[seq] for seq in active) < len(active):
+            return
+        memory = llama_cpp.llama_get_memory(self._ctx)
+        held = {slots[seq] for seq in active}
+        free = iter(sorted(set(range(len(active))) - held))
+        for seq in active:
+            if slots[seq] >= len(active):
+                target = next(free)
+                llama_cpp.llama_memory_seq_rm(memory, target, -1, -1)
+                llama_cpp.llama_memory_seq_cp(memory, slots[seq], target, -1, -1)
+                llama_cpp.llama_memory_seq_rm(memory, slots[seq], -1, -1)
+                slots[seq] = target
 
     def _decode(self, batch) -> None:
         rc = llama_cpp.llama_decode(self._ctx, batch)
