@@ -59,3 +59,17 @@ def test_norm_tensors_are_excluded_and_patterns_are_configurable():
 def test_zero_weights_get_a_zero_direction():
     d = RandomDirection(5).tensor("blk.0.attn_q.bias", np.zeros((1, 64), dtype=np.float32))
     assert not d.any()
+
+
+def test_blocks_of_rows_are_the_whole_direction_byte_for_byte(smollm2):
+    """The largest tensor's direction drawn in blocks equals the whole draw, and its
+    scale, computed in one pass over blocks, equals the whole computation's."""
+    model = GGUFModel(smollm2)
+    info = model.tensor("token_embd.weight")
+    weights = model.dequantize(info)
+    direction = RandomDirection(123)
+    whole = direction.tensor(info.name, weights)
+    scale = direction.scale(info.name, weights.shape, l2_norm(weights))
+    blocks = list(direction.blocks(info.name, weights.shape, scale))
+    assert len(blocks) > 1
+    assert np.concatenate(blocks).tobytes() == whole.tobytes()

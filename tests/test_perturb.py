@@ -145,3 +145,19 @@ def test_requant_modes_change_only_quantised_tensors_and_export_reads_back(tiny_
         assert written.qtype == expected and written.shape == info.shape
     assert out.metadata_summary() == model.metadata_summary()
     assert p.extra_bytes() > 0
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_gguf", "smollm2"])
+def test_directions_drawn_in_blocks_give_the_cached_routes_bytes(model_fixture, request):
+    """With no cache budget, random directions are drawn block by block at every point;
+    the perturbed bytes equal those of directions held whole, in 1D and 2D."""
+    model = GGUFModel(request.getfixturevalue(model_fixture))
+    directions = [RandomDirection(123), RandomDirection(123, 1)]
+    whole = Perturbation(model, directions, threads=2, cache_bytes=1 << 34)
+    streamed = Perturbation(model, directions, threads=2, cache_bytes=0)
+    for point in (Point(0.3, -0.2), Point(-0.1, 0.0)):
+        for a, b in zip(whole.tensors_at(point), streamed.tensors_at(point), strict=True):
+            assert a.raw.tobytes() == b.raw.tobytes(), a.info.name
+            assert a.displacement.ratio == pytest.approx(b.displacement.ratio, rel=1e-6)
+    assert streamed._scales and not streamed._cache
+    assert whole._cache and not whole._scales

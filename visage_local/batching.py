@@ -40,8 +40,7 @@ def available_memory() -> int:
 def auto_batch_size(model: GGUFModel, n_prompts: int, tokens_per_sequence: int) -> int:
     """The largest batch (at most MAX_BATCH and n_prompts) whose cache and logits fit in a
     quarter of the available memory."""
-    vocab = model.metadata("tokenizer.ggml.tokens")
-    n_vocab = len(vocab) if isinstance(vocab, list) else 32000
+    n_vocab = model.array_length("tokenizer.ggml.tokens") or 32000
     per_sequence = kv_bytes_per_token(model) * tokens_per_sequence + n_vocab * LOGIT_BYTES
     budget = int(available_memory() * MEMORY_SHARE)
     return max(1, min(MAX_BATCH, n_prompts, budget // max(1, per_sequence)))

@@ -13,6 +13,11 @@ scales g to the norm of that tensor's dequantised weights:
 
     d = g / ||g|| * ||W||
 
+A tensor's direction can also be produced in blocks of rows from the same stream
+(``blocks``), byte for byte the rows of the whole array, once its scale is known
+(``scale``: one pass over the stream): a model's largest tensor then never
+needs its direction in memory whole.
+
 Tensors whose name contains an excluded pattern (by default ``norm``: RMSNorm
 and LayerNorm weights, as in the reference code's blacklist) get no direction.
 """
@@ -20,6 +25,7 @@ and LayerNorm weights, as in the reference code's blacklist) get no direction.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,14 +45,53 @@ def tensor_stream(seed: int, index: int, tensor_name: str) -> np.random.Generato
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, *words])))
 
 
+class NormAccumulator:
+    """The Euclidean norm of values given in pieces, accumulated in float64 over fixed
+    chunks of the concatenation, so any split of the same values gives the same float."""
+
+    def __init__(self) -> None:
+        self._total = 0.0
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
+
+    def add(self, values: np.ndarray) -> None:
+        """Append values (any shape; taken in C order)."""
+        flat = values.reshape(-1)
+        while flat.size:
+            take = min(flat.size, _NORM_CHUNK_ELEMENTS - self._pending_size)
+            self._pending.append(flat[:take])
+            self._pending_size += take
+            flat = flat[take:]
+            if self._pending_size == _NORM_CHUNK_ELEMENTS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            chunk = np.concatenate(self._pending).astype(np.float64)
+            self._total += float(np.dot(chunk, chunk))
+        self._pending, self._pending_size = [], 0
+
+    def norm(self) -> float:
+        """The norm of everything added so far."""
+        self._flush()
+        return float(np.sqrt(self._total))
+
+
 def l2_norm(values: np.ndarray) -> float:
     """Euclidean norm accumulated in float64, chunk by chunk (no float64 copy of the whole)."""
-    flat = values.reshape(-1)
-    total = 0.0
-    for start in range(0, flat.size, _NORM_CHUNK_ELEMENTS):
-        chunk = flat[start : start + _NORM_CHUNK_ELEMENTS].astype(np.float64)
-        total += float(np.dot(chunk, chunk))
-    return float(np.sqrt(total))
+    accumulator = NormAccumulator()
+    accumulator.add(values)
+    return accumulator.norm()
+
+
+def direction_block_rows(n_per_row: int) -> int:
+    """Rows per block when a direction is drawn in blocks (about 16 MiB of float32)."""
+    return max(1, _NORM_CHUNK_ELEMENTS // n_per_row)
+
+
+def layer_scale(weights_norm: float, gaussian_norm: float) -> np.float32:
+    """||W|| / ||g||: what layer normalisation multiplies a Gaussian draw by."""
+    return np.float32(weights_norm / gaussian_norm if gaussian_norm > 0 else 0.0)
 
 
 def is_excluded(tensor_name: str, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> bool:
@@ -77,10 +122,29 @@ class RandomDirection:
         if self.excludes(tensor_name):
             return None
         g = self.gaussian(tensor_name, weights.shape)
-        g_norm = l2_norm(g)
-        scale = l2_norm(weights) / g_norm if g_norm > 0 else 0.0
-        g *= np.float32(scale)
+        g *= layer_scale(l2_norm(weights), l2_norm(g))
         return g
+
+    def scale(self, tensor_name: str, shape: tuple[int, int], weights_norm: float) -> np.float32:
+        """The factor ``tensor`` multiplies the Gaussian draw by, from the weights' norm,
+        drawing the Gaussian in blocks (one pass, no whole-tensor array)."""
+        accumulator = NormAccumulator()
+        for block in self.blocks(tensor_name, shape, np.float32(1)):
+            accumulator.add(block)
+        return layer_scale(weights_norm, accumulator.norm())
+
+    def blocks(
+        self, tensor_name: str, shape: tuple[int, int], scale: np.float32
+    ) -> Iterator[np.ndarray]:
+        """The direction on one tensor in blocks of rows, top to bottom, each the same
+        bytes as those rows of ``tensor`` when ``scale`` is the tensor's own."""
+        rows, per_row = shape
+        block_rows = direction_block_rows(per_row)
+        stream = tensor_stream(self.seed, self.index, tensor_name)
+        for first in range(0, rows, block_rows):
+            g = stream.standard_normal((min(block_rows, rows - first), per_row), dtype=np.float32)
+            g *= scale
+            yield g
 
     def describe(self) -> dict[str, object]:
         """What determines this direction, for summaries and config hashes."""

@@ -1,11 +1,12 @@
-"""Open a GGUF file: metadata, tensor views, sha256; write a copy with new tensor bytes.
+"""Open a GGUF file: metadata, tensors, sha256; write a copy with new tensor bytes.
 
-Reading goes through gguf-py's memory-mapped ``GGUFReader``, so opening a model
-costs no copy of its weights. A perturbed model that keeps every tensor's type
-is written as a byte copy of the input whose tensor data regions are
-overwritten in place, which keeps metadata, tensor order, alignment and padding
-identical to the original file. Only when tensors change type (``--requant``)
-is the file written anew with gguf-py's ``GGUFWriter``.
+The header is parsed by ``gguf_header`` (long token lists stay in the file) and
+tensor bytes are read on demand with ``pread``, so opening a model costs neither
+a copy of its weights nor resident pages of them. A perturbed model that keeps
+every tensor's type is written as a byte copy of the input whose tensor data
+regions are overwritten in place, which keeps metadata, tensor order, alignment
+and padding identical to the original file. Only when tensors change type
+(``--requant``) is the file written anew with gguf-py's ``GGUFWriter``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWriter, Keys
 
 from visage_local import quant
 from visage_local.errors import ModelFileError
 from visage_local.files import fsync_dir, give_default_mode
-
-GGUF_MAGIC = b"GGUF"
+from visage_local.gguf_header import (
+    GGUFHeader,
+    LongArray,
+    TensorEntry,
+    read_header,
+    read_long_array,
+)
 
 
 @dataclass(frozen=True)
@@ -54,22 +60,12 @@ class TensorInfo:
 
 
 class GGUFModel:
-    """A GGUF model file opened read-only through a memory map."""
+    """A GGUF model file: its header, parsed once, and its tensors, read on demand."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._reader = _open_reader(self.path)
-        self.tensors: list[TensorInfo] = [
-            TensorInfo(
-                name=t.name,
-                qtype=GGMLQuantizationType(int(t.tensor_type)),
-                shape=tuple(int(d) for d in t.shape),
-                n_elements=int(t.n_elements),
-                n_bytes=int(t.n_bytes),
-                offset=int(t.data_offset),
-            )
-            for t in self._reader.tensors
-        ]
+        self._header = _read_header(self.path)
+        self.tensors: list[TensorInfo] = [_tensor_info(self.path, e) for e in self._header.tensors]
         self._by_name = {t.name: t for t in self.tensors}
         self._check_tensors()
 
@@ -93,27 +89,35 @@ class GGUFModel:
         return self._by_name[name]
 
     def metadata(self, key: str, default=None):
-        """A scalar, string or small array metadata value, or ``default`` when absent."""
-        field = self._reader.fields.get(key)
-        if field is None:
-            return default
-        return self._contents(field)
+        """A metadata value (scalar, string or list), or ``default`` when absent."""
+        value = self._header.metadata.get(key, default)
+        return read_long_array(self.path, value) if isinstance(value, LongArray) else value
 
-    def _contents(self, field):
-        try:
-            return field.contents()
-        except (UnicodeDecodeError, ValueError, IndexError) as e:
-            raise ModelFileError(f"{self.path}: metadata {field.name!r} is malformed ({e})") from e
+    def array_length(self, key: str) -> int | None:
+        """The length of a metadata array without reading it; None when absent or not an array."""
+        value = self._header.metadata.get(key)
+        if isinstance(value, LongArray):
+            return value.length
+        return len(value) if isinstance(value, list) else None
 
     def metadata_summary(self) -> dict[str, object]:
         """Every metadata value except long arrays (token lists), which are given as lengths."""
         out: dict[str, object] = {}
-        for key, field in self._reader.fields.items():
-            if field.types and field.types[0] == GGUFValueType.ARRAY and len(field.data) > 16:
-                out[key] = f"<array of {len(field.data)}>"
-            else:
-                out[key] = self._contents(field)
+        for key, value in self._header.metadata.items():
+            length = self.array_length(key)
+            out[key] = f"<array of {length}>" if length is not None and length > 16 else value
         return out
+
+    def metadata_items(self) -> Iterator[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
+        """Every metadata entry, long arrays read: (key, value, value type, array item type)."""
+        for key in self._header.metadata:
+            value_type, item_type = self._header.value_types[key]
+            yield (
+                key,
+                self.metadata(key),
+                GGUFValueType(value_type),
+                None if item_type is None else GGUFValueType(item_type),
+            )
 
     @property
     def architecture(self) -> str:
@@ -142,11 +146,26 @@ class GGUFModel:
         return file_sha256(self.path)
 
     def raw(self, info: TensorInfo) -> np.ndarray:
-        """The tensor's bytes as a read-only uint8 view of shape (rows, bytes per row)."""
-        flat = self._reader.data[info.offset : info.offset + info.n_bytes]
-        if flat.size != info.n_bytes:
+        """A copy of the tensor's bytes, uint8 of shape (rows, bytes per row).
+
+        Read from the file rather than through a memory map, so that reading a whole
+        model leaves none of its pages counted in this process's resident memory.
+        """
+        return self.raw_rows(info, 0, info.n_rows)
+
+    def raw_rows(self, info: TensorInfo, first: int, count: int) -> np.ndarray:
+        """A copy of rows ``first`` to ``first + count`` of the tensor's bytes."""
+        row_bytes = info.n_bytes // info.n_rows
+        flat = np.empty(count * row_bytes, dtype=np.uint8)
+        start = info.offset + first * row_bytes
+        view, got = memoryview(flat), 0
+        with self.path.open("rb", buffering=0) as f:
+            f.seek(start)
+            while got < flat.size and (n := f.readinto(view[got:])):
+                got += n
+        if got != flat.size:
             raise ModelFileError(f"{self.path}: tensor {info.name!r} runs past the end of the file")
-        return flat.reshape(info.n_rows, -1)
+        return flat.reshape(count, row_bytes)
 
     def dequantize(self, info: TensorInfo, threads: int = 1) -> np.ndarray:
         """The tensor's values as float32 of shape (rows, values per row)."""
@@ -154,24 +173,41 @@ class GGUFModel:
         return quant.dequantize(self.raw(info), info.qtype, info.n_per_row, threads)
 
 
-def _open_reader(path: Path) -> GGUFReader:
+def _read_header(path: Path) -> GGUFHeader:
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder, not a GGUF file")
     try:
-        with path.open("rb") as f:
-            magic = f.read(4)
+        return read_header(path)
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror})") from e
-    if magic != GGUF_MAGIC:
-        raise ModelFileError(f"{path}: not a GGUF file (it does not start with 'GGUF')")
-    try:
-        return GGUFReader(path, "r")
     except MemoryError as e:
         raise ModelFileError(f"{path}: malformed GGUF header (declares absurd sizes)") from e
-    except Exception as e:  # gguf-py raises many kinds on damaged headers
-        raise ModelFileError(f"{path}: malformed or truncated GGUF file ({e})") from e
+
+
+def _tensor_info(path: Path, entry: TensorEntry) -> TensorInfo:
+    try:
+        qtype = GGMLQuantizationType(entry.type_id)
+    except ValueError:
+        raise ModelFileError(
+            f"{path}: tensor {entry.name!r} has an unknown type {entry.type_id}"
+        ) from None
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    if entry.shape[0] % block:
+        raise ModelFileError(
+            f"{path}: tensor {entry.name!r} has rows of {entry.shape[0]} values, "
+            f"not whole {qtype.name} blocks of {block}"
+        )
+    n_elements = math.prod(entry.shape)
+    return TensorInfo(
+        name=entry.name,
+        qtype=qtype,
+        shape=entry.shape,
+        n_elements=n_elements,
+        n_bytes=n_elements * type_size // block,
+        offset=entry.offset,
+    )
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -190,8 +226,8 @@ class GGUFCopy:
     tensors are stored in other types: the header is written anew (same metadata,
     same tensor order) and every tensor's initial bytes come from ``initial``.
     Tensor bytes written later keep each tensor's size, so the header stays
-    valid. The copy is memory-mapped read-write; a llama.cpp model that maps the
-    same file sees every write at once.
+    valid. Writes go through ``pwrite`` into the page cache, so a llama.cpp model
+    that maps the file sees every write at once, and this process maps nothing.
     """
 
     def __init__(
@@ -207,10 +243,11 @@ class GGUFCopy:
             if initial is None:
                 raise ValueError("a retyped copy needs the initial bytes of its tensors")
             write_retyped(source, self.path, retype, initial)
+            self.tensors = {t.name: t for t in GGUFModel(self.path).tensors}
         else:
             shutil.copyfile(source.path, self.path)
-        self.tensors = {t.name: t for t in GGUFModel(self.path).tensors}
-        self._map = np.memmap(self.path, dtype=np.uint8, mode="r+")
+            self.tensors = {t.name: t for t in source.tensors}  # a byte copy: same offsets
+        self._fd: int | None = os.open(self.path, os.O_RDWR)
 
     def write_tensor(self, name: str, raw: np.ndarray) -> None:
         """Overwrite one tensor's data with ``raw`` (same number of bytes)."""
@@ -220,14 +257,16 @@ class GGUFCopy:
             raise ValueError(
                 f"tensor {name!r}: {data.size} bytes given, the file holds {info.n_bytes}"
             )
-        self._map[info.offset : info.offset + info.n_bytes] = data
+        view = memoryview(data)
+        written = 0
+        while written < data.size:
+            written += os.pwrite(self._fd, view[written:], info.offset + written)
 
     def close(self) -> None:
-        """Flush and unmap."""
-        if self._map is not None:
-            self._map.flush()
-            self._map._mmap.close()  # release the mapping now, not at garbage collection
-            self._map = None
+        """Close the file (the bytes written are in the page cache, visible to mappings)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_retyped(
@@ -243,19 +282,14 @@ def write_retyped(
     ``data(info)`` gives each tensor's bytes in its new type (``info`` is the source tensor).
     """
     overrides = overrides or {}
-    reader = source._reader
     writer = GGUFWriter(str(path), source.architecture)
     alignment = source.metadata("general.alignment")
     if alignment:
         writer.data_alignment = int(alignment)
-    for field in reader.fields.values():
-        if field.name == Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+    for key, value, value_type, item_type in source.metadata_items():
+        if key == Keys.General.ARCHITECTURE or key in overrides:
             continue
-        if field.name in overrides:
-            continue
-        value_type = field.types[0]
-        sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+        writer.add_key_value(key, value, value_type, sub_type=item_type)
     for key, value in overrides.items():
         writer.add_string(key, value)
     for info in source.tensors:

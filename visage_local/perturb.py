@@ -26,6 +26,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from visage_local import ggml, quant
+from visage_local.directions import NormAccumulator, RandomDirection, direction_block_rows
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel, TensorInfo, atomic_copy
 
@@ -192,9 +193,11 @@ class Perturbation:
         }
         self._cache_left = cache_bytes
         self._cache: dict[str, list[np.ndarray | None]] = {}
+        self._scales: dict[str, list[np.float32 | None]] = {}
 
     def _directions(self, info: TensorInfo) -> tuple[list[np.ndarray | None], np.ndarray | None]:
-        """The directions on one tensor, and its dequantised weights when they had to be read.
+        """The directions on one tensor, whole, and its dequantised weights when they had
+        to be read.
 
         Directions are kept in memory while the cache budget allows: drawing one
         costs far more than dequantising the weights again.
@@ -210,14 +213,35 @@ class Perturbation:
             self._cache[info.name] = dirs
         return dirs, weights
 
-    def values(self, info: TensorInfo, point: Point) -> np.ndarray:
-        """The perturbed tensor in float32, before requantisation."""
-        dirs, weights = self._directions(info)
-        out = self.model.dequantize(info, self.threads) if weights is None else weights
-        for coefficient, direction in zip(point.coefficients(), dirs, strict=False):
-            if direction is not None and coefficient:
-                out += np.float32(coefficient) * direction
-        return out
+    def _streamed(self, info: TensorInfo) -> bool:
+        """True when the tensor's directions are drawn in blocks of rows at every point:
+        they are random (so a block can be drawn alone) and would not fit the cache."""
+        if info.name in self._cache:
+            return False
+        if info.name in self._scales:
+            return True
+        live = [d for d in self.directions if not d.excludes(info.name)]
+        if not all(isinstance(d, RandomDirection) for d in live):
+            return False
+        return info.n_elements * 4 * len(live) > self._cache_left
+
+    def _scales_of(self, info: TensorInfo) -> list[np.float32 | None]:
+        """Each direction's layer-normalisation factor on the tensor (computed once)."""
+        if info.name not in self._scales:
+            shape = (info.n_rows, info.n_per_row)
+            weights = NormAccumulator()
+            for first, count in _blocks(info):
+                weights.add(self._dequantize_rows(info, first, count))
+            norm = weights.norm()
+            self._scales[info.name] = [
+                None if d.excludes(info.name) else d.scale(info.name, shape, norm)
+                for d in self.directions
+            ]
+        return self._scales[info.name]
+
+    def _dequantize_rows(self, info: TensorInfo, first: int, count: int) -> np.ndarray:
+        raw = self.model.raw_rows(info, first, count)
+        return quant.dequantize(raw, info.qtype, info.n_per_row, self.threads)
 
     def output_type(self, info: TensorInfo) -> GGMLQuantizationType:
         """The type the tensor is written in."""
@@ -244,23 +268,46 @@ class Perturbation:
         """The tensor's bytes at ``point`` and the displacement they apply.
 
         Rows are dequantised, moved, requantised and measured in chunks on
-        ``threads`` threads.
+        ``threads`` threads. Directions that do not fit the cache are drawn in
+        blocks of rows, so a tensor's direction is never held whole.
         """
         qtype = self.output_type(info)
         if point.is_origin or info.name not in self._target_names:
             return PerturbedTensor(info, qtype, self.origin_bytes(info))
-        raw = self.model.raw(info)
-        dirs, weights = self._directions(info)
-        endpoint = self._endpoint_raw(info, point, qtype)
-        if endpoint is not None:
-            return self._endpoint_tensor(info, qtype, endpoint, dirs[0], weights)
-        steps = [
-            (np.float32(c), d)
-            for c, d in zip(point.coefficients(), dirs, strict=False)
-            if d is not None and c
-        ]
         out = np.empty((info.n_rows, quant.row_bytes(qtype, info.n_per_row)), dtype=np.uint8)
         parts: list[Displacement] = []
+        if self._streamed(info):
+            scales = self._scales_of(info)
+            shape = (info.n_rows, info.n_per_row)
+            streams = [
+                (np.float32(c), d.blocks(info.name, shape, scale))
+                for c, d, scale in zip(point.coefficients(), self.directions, scales, strict=False)
+                if scale is not None and c
+            ]
+            for first, count in _blocks(info):
+                steps = [(c, next(blocks)) for c, blocks in streams]
+                raw = self.model.raw_rows(info, first, count)
+                self._move_rows(info, qtype, raw, None, steps, out[first : first + count], parts)
+        else:
+            dirs, weights = self._directions(info)
+            endpoint = self._endpoint_raw(info, point, qtype)
+            if endpoint is not None:
+                return self._endpoint_tensor(info, qtype, endpoint, dirs[0], weights)
+            steps = [
+                (np.float32(c), d)
+                for c, d in zip(point.coefficients(), dirs, strict=False)
+                if d is not None and c
+            ]
+            self._move_rows(info, qtype, self.model.raw(info), weights, steps, out, parts)
+        total = Displacement()
+        for part in parts:
+            total.add(part)
+        return PerturbedTensor(info, qtype, out, total)
+
+    def _move_rows(self, info, qtype, raw, weights, steps, out, parts: list[Displacement]) -> None:
+        """Requantise rows ``raw`` (dequantised ``weights`` when already at hand) moved by
+        sum(coefficient * direction rows) into ``out``, appending each chunk's sums to
+        ``parts``; chunks run on ``threads`` threads."""
 
         def chunk(first: int, count: int):
             def run() -> None:
@@ -281,12 +328,8 @@ class Perturbation:
 
             return run
 
-        chunks = ggml.row_chunks(info.n_rows, info.n_per_row)
+        chunks = ggml.row_chunks(len(raw), info.n_per_row)
         ggml.run_parallel([chunk(first, count) for first, count in chunks], self.threads)
-        total = Displacement()
-        for part in parts:
-            total.add(part)
-        return PerturbedTensor(info, qtype, out, total)
 
     def _endpoint_raw(self, info: TensorInfo, point: Point, qtype) -> np.ndarray | None:
         """Exact bytes for a point that is the first direction's own endpoint (coefficient 1
@@ -316,6 +359,12 @@ class Perturbation:
         for tensor in self.tensors_at(point):
             figures.add(tensor)
         return figures
+
+
+def _blocks(info: TensorInfo) -> list[tuple[int, int]]:
+    """(first row, row count) of the blocks a streamed tensor is moved in."""
+    rows = direction_block_rows(info.n_per_row)
+    return [(first, min(rows, info.n_rows - first)) for first in range(0, info.n_rows, rows)]
 
 
 def _sums(applied: np.ndarray, intended: np.ndarray) -> Displacement:
