@@ -8,8 +8,10 @@ For each model, in one run, side by side, on the same 3 grid points:
    copy, then batched greedy generation with early stop; once with the default
    direction cache (4 GiB) and once with none (``--memory-budget 0``), which
    trades weight-update time for memory;
-3. ceiling: llama.cpp's decode rate at the engine's batch size through the
-   low-level API with no per-token Python work.
+3. ceiling: llama.cpp's decode rate at batch sizes 1-80 and its prompt rate, through
+   the low-level API with no per-token Python work; the engine's own prefill and
+   decode rates (from its per-call timings) are compared with them at the engine's
+   mean batch size.
 
 Each route runs in its own process so that peak RSS is its own. Prints seconds
 for the weight update and for generation, tokens, tokens/s, peak RSS, the ratio
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ALPHAS = (-0.1, 0.0, 0.1)
@@ -92,48 +95,79 @@ def run_engine(
     )
 
     def on_point(outcome, done, total):
-        rows.append(
-            _row(
-                outcome.point.alpha,
-                outcome.weight_update_s,
-                outcome.generation_s,
-                outcome.tokens,
-                outcome.refused,
-            )
+        row = _row(
+            outcome.point.alpha,
+            outcome.weight_update_s,
+            outcome.generation_s,
+            outcome.tokens,
+            outcome.refused,
         )
+        rows.append(row | {"stats": asdict(outcome.generation)})
 
     with tempfile.TemporaryDirectory() as tmp:
         run_sweep(config, Path(tmp) / "run", on_point=on_point)
     return rows
 
 
-def run_ceiling(model_path: Path, batch: int, steps: int, threads: int) -> list:
-    """Decode tokens/s for ``batch`` sequences through llama.cpp alone (no per-token Python)."""
+CEILING_BATCHES = (1, 8, 16, 24, 32, 48, 64, 80)
+
+
+def run_ceiling(model_path: Path, steps: int, threads: int) -> list:
+    """llama.cpp alone, no per-token Python: decode tokens/s at several batch sizes (one
+    token per sequence per call, 48 positions already in each sequence's cache), and
+    prompt tokens/s for 64 sequences of 20 tokens in 512-token calls."""
     import llama_cpp
 
     from visage_local.engine import Engine, EngineSettings
 
-    with Engine(model_path, EngineSettings(threads=threads, max_sequences=batch)) as engine:
-        engine._ensure_context(batch, steps + 64)
-        ctx = engine._ctx
-        b = llama_cpp.llama_batch_init(batch, 0, 1)
+    rows = []
+    with Engine(model_path, EngineSettings(threads=threads, max_sequences=80)) as engine:
+        b = llama_cpp.llama_batch_init(512, 0, 1)
         try:
-            for pos in range(48 + steps):  # 48 prompt-like positions, then the timed steps
-                if pos == 48:
-                    start = time.monotonic()
-                for s in range(batch):
-                    b.token[s] = 100 + (pos * 7 + s) % 1000
-                    b.pos[s] = pos
-                    b.n_seq_id[s] = 1
-                    b.seq_id[s][0] = s
-                    b.logits[s] = True
-                b.n_tokens = batch
-                if llama_cpp.llama_decode(ctx, b) != 0:
-                    raise RuntimeError("llama_decode failed")
-            seconds = time.monotonic() - start
+            engine._ensure_context(64, 128)
+            entries = [(s, pos) for s in range(64) for pos in range(20)]
+            start = time.monotonic()
+            for first in range(0, len(entries), 512):
+                chunk = entries[first : first + 512]
+                for i, (s, pos) in enumerate(chunk):
+                    _entry(b, i, 100 + (pos * 7 + s) % 1000, pos, s, pos == 19)
+                b.n_tokens = len(chunk)
+                _decode(llama_cpp, engine._ctx, b)
+            rows.append({"prefill_tokens": len(entries), "seconds": time.monotonic() - start})
+            for batch in CEILING_BATCHES:
+                engine._ensure_context(batch, 48 + steps + 1)
+                for pos in range(48 + steps):  # 48 prompt-like positions, then the timed steps
+                    if pos == 48:
+                        start = time.monotonic()
+                    for s in range(batch):
+                        _entry(b, s, 100 + (pos * 7 + s) % 1000, pos, s, True)
+                    b.n_tokens = batch
+                    _decode(llama_cpp, engine._ctx, b)
+                rows.append(
+                    {"batch": batch, "tokens": batch * steps, "seconds": time.monotonic() - start}
+                )
         finally:
             llama_cpp.llama_batch_free(b)
-    return [{"batch": batch, "tokens": batch * steps, "seconds": seconds}]
+    return rows
+
+
+def _entry(b, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+    b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
+    b.seq_id[i][0] = seq
+
+
+def _decode(llama_cpp, ctx, b) -> None:
+    if llama_cpp.llama_decode(ctx, b) != 0:
+        raise RuntimeError("llama_decode failed")
+
+
+def ceiling_rate(ceiling: list, batch: float) -> float:
+    """llama.cpp's decode tokens/s at ``batch`` sequences, interpolated between measured sizes."""
+    points = [(r["batch"], r["tokens"] / r["seconds"]) for r in ceiling if "batch" in r]
+    for (b0, r0), (b1, r1) in zip(points, points[1:], strict=False):
+        if b0 <= batch <= b1:
+            return r0 + (r1 - r0) * (batch - b0) / (b1 - b0)
+    return points[-1][1]
 
 
 def _row(alpha, update_s, generate_s, tokens, refused) -> dict:
@@ -158,7 +192,7 @@ def child(args) -> None:
     elif args.child == "engine-nocache":
         rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads, 0)
     else:
-        rows = run_ceiling(args.model, min(64, args.limit), args.max_new_tokens, args.threads)
+        rows = run_ceiling(args.model, 16, args.threads)
     print(json.dumps(rows))
 
 
@@ -174,7 +208,13 @@ def _spawn(route: str, model: Path, args) -> list:
 
 
 def report(
-    name: str, baseline: list, engine: list, nocache: list, ceiling: list, model_mib: float
+    name: str,
+    baseline: list,
+    engine: list,
+    nocache: list,
+    ceiling: list,
+    model_mib: float,
+    kv_mib: float,
 ) -> None:
     print(f"\n== {name} ({model_mib:.0f} MiB GGUF)")
     print(
@@ -202,12 +242,32 @@ def report(
                 f"{r['tokens']:7d} {r['tokens'] / r['generate_s']:6.1f} {r['peak_rss_mib']:13.0f} "
                 f"{total:8.1f}  {extra}"
             )
-    c = ceiling[0]
-    rate = c["tokens"] / c["seconds"]
-    mean_engine = sum(r["tokens"] for r in engine) / sum(r["generate_s"] for r in engine)
+    prefill = next(r for r in ceiling if "prefill_tokens" in r)
+    pp_rate = prefill["prefill_tokens"] / prefill["seconds"]
     print(
-        f"ceiling: llama.cpp decode at batch {c['batch']}: {rate:.1f} tok/s; engine generation "
-        f"(prefill included) {mean_engine:.1f} tok/s = {mean_engine / rate:.0%} of it"
+        "engine inside generation: prompt tokens/s against llama.cpp's "
+        f"({pp_rate:.0f} tok/s, 64 x 20 tokens); decode tokens/s against llama.cpp's at the "
+        "engine's mean batch"
+    )
+    for e in engine:
+        st = e["stats"]
+        decode_rate = st["decode_tokens"] / st["decode_s"]
+        mean_batch = st["decode_tokens"] / st["decode_steps"]
+        ceiling_at = ceiling_rate(ceiling, mean_batch)
+        prefill_rate = st["prefill_tokens"] / st["prefill_s"]
+        print(
+            f"  {e['alpha']:+.2f}  prefill {st['prefill_s']:5.1f} s {prefill_rate:5.0f} tok/s "
+            f"({prefill_rate / pp_rate:.0%})  decode {st['decode_s']:5.1f} s, {st['decode_steps']} "
+            f"steps, mean batch {mean_batch:5.1f}: {decode_rate:5.1f} tok/s vs "
+            f"{ceiling_at:5.1f} ({decode_rate / ceiling_at:.0%})"
+        )
+    rates = ", ".join(
+        f"{r['batch']}: {r['tokens'] / r['seconds']:.0f}" for r in ceiling if "batch" in r
+    )
+    print(f"llama.cpp decode tok/s by batch: {rates}")
+    print(
+        f"peak RSS target: 2 x GGUF + KV cache ({kv_mib:.0f} MiB: 64 sequences x 128 tokens) "
+        f"= {2 * model_mib + kv_mib:.0f} MiB"
     )
     asr = [100 * (1 - sum(r["refused"]) / len(r["refused"])) for r in engine]
     print(f"engine ASR per point: {', '.join(f'{a:.1f}' for a in asr)}")
@@ -226,6 +286,8 @@ def main() -> None:
         args.model = args.model[0]
         child(args)
         return
+    from visage_local.batching import kv_bytes_per_token
+    from visage_local.gguf_model import GGUFModel
     from visage_local.registry import resolve_model
 
     models = args.model or [
@@ -241,7 +303,9 @@ def main() -> None:
         engine = _spawn("engine", model, args)
         nocache = _spawn("engine-nocache", model, args)
         ceiling = _spawn("ceiling", model, args)
-        report(model.name, baseline, engine, nocache, ceiling, model.stat().st_size / (1 << 20))
+        kv_mib = kv_bytes_per_token(GGUFModel(model)) * 64 * 128 / (1 << 20)
+        model_mib = model.stat().st_size / (1 << 20)
+        report(model.name, baseline, engine, nocache, ceiling, model_mib, kv_mib)
 
 
 if __name__ == "__main__":

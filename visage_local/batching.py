@@ -6,7 +6,7 @@ from pathlib import Path
 
 from visage_local.gguf_model import GGUFModel
 
-MAX_BATCH = 64  # beyond this llama.cpp's decode rate on a CPU hardly grows
+MAX_BATCH = 128  # a point's prompts in one group: one decode tail, not one per group
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default f16 cache
 LOGIT_BYTES = 4
 MEMORY_SHARE = 0.25  # of the memory available when the sweep starts

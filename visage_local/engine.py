@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +57,29 @@ class Generation:
     stop_reason: str  # "eog", "length" or "settled"
 
 
+@dataclass
+class GenerationStats:
+    """Where the time of one ``generate`` call went: prompt evaluation and decode steps."""
+
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_steps: int = 0
+    decode_tokens: int = 0  # sequences fed, summed over steps
+    decode_s: float = 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        """Sequences per decode step, on average."""
+        return self.decode_tokens / self.decode_steps if self.decode_steps else 0.0
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """How llama.cpp runs: threads, GPU layers, and how many sequences decode together."""
 
     threads: int = max(1, os.cpu_count() or 1)
     n_gpu_layers: int = 0
-    max_sequences: int = 64
+    max_sequences: int = 128
 
 
 class Engine:
@@ -79,6 +96,7 @@ class Engine:
         self._ctx_sequences = 0
         self._scored_prompts: tuple[tuple[int, ...], ...] | None = None
         self._scored_first: np.ndarray | None = None
+        self.last_stats = GenerationStats()  # of the latest generate call
         self._load_model()
 
     # lifetime -----------------------------------------------------------------
@@ -228,6 +246,7 @@ class Engine:
         ``settled(text_so_far)`` may stop a sequence early once it returns True.
         """
         results: list[Generation] = []
+        self.last_stats = GenerationStats()
         group = max(1, min(self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences()))
         for start in range(0, len(prompts), group):
             results.extend(
@@ -377,7 +396,10 @@ class Engine:
         self._ensure_context(n, longest + max_new_tokens + 1)
         batch = llama_cpp.llama_batch_init(max(512, n), 0, 1)
         try:
+            start = time.perf_counter()
             first_logits = self._prefill_shared(batch, [list(p) for p in prompts])
+            self.last_stats.prefill_s += time.perf_counter() - start
+            self.last_stats.prefill_tokens += sum(len(p) for p in prompts)
             return self._decode_loop(batch, prompts, first_logits, max_new_tokens, settled)
         finally:
             llama_cpp.llama_batch_free(batch)
@@ -459,7 +481,11 @@ class Engine:
                 _set_entry(batch, i, tokens[seq][-1], positions[seq], slots[seq], True)
                 positions[seq] += 1
             batch.n_tokens = len(active)
+            start = time.perf_counter()
             self._decode(batch)
+            self.last_stats.decode_s += time.perf_counter() - start
+            self.last_stats.decode_steps += 1
+            self.last_stats.decode_tokens += len(active)
             logits = np.ctypeslib.as_array(
                 llama_cpp.llama_get_logits(self._ctx), shape=(len(active), self.n_vocab)
             )

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from visage_local.capability import CapabilityProbe, CapabilitySettings
 from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
 from visage_local.coherence import CoherenceScorer
 from visage_local.directions import RandomDirection
-from visage_local.engine import Engine, EngineSettings, Generation
+from visage_local.engine import Engine, EngineSettings, Generation, GenerationStats
 from visage_local.errors import ConfigError, VisageError
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
@@ -108,6 +108,7 @@ class PointOutcome:
     weight_update_s: float
     generation_s: float
     tokens: int
+    generation: GenerationStats | None = None
 
 
 def versions() -> dict[str, str]:
@@ -480,6 +481,7 @@ class PointEvaluator:
             "displacement_faithful": displacement.total.faithful(),
             "weight_update_s": round(t1 - t0, 3),
             "generation_s": round(t2 - t1, 3),
+            "generation": {k: round(v, 3) for k, v in asdict(self.engine.last_stats).items()},
             "judge_coherence_s": round(t3 - t2, 3),
             "coherence_threshold": self.threshold,
         } | ({"capability": capability, "capability_s": round(t4 - t3, 3)} if capability else {})
@@ -493,6 +495,7 @@ class PointEvaluator:
             weight_update_s=t1 - t0,
             generation_s=t2 - t1,
             tokens=sum(r["tokens"] for r in records),
+            generation=self.engine.last_stats,
         )
         return PointResult(records, point_record, outcome)
 
