@@ -142,7 +142,7 @@ _EVALUATION_OPTIONS = [
         type=click.IntRange(1, 256),
         default=None,
         help="Prompts decoded together in one llama.cpp context "
-        "[default: the most that fit in a quarter of free memory, at most 64].",
+        "[default: the most that fit in a quarter of free memory, at most 128].",
     ),
     threads_option,
     click.option("--n-gpu-layers", type=click.IntRange(min=0), default=0, show_default=True),
@@ -169,7 +169,9 @@ _EVALUATION_OPTIONS = [
         type=click.IntRange(min=0),
         default=4096,
         show_default=True,
-        help="MiB for caching weights and directions between points.",
+        help="MiB for keeping random directions in memory between points; directions "
+        "that do not fit are drawn again, block by block, at every point (slower, but a "
+        "tensor's direction is never held whole: 0 gives the least memory).",
     ),
     click.option(
         "--out",

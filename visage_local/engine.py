@@ -16,6 +16,13 @@ so ``refresh_weights`` reloads the model from the file instead.
 Shared prefix: the tokens every prompt of a group starts with (the chat
 template's system prompt and turn markers) are evaluated once, on one
 sequence, and their keys and values copied to the other sequences.
+
+KV streams: each sequence has a KV stream of its own, and a decode call costs
+attention over every stream between the lowest and the highest sequence it
+feeds. When early stop ends sequences, the active ones are moved into the
+lowest streams and fed in stream order (``_compact``), so a point whose aligned
+model refuses most prompts within a few tokens decodes its remaining answers at
+the cost of their own number, not of the whole group.
 """
 
 from __future__ import annotations

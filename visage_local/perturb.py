@@ -4,9 +4,10 @@ For every perturbed tensor: dequantise to float32, add the scaled directions,
 quantise back with ggml's kernel, to the tensor's own type (requant mode
 ``same``) or to a finer one (``q8_0``, ``f16``). Excluded tensors and, in
 ``same`` mode, the origin (a = b = 0) keep their original bytes untouched. One
-tensor is processed at a time, its rows in chunks on parallel threads, so only
-one tensor's direction is held in float32 at once, unless a cache budget
-allows keeping the directions in memory.
+tensor is processed at a time, its rows in chunks on parallel threads. A cache
+budget keeps directions in memory between points; random directions that do
+not fit it are drawn block by block (about 16 MiB of rows at a time) at every
+point, so no tensor's direction is ever held whole.
 
 Requantisation does not move a tensor exactly by a*d1 + b*d2. For every point
 the Displacement figures compare the displacement applied, deq(W_point) -
@@ -215,7 +216,12 @@ class Perturbation:
 
     def _streamed(self, info: TensorInfo) -> bool:
         """True when the tensor's directions are drawn in blocks of rows at every point:
-        they are random (so a block can be drawn alone) and would not fit the cache."""
+        they are random (so a block can be drawn alone) and would not fit the cache.
+
+        The first point draws them twice (once for their norm, whose factor is kept,
+        once to move the weights); later points once, without the norms the whole
+        route computes again (Qwen2.5 0.5B, no cache: 10.6 s a point against 14.1 s).
+        """
         if info.name in self._cache:
             return False
         if info.name in self._scales:
