@@ -68,7 +68,7 @@ class Generation:
 class GenerationStats:
     """Where the time of one ``generate`` call went: prompt evaluation and decode steps."""
 
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # tokens evaluated: a shared prefix counts once
     prefill_s: float = 0.0
     decode_steps: int = 0
     decode_tokens: int = 0  # sequences fed, summed over steps
@@ -406,7 +406,8 @@ class Engine:
             start = time.perf_counter()
             first_logits = self._prefill_shared(batch, [list(p) for p in prompts])
             self.last_stats.prefill_s += time.perf_counter() - start
-            self.last_stats.prefill_tokens += sum(len(p) for p in prompts)
+            shared = shared_prefix_length(prompts) if n > 1 else 0
+            self.last_stats.prefill_tokens += sum(len(p) for p in prompts) - (n - 1) * shared
             return self._decode_loop(batch, prompts, first_logits, max_new_tokens, settled)
         finally:
             llama_cpp.llama_batch_free(batch)

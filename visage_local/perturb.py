@@ -263,10 +263,10 @@ class Perturbation:
 
     def origin_bytes(self, info: TensorInfo) -> np.ndarray:
         """The tensor at the origin in its output type (the original bytes when unchanged)."""
-        raw = self.model.raw(info)
+        raw = self.model.raw(info)  # a copy read from the file
         qtype = self.output_type(info)
         if qtype == info.qtype:
-            return np.array(raw)
+            return raw
         values = quant.dequantize(raw, info.qtype, info.n_per_row, self.threads)
         return quant.quantize(values, qtype, self.threads)
 
