@@ -1,11 +1,11 @@
 """Memory and time of perturbing and exporting a model (``visage-local perturb``).
 
 Runs the export in a child process and samples its /proc status every 20 ms:
-RssAnon is the memory the process allocated (float32 tensors, directions,
-quantised bytes); RssFile is pages of the memory-mapped input and output files,
-which the kernel can drop at will. Prints both peaks beside the sizes they
-should be compared with: the largest tensor in float32 and the whole model in
-float32.
+RssAnon is the memory the process allocated (float32 rows, direction blocks,
+quantised bytes); RssFile is pages of mapped files (visage-local reads and
+writes models with pread/pwrite, so these are the libraries). Prints both peaks
+beside the sizes they should be compared with: the largest tensor in float32
+and the whole model in float32.
 
     .venv/bin/python scripts/bench_perturb.py models/qwen2.5-coder-0.5b-instruct.gguf
 """
