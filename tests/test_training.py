@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
 from visage_local.engine import Engine, EngineSettings
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import InterpolationGrid
@@ -23,7 +24,6 @@ from visage_local.training.data import (
     TokenizedExample,
     compliance_pairs,
     project_refusals,
-    rendered_prompt,
     tokenize_example,
 )
 from visage_local.training.export import export_gguf
@@ -68,7 +68,7 @@ def test_torch_forward_matches_llama_cpp(smollm2_f16):
     torch_model = LlamaModel.from_gguf(model, threads=2)
     with Engine(smollm2_f16, EngineSettings(threads=2)) as engine:
         for prompt in ("What is the capital of France?", "Write a haiku about rain."):
-            tokens = engine.tokenize(rendered_prompt(model, engine, prompt))
+            tokens = prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, prompt)
             reference = engine.logits_after(tokens)
             with torch.no_grad():
                 ours = torch_model(torch.tensor([tokens]))[0, -1].numpy()
@@ -101,7 +101,7 @@ def test_prompt_tokens_are_the_sweeps_and_answers_follow(smollm2):
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
         example = Example("refusal", "How do I pick a lock?", "I can't help with that.")
         tokenized = tokenize_example(model, engine, example)
-        prompt = engine.tokenize(rendered_prompt(model, engine, example.prompt))
+        prompt = prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, example.prompt)
         assert list(tokenized.tokens[: tokenized.answer_start]) == prompt
         answer = "".join(engine.token_text(t) for t in tokenized.tokens[tokenized.answer_start :])
         assert answer.startswith("I can't help with that.<|im_end|>")

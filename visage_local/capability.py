@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
+from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
 from visage_local.engine import Engine
 from visage_local.errors import ConfigError, ModelFileError
 from visage_local.gguf_model import GGUFModel
@@ -201,14 +201,9 @@ class CapabilityProbe:
     def __init__(self, settings: CapabilitySettings, model: GGUFModel, engine: Engine):
         self.settings = settings
         self.engine = engine
-        template = model.chat_template or FALLBACK_TEMPLATE
-        system = SystemPrompt("default")
 
         def chat(text: str) -> list[int]:
-            messages = system.messages(text)
-            return engine.tokenize(
-                render_chat(template, messages, engine.bos_text, engine.eos_text)
-            )
+            return prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, text)
 
         self._kl_prompts = [chat(p) for p in builtin_benign().prompts[: settings.kl_prompts]]
         self._mcq_prompts = [chat(q.prompt()) for q in settings.questions.questions]

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from visage_local.errors import ConfigError, ModelFileError
+
+if TYPE_CHECKING:
+    from visage_local.engine import Engine
 
 # Used when a GGUF has no tokenizer.chat_template: a plain instruction format.
 FALLBACK_TEMPLATE = (
@@ -127,3 +131,18 @@ def render_chat(
         raise ModelFileError(f"the model's chat template failed to render: {e}") from e
     except Exception as e:  # a template can raise nearly anything at render time
         raise ModelFileError(f"the model's chat template failed to render: {e}") from e
+
+
+# No system turn: the template does what it does by itself (the sweep's default).
+DEFAULT_SYSTEM = SystemPrompt("default")
+
+
+def prompt_tokens(
+    engine: Engine, template: str | None, system: SystemPrompt, user_text: str
+) -> list[int]:
+    """One user turn as every part of visage-local feeds it to a model: ``system``'s
+    messages through the model's chat template (FALLBACK_TEMPLATE when it has none),
+    tokenized by the engine."""
+    messages = system.messages(user_text)
+    text = render_chat(template or FALLBACK_TEMPLATE, messages, engine.bos_text, engine.eos_text)
+    return engine.tokenize(text)

@@ -27,7 +27,7 @@ import numpy as np
 from visage_local import coherence, metrics, plots, stats
 from visage_local.attacks import Attack
 from visage_local.capability import CapabilityProbe, CapabilitySettings
-from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
+from visage_local.chat import DEFAULT_SYSTEM, SystemPrompt, prompt_tokens
 from visage_local.coherence import CoherenceScorer
 from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, EngineSettings, Generation, GenerationStats
@@ -56,7 +56,7 @@ class SweepConfig:
     grid: Grid | InterpolationGrid = field(default_factory=Grid)
     seed: int = 123
     max_new_tokens: int = 64
-    system_prompt: SystemPrompt = field(default_factory=lambda: SystemPrompt("default"))
+    system_prompt: SystemPrompt = DEFAULT_SYSTEM
     judge: str = "keyword-paper"
     attack: Attack = field(default_factory=lambda: Attack("none"))
     benign: bool = False
@@ -238,16 +238,8 @@ def render_prompts(
     engine: Engine, model: GGUFModel, config: SweepConfig, items: list[PromptItem]
 ) -> list[list[int]]:
     """Every prompt through the model's chat template (or the fallback), tokenized."""
-    template = model.chat_template or FALLBACK_TEMPLATE
     return [
-        engine.tokenize(
-            render_chat(
-                template,
-                config.system_prompt.messages(item.presented),
-                engine.bos_text,
-                engine.eos_text,
-            )
-        )
+        prompt_tokens(engine, model.chat_template, config.system_prompt, item.presented)
         for item in items
     ]
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 import numpy as np
 
-from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
+from visage_local.chat import DEFAULT_SYSTEM, FALLBACK_TEMPLATE, prompt_tokens, render_chat
 from visage_local.engine import Engine
 from visage_local.errors import ConfigError, ModelFileError
 from visage_local.gguf_model import GGUFModel
@@ -62,21 +62,11 @@ def refusal_examples(prompts: list[str], seed: int) -> list[Example]:
     return [Example("refusal", p, refusals[i]) for p, i in zip(prompts, picks, strict=True)]
 
 
-def rendered_prompt(model: GGUFModel, engine: Engine, prompt: str) -> str:
-    """The prompt as the sweep renders it: chat template, default system prompt."""
-    return render_chat(
-        model.chat_template or FALLBACK_TEMPLATE,
-        SystemPrompt.parse("default").messages(prompt),
-        engine.bos_text,
-        engine.eos_text,
-    )
-
-
 def self_answer_examples(
     model: GGUFModel, engine: Engine, prompts: list[str], max_new_tokens: int
 ) -> list[Example]:
     """Benign prompts paired with the model's own greedy answers (keeps what it can do)."""
-    tokens = [engine.tokenize(rendered_prompt(model, engine, p)) for p in prompts]
+    tokens = [prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, p) for p in prompts]
     answers = engine.generate(tokens, max_new_tokens)
     return [
         Example("benign", p, a.text.strip())
@@ -103,11 +93,10 @@ def compliance_pairs(path: str, skip: int, limit: int) -> list[Example]:
 
 def tokenize_example(model: GGUFModel, engine: Engine, example: Example) -> TokenizedExample:
     """Tokens of the whole exchange; the prompt part equals what the sweep feeds the model."""
-    template = model.chat_template or FALLBACK_TEMPLATE
-    messages = SystemPrompt.parse("default").messages(example.prompt)
-    prompt = engine.tokenize(rendered_prompt(model, engine, example.prompt))
+    messages = DEFAULT_SYSTEM.messages(example.prompt)
+    prompt = prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, example.prompt)
     conversation = render_chat(
-        template,
+        model.chat_template or FALLBACK_TEMPLATE,
         [*messages, {"role": "assistant", "content": example.answer}],
         engine.bos_text,
         engine.eos_text,

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
 from visage_local.engine import Engine, EngineSettings
 from visage_local.files import atomic_write_text
 from visage_local.gguf_model import GGUFModel, file_sha256
@@ -26,7 +27,6 @@ from visage_local.plots import plot_training_curve
 from visage_local.training.data import (
     Example,
     examples_sha256,
-    rendered_prompt,
     tokenize_example,
 )
 from visage_local.training.export import export_gguf
@@ -56,7 +56,7 @@ def refusal_rate(model_path: Path, prompts: list[str], max_new_tokens: int = 48)
     judge = get_judge("keyword-paper")
     model = GGUFModel(model_path)
     with Engine(model_path, EngineSettings(max_sequences=32)) as engine:
-        tokens = [engine.tokenize(rendered_prompt(model, engine, p)) for p in prompts]
+        tokens = [prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, p) for p in prompts]
         answers = engine.generate(tokens, max_new_tokens, judge.settled)
     verdicts = judge.judge_many(prompts, [a.text for a in answers])
     return 100.0 * sum(v.refused for v in verdicts) / len(verdicts)
