@@ -4,10 +4,10 @@ For each model, in one run, side by side, on the same 3 grid points:
 
 1. baseline: write the perturbed GGUF, load it with ``llama_cpp.Llama``, then
    ``create_chat_completion`` one prompt at a time (greedy);
-2. engine: visage-local's route: rewrite the weights in the memory-mapped scratch
-   copy, then batched greedy generation with early stop; once with the default
-   direction cache (4 GiB) and once with none (``--memory-budget 0``), which
-   trades weight-update time for memory;
+2. engine: visage-local's route: rewrite the weights in the scratch copy llama.cpp
+   maps, then batched greedy generation with early stop; once with the default
+   direction cache (4 GiB), once with none (``--memory-budget 0``), which trades
+   weight-update time for memory, and once with flash attention (``--flash-attn``);
 3. ceiling: llama.cpp's decode rate at batch sizes 1-80 and its prompt rate, through
    the low-level API with no per-token Python work; the engine's own prefill and
    decode rates (from its per-call timings) are compared with them at the engine's
@@ -76,7 +76,12 @@ def run_baseline(model_path: Path, prompts: list[str], max_new_tokens: int, thre
 
 
 def run_engine(
-    model_path: Path, prompts: list[str], max_new_tokens: int, threads: int, budget_mb: int
+    model_path: Path,
+    prompts: list[str],
+    max_new_tokens: int,
+    threads: int,
+    budget_mb: int,
+    flash_attn: bool = False,
 ) -> list:
     from visage_local.engine import EngineSettings
     from visage_local.grid import Grid
@@ -89,7 +94,7 @@ def run_engine(
         prompts=PromptSet("bench", tuple(prompts)),
         grid=Grid(1, 2, ALPHAS[-1]),
         max_new_tokens=max_new_tokens,
-        engine=EngineSettings(threads=threads),
+        engine=EngineSettings(threads=threads, flash_attn=flash_attn),
         memory_budget_mb=budget_mb,
         coherence=False,  # the baseline route does not score coherence either
     )
@@ -191,6 +196,8 @@ def child(args) -> None:
         rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads, 4096)
     elif args.child == "engine-nocache":
         rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads, 0)
+    elif args.child == "engine-flash":
+        rows = run_engine(args.model, prompts, args.max_new_tokens, args.threads, 4096, True)
     else:
         rows = run_ceiling(args.model, 16, args.threads)
     print(json.dumps(rows))
@@ -210,8 +217,7 @@ def _spawn(route: str, model: Path, args) -> list:
 def report(
     name: str,
     baseline: list,
-    engine: list,
-    nocache: list,
+    routes: dict[str, list],
     ceiling: list,
     model_mib: float,
     kv_mib: float,
@@ -222,15 +228,13 @@ def report(
         "alpha  route     update_s  generate_s  tokens  tok/s  peak_RSS_MiB  "
         "point_s  baseline/engine  update_share  verdicts_agree"
     )
-    engine_by_alpha = {r["alpha"]: r for r in engine}
     for b in baseline:
-        e = engine_by_alpha[b["alpha"]]
         b_total = b["update_s"] + b["generate_s"]
-        e_total = e["update_s"] + e["generate_s"]
-        n = next(r for r in nocache if r["alpha"] == b["alpha"])
-        n_total = n["update_s"] + n["generate_s"]
-        routes = (("baseline", b, b_total), ("engine", e, e_total), ("no-cache", n, n_total))
-        for route, r, total in routes:
+        rows = [("baseline", b, b_total)]
+        for route, measured in routes.items():
+            r = next(r for r in measured if r["alpha"] == b["alpha"])
+            rows.append((route, r, r["update_s"] + r["generate_s"]))
+        for route, r, total in rows:
             extra = (
                 f"{b_total / total:15.1f}  {r['update_s'] / total:12.0%}  "
                 f"{sum(x == y for x, y in zip(b['refused'], r['refused'], strict=True))}"
@@ -250,7 +254,7 @@ def report(
         f"({pp_rate:.0f} tok/s, 64 x 20 tokens); decode tokens/s against llama.cpp's at the "
         "engine's mean batch"
     )
-    for e in engine:
+    for e in routes["engine"]:
         st = e["stats"]
         decode_rate = st["decode_tokens"] / st["decode_s"]
         mean_batch = st["decode_tokens"] / st["decode_steps"]
@@ -271,13 +275,16 @@ def report(
         "cells) "
         f"= {2 * model_mib + kv_mib:.0f} MiB"
     )
-    asr = [100 * (1 - sum(r["refused"]) / len(r["refused"])) for r in engine]
-    print(f"engine ASR per point: {', '.join(f'{a:.1f}' for a in asr)}")
+    for route, measured in routes.items():
+        asr = [100 * (1 - sum(r["refused"]) / len(r["refused"])) for r in measured]
+        print(f"{route} ASR per point: {', '.join(f'{a:.1f}' for a in asr)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", choices=["baseline", "engine", "engine-nocache", "ceiling"])
+    parser.add_argument(
+        "--child", choices=["baseline", "engine", "engine-nocache", "engine-flash", "ceiling"]
+    )
     parser.add_argument("--model", type=Path, action="append")
     parser.add_argument("--prompts", type=Path)
     parser.add_argument("--limit", type=int, default=80)
@@ -302,13 +309,16 @@ def main() -> None:
     )
     for model in models:
         baseline = _spawn("baseline", model, args)
-        engine = _spawn("engine", model, args)
-        nocache = _spawn("engine-nocache", model, args)
+        routes = {
+            "engine": _spawn("engine", model, args),
+            "no-cache": _spawn("engine-nocache", model, args),
+            "flash": _spawn("engine-flash", model, args),
+        }
         ceiling = _spawn("ceiling", model, args)
         # llama.cpp gives each sequence's KV stream at least 256 cells (docs/NOTES.md)
         kv_mib = kv_bytes_per_token(GGUFModel(model)) * args.limit * 256 / (1 << 20)
         model_mib = model.stat().st_size / (1 << 20)
-        report(model.name, baseline, engine, nocache, ceiling, model_mib, kv_mib, args.limit)
+        report(model.name, baseline, routes, ceiling, model_mib, kv_mib, args.limit)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,12 @@ def test_sweep_command_prints_a_table_and_writes_the_folder(tmp_path):
     assert result.exit_code == 0, result.output
     assert "VISAGE" in result.output and "origin ASR" in result.output
     assert json.loads((out / "summary.json").read_text())["n_prompts"] == 3
+    result = run(
+        "sweep", "--steps", "2", "--limit", "3", "--max-new-tokens", "8", "--threads", "2",
+        "--flash-attn", "--out", tmp_path / "flash",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "flash" / "summary.json").read_text())["flash_attn"] is True
 
 
 def test_architecture_llama_cpp_cannot_load_is_a_one_line_error(tiny_gguf, tmp_path):

@@ -222,3 +222,22 @@ def test_finished_sequences_free_their_kv_streams_without_changing_answers(smoll
     assert all(g.stop_reason != "settled" for g in compacted[4:])
     assert moved[-1] == 1  # two active sequences, now in streams 0 and 1
     assert [g.tokens for g in compacted] == [g.tokens for g in in_place]
+
+
+def test_flash_attention_is_deterministic_and_close_to_the_default_kernels(smollm2):
+    model = GGUFModel(smollm2)
+    runs = {}
+    for flash in (False, True, True):
+        with Engine(smollm2, EngineSettings(threads=2, flash_attn=flash)) as engine:
+            tokens = _chat_tokens(engine, model, PROMPTS)
+            logits = np.stack([engine.logits_after(t) for t in tokens])
+            answers = [g.tokens for g in engine.generate(tokens, 12)]
+        if flash in runs:  # the second flash run: the same answers and logits
+            assert answers == runs[flash][1]
+            assert np.array_equal(logits, runs[flash][0])
+        runs[flash] = (logits, answers)
+    (plain, _), (flash, _) = runs[False], runs[True]
+    assert not np.array_equal(plain, flash)  # other kernels
+    assert np.abs(plain - flash).max() < 1.0  # as batched and single evaluation differ
+    for row, top in zip(plain, flash.argmax(axis=1), strict=True):  # near ties may swap
+        assert row[top] >= np.sort(row)[-3]

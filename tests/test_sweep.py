@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -102,7 +103,12 @@ def test_a_different_configuration_is_refused_unless_overwritten(smollm2, tmp_pa
     with pytest.raises(ConfigError, match="seed"):
         run_sweep(_config(smollm2, n_prompts=2, seed=7), tmp_path / "run")
     summary = run_sweep(_config(smollm2, n_prompts=2, seed=7), tmp_path / "run", overwrite=True)
-    assert summary["seed"] == 7
+    assert summary["seed"] == 7 and summary["flash_attn"] is False
+    flash = replace(
+        _config(smollm2, n_prompts=2, seed=7), engine=EngineSettings(2, flash_attn=True)
+    )
+    with pytest.raises(ConfigError, match="flash_attn"):
+        run_sweep(flash, tmp_path / "run")
 
 
 def test_system_prompt_none_and_text_reach_the_template(smollm2, tmp_path):

@@ -82,11 +82,14 @@ class GenerationStats:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How llama.cpp runs: threads, GPU layers, and how many sequences decode together."""
+    """How llama.cpp runs: threads, GPU layers, how many sequences decode together, and
+    whether attention uses llama.cpp's flash-attention kernels (off, as in
+    ``llama_cpp.Llama``: they are faster but round differently)."""
 
     threads: int = max(1, os.cpu_count() or 1)
     n_gpu_layers: int = 0
     max_sequences: int = 128
+    flash_attn: bool = False
 
 
 class Engine:
@@ -143,8 +146,11 @@ class Engine:
         params.n_threads = self.settings.threads
         params.n_threads_batch = self.settings.threads
         params.no_perf = True
-        # As llama_cpp.Llama does by default: attention in float32, no flash-attention kernel.
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if self.settings.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
             raise ModelFileError(

@@ -132,26 +132,30 @@ def plan(grid: Grid) -> list[Point]:
 
 def result_config(config: SweepConfig, model: GGUFModel) -> dict:
     """The settings that determine a sweep's results (hashed to guard resumes)."""
-    return {
-        "model_sha256": model.sha256,
-        **config.grid.describe(),
-        "seed": config.seed,
-        "directions": _directions_setting(config, model),
-        "prompts_sha256": config.prompts.sha256,
-        "n_prompts": len(config.prompts.prompts),
-        "judge": config.judge,
-        "system_prompt": config.system_prompt.label(),
-        "system_prompt_text": config.system_prompt.text,
-        "attack": config.attack.label(),
-        "attack_sha256": config.attack.sha256,
-        "benign_sha256": config.benign_prompts.sha256 if config.benign else None,
-        "coherence": _coherence_method() if config.coherence else None,
-        "max_new_tokens": config.max_new_tokens,
-        "early_stop": config.early_stop,
-        "requant": config.requant,
-        "batch_size": config.engine.max_sequences,
-        "versions": versions(),
-    } | ({"capability": config.capability.describe()} if config.capability else {})
+    return (
+        {
+            "model_sha256": model.sha256,
+            **config.grid.describe(),
+            "seed": config.seed,
+            "directions": _directions_setting(config, model),
+            "prompts_sha256": config.prompts.sha256,
+            "n_prompts": len(config.prompts.prompts),
+            "judge": config.judge,
+            "system_prompt": config.system_prompt.label(),
+            "system_prompt_text": config.system_prompt.text,
+            "attack": config.attack.label(),
+            "attack_sha256": config.attack.sha256,
+            "benign_sha256": config.benign_prompts.sha256 if config.benign else None,
+            "coherence": _coherence_method() if config.coherence else None,
+            "max_new_tokens": config.max_new_tokens,
+            "early_stop": config.early_stop,
+            "requant": config.requant,
+            "batch_size": config.engine.max_sequences,
+            "versions": versions(),
+        }
+        | ({"capability": config.capability.describe()} if config.capability else {})
+        | ({"flash_attn": True} if config.engine.flash_attn else {})
+    )
 
 
 class StopRequest:
@@ -683,6 +687,7 @@ def _summary(config, model, store, points, started, complete, progress) -> tuple
         "early_stop": config.early_stop,
         "requant": config.requant,
         "batch_size": config.engine.max_sequences,
+        "flash_attn": config.engine.flash_attn,
         **landscape_figures(rows, records, config.grid, config.seed),
         "points": rows,
         "n_points_planned": len(points),
