@@ -74,11 +74,6 @@ class GenerationStats:
     decode_tokens: int = 0  # sequences fed, summed over steps
     decode_s: float = 0.0
 
-    @property
-    def mean_batch(self) -> float:
-        """Sequences per decode step, on average."""
-        return self.decode_tokens / self.decode_steps if self.decode_steps else 0.0
-
 
 @dataclass(frozen=True)
 class EngineSettings:
