@@ -10,7 +10,6 @@ import click
 
 from visage_local import __version__
 from visage_local.errors import VisageError
-from visage_local.quant import UnsupportedTensorType
 
 from .compare_cmd import compare_command
 from .inspect_cmd import inspect_command
@@ -33,8 +32,6 @@ class _Group(click.Group):
             raise
         except VisageError as e:
             _fail(str(e), e.exit_code, debug)
-        except UnsupportedTensorType as e:
-            _fail(str(e), 1, debug)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 _fail(

@@ -11,6 +11,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from visage_local import ggml
+from visage_local.errors import ModelFileError
 
 # The types a perturbed tensor can be read in and written back to.
 SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(
@@ -34,7 +35,7 @@ SUPPORTED_TYPES: frozenset[GGMLQuantizationType] = frozenset(
 )
 
 
-class UnsupportedTensorType(ValueError):
+class UnsupportedTensorType(ModelFileError):
     """A tensor's type cannot be dequantised or requantised by visage-local."""
 
 
@@ -49,7 +50,7 @@ def check_supported(name: str, qtype: GGMLQuantizationType) -> None:
         supported = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
         raise UnsupportedTensorType(
             f"tensor {name!r} has type {qtype.name}, which visage-local cannot requantise "
-            f"(supported: {supported}); exclude it with --exclude if it should not be perturbed"
+            f"(supported: {supported})"
         )
 
 
