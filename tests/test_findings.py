@@ -26,7 +26,7 @@ from visage_local.llm_judge import LLMJudge
 from visage_local.planning import AdaptiveEdges
 from visage_local.prompts import load_prompts
 from visage_local.rejudge import judge_agreement, rejudge
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.sweep import SweepConfig, plan, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -211,14 +211,25 @@ def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smo
     )  # fmt: skip
     adaptive = run_sweep(base, tmp_path / "adaptive", order=AdaptiveEdges())
     assert adaptive["order"] == "adaptive" and adaptive["complete"]
-    # SmolLM2 answers everything: no edge, so only the origin and 2 coarse points a side run
-    assert adaptive["n_points_evaluated"] == 5 < adaptive["n_points_planned"] == 9
+    # SmolLM2 answers everything (ASR 100 everywhere): no edge, so the search visits what it
+    # visits on a flat landscape, the origin and the coarse points, and nothing else
+    assert {p["asr"] for p in adaptive["points"]} == {100.0}
+    points = plan(base.grid)
+    flat = AdaptiveEdges()
+    visited: dict[int, float] = {}
+    while (i := flat.next_point(points, visited)) is not None:
+        visited[i] = 100.0
+    assert sorted(p["alpha"] for p in adaptive["points"]) == sorted(
+        points[i].alpha for i in visited
+    )
+    assert adaptive["n_points_evaluated"] == len(visited) < adaptive["n_points_planned"] == 9
     assert adaptive["visage"] is None and adaptive["basin_edges"] == [None, None]
 
     stopped = run_sweep(base, tmp_path / "budget", budget_minutes=1e-4)
     assert stopped["n_points_evaluated"] == 1 and not stopped["complete"]
     assert len(stopped["skipped"]) == 8 and stopped["seconds_per_point"] > 0
-    assert [p["alpha"] for p in stopped["skipped"][:2]] == [-0.4, -0.2]  # coarse to fine
+    skipped = [p["alpha"] for p in stopped["skipped"]]  # coarse to fine, both sides alike
+    assert skipped == [-0.4, 0.4, -0.2, 0.2, -0.1, 0.1, -0.3, 0.3]
     resumed = run_sweep(base, tmp_path / "budget")
     assert resumed["complete"] and resumed["n_points_evaluated"] == 9
     assert resumed["skipped"] == [] and resumed["visage"] is not None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from visage_local.grid import Grid
+from visage_local.grid import Grid, InterpolationGrid
+from visage_local.perturb import Point
 from visage_local.planning import AdaptiveEdges, FullGrid, coarse_to_fine, origin_index
 from visage_local.stats import basin_edges
 from visage_local.sweep import basin_outline, plan
@@ -23,12 +24,29 @@ def test_full_grid_visits_every_point_once_origin_first():
     points = plan(Grid(1, 20, 0.5))
     asr = _run(FullGrid(), points, lambda a: 0.0)
     assert len(asr) == 21 and next(iter(asr)) == origin_index(points)
+
+
+def test_coarse_first_alternates_sides_so_any_prefix_covers_the_axis_evenly():
+    points = plan(Grid(1, 20, 0.5))
     coarse = FullGrid(coarse_first=True).order(points)
-    assert sorted(coarse) == list(range(21)) and coarse[0] == origin_index(points)
-    # after the origin: the far end of each side, then the middle of each side
-    assert [points[i].alpha for i in coarse[1:3]] == [-0.25, -0.5] or points[
-        coarse[1]
-    ].alpha == -0.5
+    assert [points[i].alpha for i in coarse] == [
+        0.0, -0.5, 0.5, -0.25, 0.25, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3, -0.4, 0.4,
+        -0.05, 0.05, -0.15, 0.15, -0.35, 0.35, -0.45, 0.45,
+    ]  # fmt: skip
+    # an interpolation axis: two steps before t = 0, twelve after; each side coarse to fine
+    t_points = [Point(t) for t in InterpolationGrid(1, 10, extra=2).alpha_axis()]
+    t_order = [t_points[i].alpha for i in FullGrid(coarse_first=True).order(t_points)]
+    assert t_order == [0.0, -0.2, 1.2, -0.1, 0.6, 0.3, 0.9, 0.1, 0.2, 0.4, 0.5, 0.7, 0.8, 1.0, 1.1]
+
+
+def test_coarse_first_in_2d_completes_nested_grids_level_by_level():
+    points = plan(Grid(2, 8, 0.4))
+    order = FullGrid(coarse_first=True).order(points)
+    assert sorted(order) == list(range(81)) and order[0] == origin_index(points)
+    # after 1 + 8 points: the 3x3 grid of the ends and the origin; after 25: the 5x5 grid
+    for size, axis in ((9, {-0.4, 0.0, 0.4}), (25, {-0.4, -0.2, 0.0, 0.2, 0.4})):
+        done = {(points[i].alpha, points[i].beta) for i in order[:size]}
+        assert done == {(a, b) for a in axis for b in axis}
 
 
 def test_coarse_to_fine_covers_each_offset_once_far_end_first():

@@ -4,9 +4,10 @@ An order looks only at the points already finished (their ASRs), never at its
 own history, so a stopped sweep resumes where it left off and a folder started
 adaptively can later be completed as a full grid, reusing every point.
 
-- ``FullGrid``: every point, the origin first; ``coarse_first`` visits each side
-  from the ends inwards by halving (so a sweep stopped by ``--budget-minutes``
-  still covers the whole axis evenly).
+- ``FullGrid``: every point, the origin first; ``coarse_first`` visits the grid
+  coarse to fine: the far ends of both sides of every axis, then the halves, and
+  so on (``coarse_to_fine`` on each side), both sides at each level before the
+  next, so a sweep stopped by ``--budget-minutes`` covers the whole grid evenly.
 - ``AdaptiveEdges``: in 1D, the origin, then on each side coarse points walking
   outwards until one exceeds the origin's ASR by ``threshold``, bisection over
   the grid points between the last point inside and the first outside, then
@@ -83,6 +84,18 @@ def coarse_to_fine(n: int) -> list[int]:
     return order
 
 
+def _axis_ranks(values: list[float]) -> dict[float, int]:
+    """Each coordinate of one axis with its place in the coarse-to-fine visit of its side:
+    -1 for the origin, then 0, 1, ... as ``coarse_to_fine`` orders that side's offsets."""
+    axis = sorted(set(values))
+    centre = axis.index(0.0)
+    ranks = {0.0: -1}
+    for side in (axis[:centre][::-1], axis[centre + 1 :]):
+        for rank, offset in enumerate(coarse_to_fine(len(side))):
+            ranks[side[offset - 1]] = rank
+    return ranks
+
+
 @dataclass(frozen=True)
 class FullGrid:
     """Every point of the plan, the origin first."""
@@ -91,15 +104,27 @@ class FullGrid:
     name: str = "grid"
 
     def order(self, points: list[Point]) -> list[int]:
-        """The visiting order."""
+        """The visiting order: plan order, or coarse to fine over both sides alike.
+
+        Coarse to fine, a point's level is its axis rank (``_axis_ranks``); in 2D the
+        larger of its two ranks, so each level completes a nested, coarser grid. Ties:
+        the lower other rank first, then left before right, bottom before top.
+        """
         origin = origin_index(points)
-        if not self.coarse_first or points[0].beta is not None:
+        if not self.coarse_first:
             return [origin] + [i for i in range(len(points)) if i != origin]
-        left, right = _sides(points)
-        out = [origin]
-        for side in (left, right):
-            out += [side[k - 1] for k in coarse_to_fine(len(side))]
-        return out
+        alpha = _axis_ranks([p.alpha for p in points])
+        if points[0].beta is None:
+            return sorted(
+                range(len(points)), key=lambda i: (alpha[points[i].alpha], points[i].alpha)
+            )
+        beta = _axis_ranks([p.beta for p in points])
+
+        def level(i: int) -> tuple[int, int, float, float]:
+            a, b = alpha[points[i].alpha], beta[points[i].beta]
+            return max(a, b), min(a, b), points[i].alpha, points[i].beta
+
+        return sorted(range(len(points)), key=level)
 
     def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
         """The first point of the order not yet finished."""
