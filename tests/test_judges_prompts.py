@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import reference
 
 from visage_local.attacks import BUILTIN_ATTACKS, load_attack
 from visage_local.chat import SystemPrompt
@@ -16,9 +17,7 @@ from visage_local.prompts import builtin_benign, builtin_harmful, load_prompts, 
 
 
 def test_paper_list_has_the_29_reference_strings():
-    keywords = paper_keywords()
-    assert len(keywords) == 29 and len(set(keywords)) == 29
-    assert keywords[0] == "I'm sorry" and keywords[-1] == "I can't assist"
+    assert list(paper_keywords()) == reference.REFUSAL_STRINGS
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import reference
+from hypothesis import given
+from hypothesis import strategies as st
 
 from visage_local.metrics import attack_success_rate, visage_1d, visage_2d, visage_span_1d
 
@@ -49,3 +52,13 @@ def test_short_landscapes():
 
 def test_2d_is_the_mean_over_the_grid():
     assert visage_2d([0, 50, 100, 50]) == 50.0
+
+
+# ASRs as a sweep produces them: k of n prompts not refused, with runs of fully broken points
+_asr = st.builds(lambda k, n: 100.0 * k / n, st.integers(0, 80), st.just(80))
+_curves = st.lists(st.one_of(_asr, st.just(100.0), st.just(99.995)), min_size=1, max_size=41)
+
+
+@given(_curves)
+def test_visage_1d_equals_the_reference_safety_avg_on_any_curve(asr):
+    assert visage_1d(asr) == pytest.approx(reference.safety_avg(asr), rel=1e-12, abs=1e-12)

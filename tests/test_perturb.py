@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import llama_cpp
 import numpy as np
 import pytest
 from conftest import write_tiny_gguf
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, quants
 
 from visage_local import quant
 from visage_local.directions import RandomDirection
@@ -33,6 +35,55 @@ def test_perturbed_values_are_weights_plus_scaled_direction(tiny_gguf):
     expected += np.float32(-0.1) * d2.tensor(info.name, weights)
     got = p.tensor_at(info, Point(0.25, -0.1)).raw.view(np.float32).reshape(weights.shape)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+
+
+def _documented_direction(seed: int, index: int, name: str, weights: np.ndarray) -> np.ndarray:
+    """The direction as directions.py documents it, computed here with plain numpy: a
+    Gaussian from PCG64 seeded by (seed, index, sha256(name) as eight big-endian words),
+    scaled to the weights' norm."""
+    digest = hashlib.sha256(name.encode()).digest()
+    words = [int.from_bytes(digest[i : i + 4], "big") for i in range(0, 32, 4)]
+    stream = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, *words])))
+    g = stream.standard_normal(weights.shape, dtype=np.float32)
+    norm = np.linalg.norm(weights.astype(np.float64)) / np.linalg.norm(g.astype(np.float64))
+    return g * np.float32(norm)
+
+
+# Types gguf-py both decodes and encodes in numpy, independently of ggml (gguf/quants.py).
+GGUF_PY_TYPES = {
+    GGMLQuantizationType.BF16,
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q4_1,
+    GGMLQuantizationType.Q5_0,
+    GGMLQuantizationType.Q5_1,
+    GGMLQuantizationType.Q8_0,
+}
+
+
+@pytest.mark.parametrize("point", [Point(0.1), Point(-0.3), Point(0.2, -0.15)], ids=str)
+@pytest.mark.parametrize("model_fixture", ["tiny_gguf", "smollm2"])
+def test_perturbed_bytes_equal_quantize_of_dequantized_weights_plus_the_step(
+    model_fixture, point, request
+):
+    """Bytes of W at a point = quantize(dequantize(W) + a*d1 + b*d2), every part computed
+    here: the direction from its documented stream, coding by gguf-py's numpy quants."""
+    model = GGUFModel(request.getfixturevalue(model_fixture))
+    p = Perturbation(model, [RandomDirection(123, 0), RandomDirection(123, 1)], threads=2)
+    checked = 0
+    for info in p.targets:
+        if info.qtype not in GGUF_PY_TYPES or "norm" in info.name:
+            continue
+        raw = model.raw(info)
+        weights = quants.dequantize(raw, info.qtype).reshape(info.n_rows, info.n_per_row)
+        step = np.float32(point.alpha) * _documented_direction(123, 0, info.name, weights)
+        if point.beta is not None:
+            step = step + np.float32(point.beta) * _documented_direction(123, 1, info.name, weights)
+        want = quants.quantize(weights + step, info.qtype).reshape(raw.shape)
+        assert np.array_equal(p.tensor_at(info, point).raw.reshape(raw.shape), want), info.name
+        checked += 1
+        if checked == 6:  # six tensors of a real model are enough; the tiny one has six types
+            break
+    assert checked >= 5
 
 
 def test_norm_tensors_are_untouched_and_every_type_keeps_its_size(tiny_gguf):

@@ -8,6 +8,7 @@ from conftest import ALL_SUPPORTED
 from gguf import GGMLQuantizationType, quants
 
 from visage_local import quant
+from visage_local.directions import RandomDirection
 from visage_local.gguf_model import GGUFModel
 
 # Types whose ggml quantiser is not idempotent: requantising the dequantised values moves them.
@@ -73,6 +74,36 @@ def test_real_models_requantise_to_the_same_values(which, request):
     for info in model.tensors:
         change, _ = _relative_change(model, info)
         assert change <= NOT_IDEMPOTENT_BOUND.get(info.qtype, 0.0), (info.name, info.qtype, change)
+
+
+# The encoders gguf-py writes in numpy, independently of ggml's C (gguf/quants.py), and F16,
+# whose numpy cast rounds to nearest even as ggml's conversion does.
+GGUF_PY_ENCODERS = [
+    GGMLQuantizationType.F16,
+    GGMLQuantizationType.BF16,
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q4_1,
+    GGMLQuantizationType.Q5_0,
+    GGMLQuantizationType.Q5_1,
+    GGMLQuantizationType.Q8_0,
+]
+
+
+def _independent_encoding(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+    if qtype == GGMLQuantizationType.F16:
+        return values.astype(np.float16).view(np.uint8)
+    return quants.quantize(values, qtype)
+
+
+@pytest.mark.parametrize("qtype", GGUF_PY_ENCODERS, ids=lambda t: t.name)
+def test_requantised_bytes_equal_gguf_pys_encoder_on_real_and_moved_tensors(smollm2, qtype):
+    model = GGUFModel(smollm2)
+    for name in ("blk.0.attn_q.weight", "blk.11.ffn_up.weight", "blk.29.ffn_down.weight"):
+        values = model.dequantize(model.tensor(name))
+        moved = values + np.float32(0.1) * RandomDirection(123).tensor(name, values)
+        for v in (values, moved):  # the model's own weights, and weights off their grid
+            ours = quant.quantize(v, qtype, threads=2)
+            assert np.array_equal(ours, _independent_encoding(v, qtype).reshape(ours.shape)), name
 
 
 def test_unsupported_type_is_a_clear_error_naming_the_tensor():
