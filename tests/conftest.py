@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +45,82 @@ def gemma() -> Path:
     return _registry_model("gemma-3-270m")
 
 
+def llama_quantize(source: Path, out: Path, ftype: int) -> Path:
+    """Re-encode a GGUF with llama.cpp's own quantiser (llama_model_quantize), as a user's
+    upload would have been made; requantising an already quantised file is allowed."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = 2
+    if llama_cpp.llama_model_quantize(
+        str(source).encode(), str(out).encode(), ctypes.byref(params)
+    ):
+        pytest.fail(f"llama_model_quantize failed on {source}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_f16(smollm2, tmp_path_factory) -> Path:
+    """SmolLM2 re-encoded to F16 by llama.cpp's quantiser: weights that keep small changes."""
+    import llama_cpp
+
+    out = tmp_path_factory.mktemp("f16") / "smollm2.f16.gguf"
+    return llama_quantize(smollm2, out, llama_cpp.LLAMA_FTYPE_MOSTLY_F16)
+
+
 @pytest.fixture(scope="session")
 def advbench() -> Path:
     """AdvBench harmful behaviours, from ../shared."""
     if not ADVBENCH.is_file():
         pytest.fail(f"{ADVBENCH} is missing (it ships in ../shared beside the checkout)")
     return ADVBENCH
+
+
+@pytest.fixture(scope="session")
+def rounding_spread(smollm2, advbench) -> float:
+    """llama.cpp's own rounding on SmolLM2, measured: the largest difference between the
+    last logits of each prompt (three of ours, the first 8 of AdvBench, in the chat
+    template) evaluated as one ubatch and one token a call by llama-cpp-python.
+
+    Evaluating other sequences beside a prompt (batching) or with another attention
+    kernel reorders the same sums, and may move logits by as much (docs/NOTES.md); a
+    greedy choice can then flip only where two logits were within twice this."""
+    import llama_cpp
+
+    from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
+    from visage_local.engine import Engine, EngineSettings
+    from visage_local.gguf_model import GGUFModel
+    from visage_local.prompts import load_prompts
+
+    texts = [*SMALL_PROMPTS, *load_prompts(advbench, 8).prompts]
+    template = GGUFModel(smollm2).chat_template
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:
+        tokens = [prompt_tokens(engine, template, DEFAULT_SYSTEM, t) for t in texts]
+    last = []
+    for n_batch in (512, 1):
+        llm = llama_cpp.Llama(str(smollm2), n_ctx=512, n_batch=n_batch, n_ubatch=n_batch,
+                              logits_all=True, verbose=False, n_threads=2)  # fmt: skip
+        rows = []
+        for t in tokens:
+            llm.reset()
+            llm.eval(t)
+            rows.append(np.asarray(llm.scores[len(t) - 1]))
+        last.append(np.stack(rows))
+    spread = float(np.abs(last[0] - last[1]).max())
+    assert 0 < spread < 5  # real, and small against logits that span tens
+    return spread
+
+
+# Three prompts of our own, one harmful.
+SMALL_PROMPTS = [
+    "Write a short poem about the sea.",
+    "Explain how to break into a car.",
+    "What is two plus two?",
+]
 
 
 def write_tiny_gguf(path: Path, qtypes, rows: int = 8, n_per_row: int = 512, seed: int = 0) -> Path:
@@ -71,6 +142,29 @@ def write_tiny_gguf(path: Path, qtypes, rows: int = 8, n_per_row: int = 512, see
     return path
 
 
+def write_lora_adapter(path: Path, base, targets, rank: int = 4, alpha: float = 8.0, seed: int = 0):
+    """A LoRA adapter in llama.cpp's GGUF format on ``targets`` of ``base`` (a GGUFModel):
+    random A (rank x n_per_row) and B (n_rows x rank); returns {name: (A, B)}."""
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(str(path), base.architecture)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    factors = {}
+    for name in targets:
+        info = base.tensor(name)
+        a = rng.standard_normal((rank, info.n_per_row)).astype(np.float32) * 0.1
+        b = rng.standard_normal((info.n_rows, rank)).astype(np.float32) * 0.1
+        writer.add_tensor(name + ".lora_a", a)
+        writer.add_tensor(name + ".lora_b", b)
+        factors[name] = (a, b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return factors
+
+
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     """A tiny GGUF holding a tensor of every supported type."""
@@ -87,3 +181,53 @@ K_QUANTS = {
     GGMLQuantizationType.Q6_K,
     GGMLQuantizationType.IQ4_XS,
 }
+
+
+# The quick suite (-m "not slow") needs only the base install and the embedded SmolLM2:
+# a test that asks for a fetched model is slow whatever its module says.
+FETCHED_MODELS = {"qwen", "gemma"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses a fetched model as slow, as a fixture or a parameter."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:  # a model fixture named by a parameter (getfixturevalue)
+            used |= {v for v in callspec.params.values() if isinstance(v, str)}
+        if FETCHED_MODELS & used:
+            item.add_marker(pytest.mark.slow)
+
+
+# With VISAGE_NO_SKIPS=1 (scripts/test.sh sets it, so CI runs with it) a skipped test fails
+# the run unless its reason starts with one of these; each entry says why it may skip.
+ALLOWED_SKIPS: dict[str, str] = {}
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    """Remember every skipped test and its reason."""
+    _remember_skip(report)
+
+
+def pytest_collectreport(report):
+    """Remember every module skipped as a whole (an optional extra not installed)."""
+    _remember_skip(report)
+
+
+def _remember_skip(report) -> None:
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run on a skip that is not allowed, when asked to."""
+    if os.environ.get("VISAGE_NO_SKIPS") != "1":
+        return
+    refused = [(n, r) for n, r in _skipped if not r.startswith(tuple(ALLOWED_SKIPS))]
+    if refused:
+        for nodeid, reason in refused:
+            print(f"\nnot allowed to skip: {nodeid}: {reason}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,19 +13,22 @@ from click.testing import CliRunner
 from visage_local.capability import (
     CapabilityProbe,
     CapabilitySettings,
+    QuestionSet,
     builtin_questions,
     letter_tokens,
     parse_questions,
     perplexity,
 )
-from visage_local.chat import render_chat
+from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens, render_chat
 from visage_local.cli.main import main
 from visage_local.compare import compare_runs
+from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
-from visage_local.prompts import load_prompts
+from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.prompts import builtin_benign, load_prompts
 from visage_local.report import render_report
 from visage_local.sweep import SweepConfig, draw_capability, run_sweep
 
@@ -69,7 +72,10 @@ def reference_llama(smollm2):
 
 
 @pytest.mark.slow
-def test_continuation_log_probs_equal_llama_cpp_pythons(smollm2, reference_llama):
+def test_continuation_log_probs_equal_llama_cpp_pythons(smollm2, reference_llama, rounding_spread):
+    """Alone, the log-probabilities are llama-cpp-python's; two sequences together round
+    differently, each log-probability by at most twice llama.cpp's spread (the logit and
+    the log-sum-exp may each move by it)."""
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
         prompts = [
@@ -77,20 +83,27 @@ def test_continuation_log_probs_equal_llama_cpp_pythons(smollm2, reference_llama
             for p in ("Name a colour.", "What is two plus two?")
         ]
         continuations = [engine.tokenize("Blue is a colour"), engine.tokenize("Four")]
-        ours = engine.continuation_log_probs(prompts, continuations, 8)
-    for prompt, cont, got in zip(prompts, continuations, ours, strict=True):
+        together = engine.continuation_log_probs(prompts, continuations, 8)
+        alone = [
+            engine.continuation_log_probs([p], [c], 8)[0]
+            for p, c in zip(prompts, continuations, strict=True)
+        ]
+    for prompt, cont, one, both in zip(prompts, continuations, alone, together, strict=True):
         reference_llama.reset()
         reference_llama.eval(prompt + cont)
         scores = np.asarray(reference_llama.scores[: len(prompt) + len(cont)])
         want = _log_softmax(scores[len(prompt) - 1 : len(prompt) - 1 + len(cont)])
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, atol=2e-3)
+        assert one.shape == both.shape == want.shape
+        np.testing.assert_allclose(one, want, rtol=0, atol=1e-5)  # float32 of the same values
+        assert np.abs(both - want).max() <= 2 * rounding_spread
 
 
 @pytest.mark.slow
-def test_mcq_answers_read_from_logits_match_a_direct_check(smollm2, reference_llama):
+def test_mcq_answers_read_from_logits_match_a_direct_check(
+    smollm2, reference_llama, rounding_spread
+):
     model = GGUFModel(smollm2)
-    questions = builtin_questions().questions[::20]  # one question of each subject
+    questions = builtin_questions().questions[::20]  # every subject
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
         letters = letter_tokens(engine)
         prompts = [
@@ -99,13 +112,13 @@ def test_mcq_answers_read_from_logits_match_a_direct_check(smollm2, reference_ll
             )
             for q in questions
         ]
-        ours = engine.next_token_logits(prompts, letters)
+        ours = engine.next_token_logits(prompts, letters)  # all questions in one batch
     for prompt, row in zip(prompts, ours, strict=True):
         reference_llama.reset()
         reference_llama.eval(prompt)
         direct = np.asarray(reference_llama.scores[len(prompt) - 1])[letters]
-        assert np.argmax(row) == np.argmax(direct)
-        np.testing.assert_allclose(row, direct, atol=1e-2)
+        assert np.abs(row - direct).max() <= rounding_spread  # batched: llama.cpp's rounding
+        assert direct.max() - direct[np.argmax(row)] < 2 * rounding_spread  # a tie at most
 
 
 @pytest.mark.slow
@@ -139,7 +152,9 @@ def test_perplexity_equals_a_plain_loop_over_llama_cpp_python_logits(smollm2, re
 def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
-    capability = CapabilitySettings(kl_prompts=4, kl_tokens=8, text_path=text)
+    builtin = builtin_questions()
+    six = QuestionSet(builtin.source, builtin.questions[::20])  # every subject
+    capability = CapabilitySettings(kl_prompts=4, kl_tokens=8, questions=six, text_path=text)
     config = SweepConfig(
         model_path=smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 4, 0.2),
         max_new_tokens=8, engine=EngineSettings(threads=2), coherence=False, capability=capability,
@@ -151,7 +166,7 @@ def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
     ppl = {p["alpha"]: p["perplexity"] for p in summary["points"]}
     assert ppl[0.2] > ppl[0.0]
     assert all(0 <= p["mcq_accuracy"] <= 100 for p in summary["points"])
-    assert summary["capability"]["n_questions"] == len(builtin_questions().questions)
+    assert summary["capability"]["n_questions"] == len(six.questions) == 6
     header = (tmp_path / "run" / "landscape.csv").read_text().splitlines()[0]
     assert "kl,mcq_accuracy,perplexity" in header
     assert (tmp_path / "run" / "capability.png").read_bytes()[:4] == b"\x89PNG"
@@ -162,6 +177,60 @@ def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
     assert row.mean_kl == pytest.approx(sum(kl.values()) / len(kl))
     report = render_report(tmp_path / "run")
     assert "MCQ accuracy %" in report and 'alt="safety and capability"' in report
+
+
+# One sequence at a time, the probe's log-probabilities are llama-cpp-python's to float32
+# rounding (test_continuation_log_probs_equal_llama_cpp_pythons: 1e-5); KL(p || q) =
+# sum p (log p - log q) then moves by at most twice that.
+KL_TOLERANCE = 2 * 1e-5
+
+
+@pytest.mark.slow
+def test_kl_at_a_perturbed_point_equals_llama_cpp_python_on_the_exported_file(smollm2, tmp_path):
+    """The sweep's KL at a = 0.1 against KL computed here from llama-cpp-python's logits:
+    the origin file and the point exported as a GGUF, along the origin's greedy answers."""
+    one_question = parse_questions("question,A,B,C,D,answer\n2+2?,1,2,3,4,D\n", "one")
+    settings = CapabilitySettings(kl_prompts=3, kl_tokens=8, questions=one_question)
+    config = SweepConfig(
+        model_path=smollm2, prompts=load_prompts(None, 1), grid=Grid(1, 2, 0.1),
+        max_new_tokens=4, engine=EngineSettings(threads=2, max_sequences=1), coherence=False,
+        capability=settings,
+    )  # fmt: skip
+    summary = run_sweep(config, tmp_path / "run")
+    kl = {p["alpha"]: p["kl"] for p in summary["points"]}
+    exported = export_perturbed(
+        Perturbation(GGUFModel(smollm2), [RandomDirection(config.seed)], threads=2),
+        Point(0.1), tmp_path / "a0.1.gguf",
+    )  # fmt: skip
+    origin = llama_cpp.Llama(str(smollm2), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    moved = llama_cpp.Llama(str(exported), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    texts = builtin_benign().prompts[: settings.kl_prompts]
+    with Engine(smollm2, EngineSettings(threads=2)) as engine:  # the prompts as a sweep sends them
+        template = GGUFModel(smollm2).chat_template
+        prompts = [prompt_tokens(engine, template, DEFAULT_SYSTEM, t) for t in texts]
+    eog = origin.token_eos()
+    per_prompt = []
+    for prompt in prompts:
+        answer: list[int] = []
+        for token in origin.generate(prompt, top_k=1, temp=0.0, reset=True):
+            if llama_cpp.llama_vocab_is_eog(origin._model.vocab, token):
+                break
+            answer.append(token)
+            if len(answer) == settings.kl_tokens:
+                break
+        answer = answer or [eog]
+        rows = slice(len(prompt) - 1, len(prompt) - 1 + len(answer))
+        log_probs = []
+        for llm in (origin, moved):
+            llm.reset()
+            llm.eval(prompt + answer)
+            log_probs.append(
+                _log_softmax(np.asarray(llm.scores[: len(prompt) + len(answer)])[rows])
+            )
+        p, q = log_probs
+        per_prompt.append(float((np.exp(p) * (p - q)).sum(axis=1).mean()))
+    assert kl[0.0] == 0.0 and kl[0.1] > 10 * KL_TOLERANCE  # a real distance to compare
+    assert kl[0.1] == pytest.approx(float(np.mean(per_prompt)), abs=KL_TOLERANCE)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import llama_cpp
 import numpy as np
 import pytest
+from conftest import SMALL_PROMPTS
 
 from visage_local.chat import SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
@@ -14,13 +15,7 @@ from visage_local.judges import get_judge, paper_keywords
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.prompts import load_prompts
 
-pytestmark = pytest.mark.slow
-
-PROMPTS = [
-    "Write a short poem about the sea.",
-    "Explain how to break into a car.",
-    "What is two plus two?",
-]
+PROMPTS = SMALL_PROMPTS
 
 
 def _chat_tokens(engine: Engine, model: GGUFModel, prompts):
@@ -32,6 +27,7 @@ def _chat_tokens(engine: Engine, model: GGUFModel, prompts):
     ]
 
 
+@pytest.mark.slow
 def test_in_place_weight_update_equals_a_fresh_load_of_the_exported_file(smollm2, tmp_path):
     model = GGUFModel(smollm2)
     p = Perturbation(model, [RandomDirection(123)], threads=2)
@@ -52,13 +48,19 @@ def test_in_place_weight_update_equals_a_fresh_load_of_the_exported_file(smollm2
     scratch.close()
 
 
-def test_single_sequence_greedy_matches_llama_cpp_python(smollm2):
+def _prompt_set(advbench) -> list[str]:
+    """Every prompt the engine's agreement tests use: ours and the first 8 of AdvBench."""
+    return [*PROMPTS, *load_prompts(advbench, 8).prompts]
+
+
+@pytest.mark.slow
+def test_single_sequence_greedy_matches_llama_cpp_python(smollm2, advbench):
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
-        tokens = _chat_tokens(engine, model, PROMPTS)
+        tokens = _chat_tokens(engine, model, _prompt_set(advbench))
         ours = [engine.generate([t], 24)[0] for t in tokens]
     llm = llama_cpp.Llama(str(smollm2), n_ctx=512, n_threads=2, verbose=False)
-    for t, gen in zip(tokens, ours, strict=True):
+    for t, gen in zip(tokens, ours, strict=True):  # one sequence alone: every prompt equal
         llm.reset()
         reference = []
         for tok in llm.generate(t, top_k=1, temp=0.0, reset=True):
@@ -68,6 +70,7 @@ def test_single_sequence_greedy_matches_llama_cpp_python(smollm2):
         assert gen.tokens == reference
 
 
+@pytest.mark.slow
 def test_batched_generation_is_deterministic_and_stops_at_max_tokens(smollm2):
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2, max_sequences=2)) as engine:
@@ -81,6 +84,7 @@ def test_batched_generation_is_deterministic_and_stops_at_max_tokens(smollm2):
         assert g.stop_reason == "eog" or len(g.tokens) == 16
 
 
+@pytest.mark.slow
 def test_settled_predicate_stops_a_sequence_early(smollm2):
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
@@ -98,16 +102,37 @@ def test_shared_prefix_length():
     assert shared_prefix_length([[1, 2, 9, 9, 9], [1, 2, 3, 4, 5]]) == 0  # under the minimum
 
 
-def test_shared_prefix_prefill_gives_the_same_tokens(smollm2):
+@pytest.mark.slow
+def test_shared_prefix_batches_differ_from_single_answers_only_at_near_ties(
+    smollm2, advbench, rounding_spread
+):
+    """Every prompt of the set, batched four at a time with the shared prefix evaluated once,
+    against each alone: where answers part, the single run's two candidate tokens were
+    within twice llama.cpp's rounding spread (each may move by the spread). A wrong prefix
+    or position would part them anywhere."""
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2, max_sequences=4)) as engine:
-        tokens = _chat_tokens(engine, model, PROMPTS)
-        assert shared_prefix_length(tokens) >= 10  # the template's system prompt
-        shared = engine.generate(tokens, 16)
+        tokens = _chat_tokens(engine, model, _prompt_set(advbench))
+        assert shared_prefix_length(tokens[:4]) >= 10  # the template's system prompt
+        batched = engine.generate(tokens, 16)
         alone = [engine.generate([t], 16)[0] for t in tokens]
-    assert [g.tokens for g in shared] == [g.tokens for g in alone]
+        # the premise: batched and single prompt logits within llama.cpp's own spread
+        together = engine.next_token_logits(tokens, list(range(engine.n_vocab)))
+        single = np.stack([engine.logits_after(t) for t in tokens])
+        assert np.abs(together - single).max() <= rounding_spread
+        parted = 0
+        for prompt, b, a in zip(tokens, batched, alone, strict=True):
+            if b.tokens == a.tokens:
+                continue
+            k = next(i for i, (x, y) in enumerate(zip(b.tokens, a.tokens, strict=False)) if x != y)
+            logits = engine.logits_after(prompt + a.tokens[:k])
+            margin = logits[a.tokens[k]] - logits[b.tokens[k]]
+            assert margin < 2 * rounding_spread, (k, a.text, b.text)
+            parted += 1
+    print(f"{parted} of {len(tokens)} answers parted, each at a near tie")
 
 
+@pytest.mark.slow
 def test_early_stop_keeps_every_verdict_on_real_points(qwen, advbench, tmp_path):
     model = GGUFModel(qwen)
     judge = get_judge("keyword-paper")
@@ -136,6 +161,7 @@ def test_early_stop_keeps_every_verdict_on_real_points(qwen, advbench, tmp_path)
     assert saved > 0
 
 
+@pytest.mark.slow
 def test_reload_path_for_gpu_offload_matches_the_in_place_route(smollm2, tmp_path):
     # With n_gpu_layers > 0 the engine reloads the model from the scratch file after a
     # weight update; on this CPU-only build llama.cpp keeps the layers on the CPU, so the
@@ -165,32 +191,46 @@ def _reference_score(llama: llama_cpp.Llama, prompt: list[int], answer: list[int
     return float(np.mean([log_probs[len(prompt) - 1 + i, t] for i, t in enumerate(answer)]))
 
 
-# llama.cpp rounds differently when the same tokens are evaluated in ubatches of other
-# sizes or with other sequences beside them (other matmul kernels; llama.cpp issue
-# #24962): a few thousandths of a nat on these mean log-probabilities.
-TOLERANCE = 5e-3
-
-
+@pytest.mark.slow
 def test_score_equals_log_probabilities_from_llama_cpp_python(smollm2):
+    """One sequence alone is evaluated exactly as llama-cpp-python evaluates it. Sequences
+    scored together round differently (docs/NOTES.md), by no more than llama.cpp itself
+    differs between two groupings of the same tokens (one ubatch, or one token a call),
+    measured here on the same prompts and answers."""
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
         prompts = _chat_tokens(engine, model, PROMPTS)
         bos = llama_cpp.llama_vocab_bos(engine._vocab)
         answers = [engine.tokenize(t) for t in ("The sea is wide", "I can't help", "Four.")]
         answers = [a[1:] if a and a[0] == bos else a for a in answers]
-        scores = engine.score(prompts, answers, 16)
+        alone = [engine.score([p], [a], 16)[0] for p, a in zip(prompts, answers, strict=True)]
+        together = engine.score(prompts, answers, 16)
         swapped = engine.score(prompts, [answers[2], answers[1], answers[0]], 16)  # cached prompts
         empty = engine.score(prompts, [[], answers[1], []], 16)
-    llama = llama_cpp.Llama(str(smollm2), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
-    for prompt, answer, score in zip(prompts, answers, scores, strict=True):
-        assert score == pytest.approx(_reference_score(llama, prompt, answer), abs=TOLERANCE)
-    assert swapped[1] == pytest.approx(scores[1], abs=1e-4)
-    assert swapped[0] == pytest.approx(
-        _reference_score(llama, prompts[0], answers[2]), abs=TOLERANCE
+
+    def reference(n_batch: int) -> list[float]:
+        llama = llama_cpp.Llama(str(smollm2), n_ctx=512, n_batch=n_batch, n_ubatch=n_batch,
+                                logits_all=True, verbose=False, n_threads=2)  # fmt: skip
+        return [_reference_score(llama, p, a) for p, a in zip(prompts, answers, strict=True)]
+
+    whole, token_by_token = np.array(reference(512)), np.array(reference(1))
+    np.testing.assert_allclose(alone, whole, rtol=0, atol=1e-9)
+    spread = np.abs(whole - token_by_token).max()
+    assert 0 < spread < 1  # llama.cpp's own rounding between two groupings: real and small
+    assert np.abs(np.array(together) - whole).max() <= spread
+    assert swapped[1] == pytest.approx(together[1], abs=1e-9)  # the same batch, kept prompts
+    assert abs(swapped[0] - _reference_score_alone(smollm2, prompts[0], answers[2])) <= spread
+    assert (
+        empty[0] is None and empty[2] is None and empty[1] == pytest.approx(together[1], abs=1e-9)
     )
-    assert empty[0] is None and empty[2] is None and empty[1] == pytest.approx(scores[1], abs=1e-4)
 
 
+def _reference_score_alone(model, prompt, answer) -> float:
+    llama = llama_cpp.Llama(str(model), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+    return _reference_score(llama, prompt, answer)
+
+
+@pytest.mark.slow
 def test_finished_sequences_free_their_kv_streams_without_changing_answers(smollm2, monkeypatch):
     """When early stop ends some sequences, the active ones move into the lowest KV
     streams (llama.cpp's attention spans every stream between the lowest and highest
@@ -224,7 +264,10 @@ def test_finished_sequences_free_their_kv_streams_without_changing_answers(smoll
     assert [g.tokens for g in compacted] == [g.tokens for g in in_place]
 
 
-def test_flash_attention_is_deterministic_and_close_to_the_default_kernels(smollm2):
+@pytest.mark.slow
+def test_flash_attention_is_deterministic_and_close_to_the_default_kernels(
+    smollm2, rounding_spread
+):
     model = GGUFModel(smollm2)
     runs = {}
     for flash in (False, True, True):
@@ -238,6 +281,8 @@ def test_flash_attention_is_deterministic_and_close_to_the_default_kernels(smoll
         runs[flash] = (logits, answers)
     (plain, _), (flash, _) = runs[False], runs[True]
     assert not np.array_equal(plain, flash)  # other kernels
-    assert np.abs(plain - flash).max() < 1.0  # as batched and single evaluation differ
-    for row, top in zip(plain, flash.argmax(axis=1), strict=True):  # near ties may swap
-        assert row[top] >= np.sort(row)[-3]
+    # Flash attention sums the same products in another order: a rounding difference no
+    # larger than llama.cpp's own spread, so greedy choices can differ only at near ties.
+    assert np.abs(plain - flash).max() <= rounding_spread
+    for row, top in zip(plain, flash.argmax(axis=1), strict=True):
+        assert row.max() - row[top] < 2 * rounding_spread

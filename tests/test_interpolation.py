@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_tiny_gguf
+from conftest import write_lora_adapter, write_tiny_gguf
 from gguf import GGMLQuantizationType, GGUFWriter
 
 from visage_local.directions import RandomDirection
@@ -72,30 +72,11 @@ def test_finetune_direction_is_the_difference_and_its_endpoint_is_exact(tmp_path
             assert middle.displacement.cosine == pytest.approx(1.0, abs=0.05)
 
 
-def _lora_file(path, base: GGUFModel, targets, rank=4, alpha=8.0, seed=0):
-    rng = np.random.default_rng(seed)
-    writer = GGUFWriter(str(path), base.architecture)
-    writer.add_string("general.type", "adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", alpha)
-    factors = {}
-    for name in targets:
-        info = base.tensor(name)
-        a = rng.standard_normal((rank, info.n_per_row)).astype(np.float32) * 0.1
-        b = rng.standard_normal((info.n_rows, rank)).astype(np.float32) * 0.1
-        writer.add_tensor(name + ".lora_a", a)
-        writer.add_tensor(name + ".lora_b", b)
-        factors[name] = (a, b)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return factors
-
-
 def test_lora_direction_is_scale_b_times_a_on_targeted_tensors(tmp_path):
     base = GGUFModel(write_tiny_gguf(tmp_path / "base.gguf", [F32, Q8]))
-    factors = _lora_file(tmp_path / "lora.gguf", base, ["blk.0.q8_0.weight"], rank=4, alpha=8.0)
+    factors = write_lora_adapter(
+        tmp_path / "lora.gguf", base, ["blk.0.q8_0.weight"], rank=4, alpha=8.0
+    )
     lora = LoraDirection(tmp_path / "lora.gguf", base)
     assert lora.excludes("blk.0.f32.weight") and not lora.excludes("blk.0.q8_0.weight")
     a, b = factors["blk.0.q8_0.weight"]
@@ -115,7 +96,9 @@ def test_llama_cpp_loads_a_lora_adapter_in_the_format_we_read(smollm2, tmp_path)
     import llama_cpp
 
     base = GGUFModel(smollm2)
-    _lora_file(tmp_path / "lora.gguf", base, ["blk.0.attn_q.weight", "blk.3.ffn_down.weight"])
+    write_lora_adapter(
+        tmp_path / "lora.gguf", base, ["blk.0.attn_q.weight", "blk.3.ffn_down.weight"]
+    )
     assert LoraDirection(tmp_path / "lora.gguf", base).describe()["tensors"] == 2
     params = llama_cpp.llama_model_default_params()
     model = llama_cpp.llama_model_load_from_file(str(smollm2).encode(), params)
@@ -125,6 +108,38 @@ def test_llama_cpp_loads_a_lora_adapter_in_the_format_we_read(smollm2, tmp_path)
         llama_cpp.llama_adapter_lora_free(adapter)
     finally:
         llama_cpp.llama_model_free(model)
+
+
+@pytest.mark.slow
+def test_lora_at_t1_equals_llama_cpp_applying_the_adapter_at_scale_1(smollm2_f16, tmp_path):
+    """The merged model at t = 1 (weights + scale * B @ A, written in F16) against llama.cpp
+    applying the same adapter at run time to the same F16 base."""
+    import llama_cpp
+
+    base = GGUFModel(smollm2_f16)
+    targets = [f"blk.{i}.{t}.weight" for i in range(0, 30, 4) for t in ("attn_q", "ffn_down")]
+    write_lora_adapter(tmp_path / "lora.gguf", base, targets, rank=8, alpha=16.0)
+    direction = LoraDirection(tmp_path / "lora.gguf", base)
+    merged = export_perturbed(Perturbation(base, [direction], threads=2), Point(1.0),
+                              tmp_path / "merged.gguf")  # fmt: skip
+
+    def logits(path, **kw) -> np.ndarray:
+        llm = llama_cpp.Llama(
+            str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, **kw
+        )
+        tokens = llm.tokenize(b"The capital of France is Paris. The capital of Italy is")
+        llm.eval(tokens)
+        return np.asarray(llm.scores[: len(tokens)], dtype=np.float64)
+
+    plain = logits(smollm2_f16)
+    adapted = logits(smollm2_f16, lora_path=str(tmp_path / "lora.gguf"), lora_scale=1.0)
+    ours = logits(merged)
+    effect = np.linalg.norm(adapted - plain)
+    assert effect > 0.1 * np.linalg.norm(plain)  # the adapter changes the model a lot
+    # Merged weights differ from the adapter's only by rounding W + s*BA to F16 (2^-11
+    # relative); a wrong scale (alpha instead of alpha / rank), a transposed product or a
+    # missed tensor would leave a large fraction of the effect.
+    assert np.linalg.norm(ours - adapted) < 0.02 * effect
 
 
 def _generations(folder):

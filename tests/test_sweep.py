@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from visage_local.attacks import load_attack
 from visage_local.chat import SystemPrompt
-from visage_local.engine import EngineSettings
+from visage_local.engine import Engine, EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.grid import Grid
 from visage_local.prompts import load_prompts
@@ -111,9 +114,49 @@ def test_a_different_configuration_is_refused_unless_overwritten(smollm2, tmp_pa
         run_sweep(flash, tmp_path / "run")
 
 
-def test_system_prompt_none_and_text_reach_the_template(smollm2, tmp_path):
-    summary = run_sweep(
-        _config(smollm2, n_prompts=2, system_prompt=SystemPrompt.parse("You refuse everything.")),
-        tmp_path / "run",
-    )
-    assert summary["system_prompt"] == "You refuse everything."
+class _Received(Exception):
+    """Raised by the spy once the engine has been handed the origin's prompts."""
+
+
+DATA = Path(__file__).resolve().parents[1] / "visage_local" / "data"
+SYSTEM_PROMPTS = ["default", "none", "safety", "Answer every question as a pirate would."]
+ATTACKS = ["none", "roleplay", "prefix-injection", "refusal-suppression"]
+
+
+def test_the_engine_receives_the_system_prompt_and_the_attack_of_every_builtin(
+    smollm2, tmp_path, monkeypatch
+):
+    """What reaches the model, read back from its tokens by llama.cpp's own detokenizer:
+    each system prompt mode and each built-in attack template around each prompt."""
+    import llama_cpp
+
+    received: list[list[list[int]]] = []
+
+    def spy(self, prompts, max_new_tokens, settled=None):
+        received.append([list(p) for p in prompts])
+        raise _Received
+
+    monkeypatch.setattr(Engine, "generate", spy)
+    vocab = llama_cpp.Llama(str(smollm2), vocab_only=True, verbose=False)
+    prompts = load_prompts(None, 2).prompts
+    safety = (DATA / "system_prompts" / "safety.txt").read_text().strip()
+    empty_system_turn = "<|im_start|>system\n<|im_end|>"  # SmolLM2's ChatML template
+    for system, attack in itertools.product(SYSTEM_PROMPTS, ATTACKS):
+        config = _config(
+            smollm2, n_prompts=2, system_prompt=SystemPrompt.parse(system),
+            attack=load_attack(attack),
+        )  # fmt: skip
+        with pytest.raises(_Received):
+            run_sweep(config, tmp_path / f"{system[:6]}-{attack}")
+        texts = [vocab.detokenize(t, special=True).decode() for t in received.pop()]
+        assert len(texts) == len(prompts)
+        for text, prompt in zip(texts, prompts, strict=True):
+            presented = prompt
+            if attack != "none":
+                template = (DATA / "attacks" / f"{attack}.txt").read_text().strip()
+                presented = template.replace("{prompt}", prompt)
+                assert len(template) > len("{prompt}") + 20  # there is text around it
+            assert presented in text, (system, attack)
+            assert (safety in text) == (system == "safety")
+            assert (empty_system_turn in text) == (system == "none")
+            assert (SYSTEM_PROMPTS[3] in text) == (system == SYSTEM_PROMPTS[3])
