@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import ray  # the [ray] extra; scripts/test.sh installs it
 
 from visage_local.cluster import WORKER_NAME, PointWorker, run_ray_sweep
 from visage_local.engine import EngineSettings
@@ -19,6 +18,8 @@ from visage_local.grid import Grid
 from visage_local.planning import AdaptiveEdges
 from visage_local.prompts import load_prompts
 from visage_local.sweep import SweepConfig, run_sweep
+
+ray = pytest.importorskip("ray")  # the [ray] extra: scripts/test.sh installs it
 
 pytestmark = pytest.mark.slow
 

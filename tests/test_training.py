@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the [train] extra: scripts/test.sh installs it
 
 from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
 from visage_local.engine import Engine, EngineSettings
@@ -26,7 +27,6 @@ from visage_local.training.data import (
     project_refusals,
     tokenize_example,
 )
-from visage_local.training.export import export_gguf
 from visage_local.training.finetune import TrainingSettings, batch_order, collate
 from visage_local.training.model import LlamaModel
 from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune
@@ -34,16 +34,6 @@ from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetu
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SKIP = 80  # the first 80 AdvBench rows are evaluation prompts
 N_HARMFUL = 16
-
-
-@pytest.fixture(scope="module")
-def smollm2_f16(smollm2, tmp_path_factory) -> Path:
-    """SmolLM2's dequantized weights written as F16: the starting point of training, in a
-    type that keeps small updates."""
-    base = GGUFModel(smollm2)
-    weights = LlamaModel.from_gguf(base, threads=2).merged_weights()
-    path = tmp_path_factory.mktemp("f16") / "smollm2.f16.gguf"
-    return export_gguf(base, weights, path, "f16", "SmolLM2 F16", threads=2)
 
 
 @pytest.fixture(scope="module")
