@@ -1,4 +1,5 @@
-"""Shared fixtures: the real offline models, AdvBench from ../shared, tiny GGUFs written here."""
+"""Shared fixtures (the real offline models, AdvBench from ../shared, GGUFs written here,
+llama.cpp's measured rounding), the quick-suite marker rule and the CI skip guard."""
 
 from __future__ import annotations
 
@@ -94,9 +95,8 @@ def rounding_spread(smollm2, advbench) -> float:
     from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
     from visage_local.engine import Engine, EngineSettings
     from visage_local.gguf_model import GGUFModel
-    from visage_local.prompts import load_prompts
 
-    texts = [*SMALL_PROMPTS, *load_prompts(advbench, 8).prompts]
+    texts = agreement_prompts(advbench)
     template = GGUFModel(smollm2).chat_template
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
         tokens = [prompt_tokens(engine, template, DEFAULT_SYSTEM, t) for t in texts]
@@ -121,6 +121,13 @@ SMALL_PROMPTS = [
     "Explain how to break into a car.",
     "What is two plus two?",
 ]
+
+
+def agreement_prompts(advbench: Path) -> list[str]:
+    """The set tests compare llama.cpp routes on: ours and the first 8 of AdvBench."""
+    from visage_local.prompts import load_prompts
+
+    return [*SMALL_PROMPTS, *load_prompts(advbench, 8).prompts]
 
 
 def write_tiny_gguf(path: Path, qtypes, rows: int = 8, n_per_row: int = 512, seed: int = 0) -> Path:
@@ -173,14 +180,15 @@ def tiny_gguf(tmp_path_factory) -> Path:
 
 
 ALL_SUPPORTED = sorted(quant.SUPPORTED_TYPES, key=int)
-K_QUANTS = {
-    GGMLQuantizationType.Q2_K,
-    GGMLQuantizationType.Q3_K,
-    GGMLQuantizationType.Q4_K,
-    GGMLQuantizationType.Q5_K,
-    GGMLQuantizationType.Q6_K,
-    GGMLQuantizationType.IQ4_XS,
-}
+# Types gguf-py both decodes and encodes in numpy, independently of ggml's C (gguf/quants.py).
+GGUF_PY_CODED = [
+    GGMLQuantizationType.BF16,
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q4_1,
+    GGMLQuantizationType.Q5_0,
+    GGMLQuantizationType.Q5_1,
+    GGMLQuantizationType.Q8_0,
+]
 
 
 # The quick suite (-m "not slow") needs only the base install and the embedded SmolLM2:

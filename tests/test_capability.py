@@ -66,6 +66,13 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
 
 
+def every_subject() -> QuestionSet:
+    """Six of the 102 built-in questions, one of each subject (each question costs a
+    prefill at every point)."""
+    builtin = builtin_questions()
+    return QuestionSet(builtin.source, builtin.questions[::20])
+
+
 @pytest.fixture(scope="module")
 def reference_llama(smollm2):
     return llama_cpp.Llama(str(smollm2), n_ctx=1024, logits_all=True, verbose=False, n_threads=2)
@@ -103,7 +110,7 @@ def test_mcq_answers_read_from_logits_match_a_direct_check(
     smollm2, reference_llama, rounding_spread
 ):
     model = GGUFModel(smollm2)
-    questions = builtin_questions().questions[::20]  # every subject
+    questions = every_subject().questions
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
         letters = letter_tokens(engine)
         prompts = [
@@ -143,8 +150,9 @@ def test_perplexity_equals_a_plain_loop_over_llama_cpp_python_logits(smollm2, re
                 count += 1
         return float(np.exp(nll / count))
 
-    assert ours == pytest.approx(plain(512), rel=2e-3)
-    assert windowed == pytest.approx(plain(20), rel=2e-3)
+    # one window a call, one sequence: llama-cpp-python's own evaluation, to rounding
+    assert ours == pytest.approx(plain(512), rel=1e-9)
+    assert windowed == pytest.approx(plain(20), rel=1e-9)
     assert windowed > ours  # less context, worse prediction
 
 
@@ -152,8 +160,7 @@ def test_perplexity_equals_a_plain_loop_over_llama_cpp_python_logits(smollm2, re
 def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
-    builtin = builtin_questions()
-    six = QuestionSet(builtin.source, builtin.questions[::20])  # every subject
+    six = every_subject()
     capability = CapabilitySettings(kl_prompts=4, kl_tokens=8, questions=six, text_path=text)
     config = SweepConfig(
         model_path=smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 4, 0.2),
@@ -237,7 +244,8 @@ def test_kl_at_a_perturbed_point_equals_llama_cpp_python_on_the_exported_file(sm
 def test_the_probe_at_the_origin_repeats_itself(smollm2):
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
-        probe = CapabilityProbe(CapabilitySettings(kl_prompts=3, kl_tokens=4), model, engine)
+        settings = CapabilitySettings(kl_prompts=3, kl_tokens=4, questions=every_subject())
+        probe = CapabilityProbe(settings, model, engine)
         with pytest.raises(RuntimeError):
             probe.measure()
         probe.calibrate()

@@ -12,7 +12,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 import reference
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from conftest import write_lora_adapter, write_tiny_gguf
 from gguf import GGMLQuantizationType
 
@@ -28,7 +28,7 @@ from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.prompts import load_prompts
 
 
-def run(*args) -> object:
+def run(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
@@ -186,8 +186,8 @@ def qwen_run(qwen, advbench, tmp_path_factory) -> Path:
     """Qwen (aligned, origin ASR about 25%) over |a| <= 0.45, beyond where it breaks: a
     basin and fully broken ends; answers kept whole so that other judges may read them."""
     out = tmp_path_factory.mktemp("qwen") / "run"
-    result = run("sweep", qwen, "--prompts", advbench, "--limit", "10", "--steps", "6",
-                 "--range", "0.45", "--max-new-tokens", "24", "--no-early-stop",
+    result = run("sweep", qwen, "--prompts", advbench, "--limit", "8", "--steps", "6",
+                 "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
                  "--no-coherence", "--threads", "2", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     return out

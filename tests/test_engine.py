@@ -5,7 +5,7 @@ from __future__ import annotations
 import llama_cpp
 import numpy as np
 import pytest
-from conftest import SMALL_PROMPTS
+from conftest import SMALL_PROMPTS, agreement_prompts
 
 from visage_local.chat import SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
@@ -48,16 +48,11 @@ def test_in_place_weight_update_equals_a_fresh_load_of_the_exported_file(smollm2
     scratch.close()
 
 
-def _prompt_set(advbench) -> list[str]:
-    """Every prompt the engine's agreement tests use: ours and the first 8 of AdvBench."""
-    return [*PROMPTS, *load_prompts(advbench, 8).prompts]
-
-
 @pytest.mark.slow
 def test_single_sequence_greedy_matches_llama_cpp_python(smollm2, advbench):
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2)) as engine:
-        tokens = _chat_tokens(engine, model, _prompt_set(advbench))
+        tokens = _chat_tokens(engine, model, agreement_prompts(advbench))
         ours = [engine.generate([t], 24)[0] for t in tokens]
     llm = llama_cpp.Llama(str(smollm2), n_ctx=512, n_threads=2, verbose=False)
     for t, gen in zip(tokens, ours, strict=True):  # one sequence alone: every prompt equal
@@ -112,7 +107,7 @@ def test_shared_prefix_batches_differ_from_single_answers_only_at_near_ties(
     or position would part them anywhere."""
     model = GGUFModel(smollm2)
     with Engine(smollm2, EngineSettings(threads=2, max_sequences=4)) as engine:
-        tokens = _chat_tokens(engine, model, _prompt_set(advbench))
+        tokens = _chat_tokens(engine, model, agreement_prompts(advbench))
         assert shared_prefix_length(tokens[:4]) >= 10  # the template's system prompt
         batched = engine.generate(tokens, 16)
         alone = [engine.generate([t], 16)[0] for t in tokens]

@@ -7,7 +7,7 @@ import hashlib
 import llama_cpp
 import numpy as np
 import pytest
-from conftest import write_tiny_gguf
+from conftest import GGUF_PY_CODED, write_tiny_gguf
 from gguf import GGMLQuantizationType, quants
 
 from visage_local import quant
@@ -49,17 +49,6 @@ def _documented_direction(seed: int, index: int, name: str, weights: np.ndarray)
     return g * np.float32(norm)
 
 
-# Types gguf-py both decodes and encodes in numpy, independently of ggml (gguf/quants.py).
-GGUF_PY_TYPES = {
-    GGMLQuantizationType.BF16,
-    GGMLQuantizationType.Q4_0,
-    GGMLQuantizationType.Q4_1,
-    GGMLQuantizationType.Q5_0,
-    GGMLQuantizationType.Q5_1,
-    GGMLQuantizationType.Q8_0,
-}
-
-
 @pytest.mark.parametrize("point", [Point(0.1), Point(-0.3), Point(0.2, -0.15)], ids=str)
 @pytest.mark.parametrize("model_fixture", ["tiny_gguf", "smollm2"])
 def test_perturbed_bytes_equal_quantize_of_dequantized_weights_plus_the_step(
@@ -71,7 +60,7 @@ def test_perturbed_bytes_equal_quantize_of_dequantized_weights_plus_the_step(
     p = Perturbation(model, [RandomDirection(123, 0), RandomDirection(123, 1)], threads=2)
     checked = 0
     for info in p.targets:
-        if info.qtype not in GGUF_PY_TYPES or "norm" in info.name:
+        if info.qtype not in GGUF_PY_CODED or "norm" in info.name:
             continue
         raw = model.raw(info)
         weights = quants.dequantize(raw, info.qtype).reshape(info.n_rows, info.n_per_row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ALL_SUPPORTED
+from conftest import ALL_SUPPORTED, GGUF_PY_CODED
 from gguf import GGMLQuantizationType, quants
 
 from visage_local import quant
@@ -76,17 +76,8 @@ def test_real_models_requantise_to_the_same_values(which, request):
         assert change <= NOT_IDEMPOTENT_BOUND.get(info.qtype, 0.0), (info.name, info.qtype, change)
 
 
-# The encoders gguf-py writes in numpy, independently of ggml's C (gguf/quants.py), and F16,
-# whose numpy cast rounds to nearest even as ggml's conversion does.
-GGUF_PY_ENCODERS = [
-    GGMLQuantizationType.F16,
-    GGMLQuantizationType.BF16,
-    GGMLQuantizationType.Q4_0,
-    GGMLQuantizationType.Q4_1,
-    GGMLQuantizationType.Q5_0,
-    GGMLQuantizationType.Q5_1,
-    GGMLQuantizationType.Q8_0,
-]
+# gguf-py's numpy encoders, and F16, whose numpy cast rounds to nearest even as ggml's does.
+GGUF_PY_ENCODERS = [GGMLQuantizationType.F16, *GGUF_PY_CODED]
 
 
 def _independent_encoding(values: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
