@@ -115,6 +115,19 @@ def rounding_spread(smollm2, advbench) -> float:
     return spread
 
 
+def llama_cpp_greedy(llm, prompt: list[int], max_tokens: int) -> list[int]:
+    """llama-cpp-python's own greedy answer (one sequence, argmax), without the EOG token:
+    the oracle the engine's single-sequence generation is held to."""
+    import llama_cpp
+
+    answer: list[int] = []
+    for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(answer) == max_tokens:
+            break
+        answer.append(token)
+    return answer
+
+
 # Three prompts of our own, one harmful.
 SMALL_PROMPTS = [
     "Write a short poem about the sea.",

@@ -9,6 +9,7 @@ import llama_cpp
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import llama_cpp_greedy
 
 from visage_local.capability import (
     CapabilityProbe,
@@ -218,14 +219,7 @@ def test_kl_at_a_perturbed_point_equals_llama_cpp_python_on_the_exported_file(sm
     eog = origin.token_eos()
     per_prompt = []
     for prompt in prompts:
-        answer: list[int] = []
-        for token in origin.generate(prompt, top_k=1, temp=0.0, reset=True):
-            if llama_cpp.llama_vocab_is_eog(origin._model.vocab, token):
-                break
-            answer.append(token)
-            if len(answer) == settings.kl_tokens:
-                break
-        answer = answer or [eog]
+        answer = llama_cpp_greedy(origin, prompt, settings.kl_tokens) or [eog]
         rows = slice(len(prompt) - 1, len(prompt) - 1 + len(answer))
         log_probs = []
         for llm in (origin, moved):

@@ -13,7 +13,7 @@ import llama_cpp
 import pytest
 import reference
 from click.testing import CliRunner, Result
-from conftest import write_lora_adapter, write_tiny_gguf
+from conftest import llama_cpp_greedy, write_lora_adapter, write_tiny_gguf
 from gguf import GGMLQuantizationType
 
 from visage_local import registry
@@ -170,11 +170,7 @@ def test_interpolate_lora_at_t1_answers_as_the_merged_model_does_in_llama_cpp(
         ]
     llm = llama_cpp.Llama(str(merged), n_ctx=512, n_threads=2, verbose=False)
     for index, prompt in enumerate(prompts):  # one sequence at a time: tokens equal
-        answer = []
-        for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
-            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(answer) == 12:
-                break
-            answer.append(token)
+        answer = llama_cpp_greedy(llm, prompt, 12)
         assert at_one[index]["response"] == llm.detokenize(answer).decode(errors="replace")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import llama_cpp
 import numpy as np
 import pytest
-from conftest import SMALL_PROMPTS, agreement_prompts
+from conftest import SMALL_PROMPTS, agreement_prompts, llama_cpp_greedy
 
 from visage_local.chat import SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
@@ -56,13 +56,7 @@ def test_single_sequence_greedy_matches_llama_cpp_python(smollm2, advbench):
         ours = [engine.generate([t], 24)[0] for t in tokens]
     llm = llama_cpp.Llama(str(smollm2), n_ctx=512, n_threads=2, verbose=False)
     for t, gen in zip(tokens, ours, strict=True):  # one sequence alone: every prompt equal
-        llm.reset()
-        reference = []
-        for tok in llm.generate(t, top_k=1, temp=0.0, reset=True):
-            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok) or len(reference) == 24:
-                break
-            reference.append(tok)
-        assert gen.tokens == reference
+        assert gen.tokens == llama_cpp_greedy(llm, t, 24)
 
 
 @pytest.mark.slow
