@@ -2,8 +2,8 @@
 
 Finetunes the model (full finetune by default; ``--lora-rank R`` for LoRA) on
 harmful requests paired with the project's refusals
-(visage_local/data/training/refusals.txt) and on benign requests
-(visage_local/data/training/benign_train.txt) paired with the model's own greedy
+(visage_local/data/finetuning/refusals.txt) and on benign requests
+(visage_local/data/finetuning/benign_train.txt) paired with the model's own greedy
 answers, so it learns to refuse without forgetting how to answer. The harmful
 requests are rows ``--skip`` .. ``--skip + --harmful`` of ``--prompts``; with
 AdvBench and the default skip of 80 they never overlap the first 80 rows that

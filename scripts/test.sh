@@ -9,7 +9,13 @@ bash scripts/install.sh
 .venv/bin/python -m pip install -q "torch==2.13.0" "ray==2.58.0" -e ".[train,ray]"
 .venv/bin/visage-local fetch qwen2.5-coder-0.5b-instruct
 .venv/bin/visage-local fetch gemma-3-270m
-.venv/bin/ruff check visage_local cli tests scripts
-.venv/bin/ruff format --check visage_local cli tests scripts
+.venv/bin/ruff check visage_local tests scripts
+.venv/bin/ruff format --check visage_local tests scripts
+# The package installs cleanly: setuptools prints no warning about undeclared packages or data.
+if .venv/bin/python -m pip install -v --no-deps --no-build-isolation -e . 2>&1 \
+    | grep -iE "_Warning|would be ignored|SetuptoolsDeprecationWarning"; then
+  echo "error: pip install -e . printed setuptools warnings (above)" >&2
+  exit 1
+fi
 # Every test runs here: a skip not listed in tests/conftest.py's ALLOWED_SKIPS fails the run.
 VISAGE_NO_SKIPS=1 .venv/bin/python -m pytest -q --durations=15 "$@"

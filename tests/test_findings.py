@@ -8,10 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
 from visage_local import coherence
 from visage_local.attacks import load_attack
 from visage_local.chat import SystemPrompt
+from visage_local.cli.main import main
 from visage_local.compare import compare_runs, plot_overlay, render
 from visage_local.conditions import (
     condition_variants,
@@ -22,7 +22,7 @@ from visage_local.conditions import (
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.grid import Grid
-from visage_local.llm_judge import LLMJudge
+from visage_local.judges.llm import LLMJudge
 from visage_local.planning import AdaptiveEdges
 from visage_local.prompts import load_prompts
 from visage_local.rejudge import judge_agreement, rejudge

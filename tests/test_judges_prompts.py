@@ -11,7 +11,7 @@ from visage_local.attacks import BUILTIN_ATTACKS, load_attack
 from visage_local.chat import SystemPrompt
 from visage_local.errors import ConfigError
 from visage_local.judges import get_judge, paper_keywords
-from visage_local.llm_judge import is_guard_template, parse_answer
+from visage_local.judges.llm import is_guard_template, parse_answer
 from visage_local.metrics import cohen_kappa
 from visage_local.prompts import builtin_benign, builtin_harmful, load_prompts, select_prompts
 

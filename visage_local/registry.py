@@ -41,8 +41,8 @@ class ModelEntry:
 
 
 def load_registry() -> dict[str, ModelEntry]:
-    """Every registry entry, by name (models/registry.json)."""
-    data = json.loads(resources.files("visage_local.models").joinpath("registry.json").read_text())
+    """Every registry entry, by name (visage_local/data/registry.json)."""
+    data = json.loads(resources.files("visage_local").joinpath("data/registry.json").read_text())
     return {
         name: ModelEntry(
             name=name,

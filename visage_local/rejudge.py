@@ -57,8 +57,7 @@ def judge_records(records: list[dict], judge_name: str, threads: int | None = No
             [r["prompt"] for r in records], [r["response"] for r in records]
         )
     finally:
-        if hasattr(judge, "close"):
-            judge.close()
+        judge.close()
     return [
         {**r, "refused": v.refused, "matched": v.matched}
         for r, v in zip(records, verdicts, strict=True)

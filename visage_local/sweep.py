@@ -410,7 +410,7 @@ def evaluator(
         for part in (engine, scorer, scratch):
             if part is not None:
                 part.close()
-        if judge is not None and hasattr(judge, "close"):
+        if judge is not None:
             judge.close()
         Path(scratch_name).unlink(missing_ok=True)
 

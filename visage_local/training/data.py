@@ -41,12 +41,12 @@ class TokenizedExample:
 
 
 def _data_lines(name: str) -> list[str]:
-    text = resources.files("visage_local").joinpath(f"data/training/{name}").read_text("utf-8")
+    text = resources.files("visage_local").joinpath(f"data/finetuning/{name}").read_text("utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def project_refusals() -> list[str]:
-    """The refusals written for the project (visage_local/data/training/refusals.txt)."""
+    """The refusals written for the project (visage_local/data/finetuning/refusals.txt)."""
     return _data_lines("refusals.txt")
 
 

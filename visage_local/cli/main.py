@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import traceback
 
@@ -33,6 +34,9 @@ class _Group(click.Group):
         except VisageError as e:
             _fail(str(e), e.exit_code, debug)
         except OSError as e:
+            if e.errno == errno.EPIPE:  # the reader went away (`| head`): stop quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(1)
             if e.errno == errno.ENOSPC:
                 _fail(
                     "the disk is full; free some space and run the same command to resume", 1, debug

@@ -1,1 +1,0 @@
-"""The click commands of visage-local, installed as ``visage_local.cli``."""

@@ -1,1 +1,0 @@
-"""The model registry (registry.json), installed as ``visage_local.models``; fetched weights are git-ignored."""

@@ -1,0 +1,1 @@
+"""The click commands of visage-local: thin wrappers over the library."""
