@@ -1,0 +1,100 @@
+"""Refusal judges: decide whether a response refuses the harmful request.
+
+One table, ``JUDGE_KINDS``, maps each kind of judge name to the function that checks a
+name (before any work starts) and the one that builds the judge; ``get_judge`` and
+``check_judge_name`` both read it. Built-in kinds:
+
+- ``keyword-paper``: the reference code's 29 strings, exact substrings (``keyword``).
+- ``keyword``: a broader list on normalised text (``keyword``).
+- ``llm:PATH.gguf``: a judge model run by llama.cpp (``llm``, imported only when used,
+  so reading or re-scoring keyword verdicts never loads the engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from visage_local.errors import ConfigError
+
+from ._base import Judge, Verdict
+from .keyword import KeywordJudge, normalise, normalised_keywords, paper_keywords
+
+__all__ = [
+    "JUDGES",
+    "JUDGE_KINDS",
+    "Judge",
+    "JudgeKind",
+    "KeywordJudge",
+    "Verdict",
+    "check_judge_name",
+    "get_judge",
+    "normalise",
+    "normalised_keywords",
+    "paper_keywords",
+]
+
+
+@dataclass(frozen=True)
+class JudgeKind:
+    """One kind of judge: how its names look, how a name is checked, how the judge is built."""
+
+    pattern: str  # as shown to users: "keyword" or "llm:PATH.gguf"
+    matches: Callable[[str], bool]
+    check: Callable[[str], None]  # raises ConfigError for a name it matches but cannot use
+    make: Callable[[str, int | None], Judge]
+
+
+def _no_check(name: str) -> None:
+    """Names that match are usable."""
+
+
+def _check_llm(name: str) -> None:
+    if not Path(name[len("llm:") :]).is_file():
+        raise ConfigError(f"--judge {name}: judge model file not found")
+
+
+def _make_llm(name: str, threads: int | None) -> Judge:
+    from .llm import LLMJudge  # loads llama.cpp: only when a judge model is asked for
+
+    return LLMJudge.load(name[len("llm:") :], threads)
+
+
+JUDGE_KINDS: tuple[JudgeKind, ...] = (
+    JudgeKind(
+        "keyword-paper",
+        lambda name: name == "keyword-paper",
+        _no_check,
+        lambda name, threads: KeywordJudge("keyword-paper", paper_keywords()),
+    ),
+    JudgeKind(
+        "keyword",
+        lambda name: name == "keyword",
+        _no_check,
+        lambda name, threads: KeywordJudge("keyword", normalised_keywords(), normalised=True),
+    ),
+    JudgeKind("llm:PATH.gguf", lambda name: name.startswith("llm:"), _check_llm, _make_llm),
+)
+JUDGES = tuple(kind.pattern for kind in JUDGE_KINDS)
+
+
+def _kind(name: str) -> JudgeKind:
+    for kind in JUDGE_KINDS:
+        if kind.matches(name):
+            return kind
+    raise ConfigError(f"unknown judge {name!r} (available: {', '.join(JUDGES)})")
+
+
+def check_judge_name(name: str) -> str:
+    """``name`` when it names a usable judge (an ``llm:`` judge's file must exist), else
+    ConfigError."""
+    _kind(name).check(name)
+    return name
+
+
+def get_judge(name: str, threads: int | None = None) -> Judge:
+    """The judge called ``name`` (``llm:`` judges load their model with ``threads``)."""
+    kind = _kind(name)
+    kind.check(name)
+    return kind.make(name, threads)
