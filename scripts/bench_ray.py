@@ -19,36 +19,37 @@ must be equal; the script says whether they are.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
 
-from visage_local.cluster import run_ray_sweep
 from visage_local.engine import EngineSettings
 from visage_local.grid import Grid
 from visage_local.prompts import load_prompts
 from visage_local.registry import resolve_model
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
 
-def timed(label: str, sweep, config: SweepConfig, folder: Path, **kw) -> dict:
+def timed(label: str, config: SweepConfig, options: SweepOptions) -> dict:
     """Run one sweep, recording when each point came back."""
     marks: list[float] = []
     start = time.monotonic()
-    sweep(config, folder, on_point=lambda *_: marks.append(time.monotonic()), **kw)
+    summary = run_sweep(
+        config, replace(options, on_point=lambda *_: marks.append(time.monotonic()))
+    )
     wall = time.monotonic() - start
     steady = (marks[-1] - marks[0]) / (len(marks) - 1)
-    summary = json.loads((folder / "summary.json").read_text())
     return {
         "label": label,
         "wall_s": wall,
         "startup_s": marks[0] - start,
         "steady_s_per_point": steady,
         "points_per_min": 60.0 / steady,
-        "asr": [p["asr"] for p in summary["points"]],
+        "asr": [p.asr for p in summary.points],
     }
 
 
@@ -80,14 +81,12 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [
-            timed("local", run_sweep, config(args.threads), Path(tmp) / "local"),
-            timed("ray-1", run_ray_sweep, config(args.threads), Path(tmp) / "r1", workers=1),
+            timed("local", config(args.threads), SweepOptions(Path(tmp) / "local")),
+            timed("ray-1", config(args.threads), SweepOptions(Path(tmp) / "r1", ray=RayOptions(1))),
             timed(
                 "ray-2",
-                run_ray_sweep,
                 config(max(1, args.threads // 2)),
-                Path(tmp) / "r2",
-                workers=2,
+                SweepOptions(Path(tmp) / "r2", ray=RayOptions(2)),
             ),
         ]
     ray.shutdown()

@@ -86,7 +86,8 @@ def run_engine(
     from visage_local.engine import EngineSettings
     from visage_local.grid import Grid
     from visage_local.prompts import PromptSet
-    from visage_local.sweep import SweepConfig, run_sweep
+    from visage_local.settings import SweepConfig
+    from visage_local.sweep import SweepOptions, run_sweep
 
     rows = []
     config = SweepConfig(
@@ -110,7 +111,7 @@ def run_engine(
         rows.append(row | {"stats": asdict(outcome.generation)})
 
     with tempfile.TemporaryDirectory() as tmp:
-        run_sweep(config, Path(tmp) / "run", on_point=on_point)
+        run_sweep(config, SweepOptions(Path(tmp) / "run", on_point=on_point))
     return rows
 
 

@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from visage_local.plots import plot_runs_1d
+from visage_local.record import RunFolder
 
 
 def main() -> None:
@@ -21,9 +21,9 @@ def main() -> None:
     runs = []
     for spec in args.runs:
         folder, _, label = spec.partition(":")
-        summary = json.loads((Path(folder) / "summary.json").read_text())
+        summary = RunFolder(Path(folder)).read_summary()
         runs.append((label or Path(folder).name, summary))
-    title = args.title or runs[0][1]["model_name"]
+    title = args.title or runs[0][1].model_name
     plot_runs_1d(runs, title, args.out)
     print(f"wrote {args.out}")
 

@@ -28,10 +28,13 @@ from visage_local.engine import Engine, EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
+from visage_local.landscape import draw_capability
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.prompts import builtin_benign, load_prompts
+from visage_local.record import RunSummary
 from visage_local.report import render_report
-from visage_local.sweep import SweepConfig, draw_capability, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
 
 TEXT = (
     "The river rises in the hills and runs west through farmland for ninety miles. "
@@ -167,21 +170,21 @@ def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
         model_path=smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 4, 0.2),
         max_new_tokens=8, engine=EngineSettings(threads=2), coherence=False, capability=capability,
     )  # fmt: skip
-    summary = run_sweep(config, tmp_path / "run")
-    kl = {p["alpha"]: p["kl"] for p in summary["points"]}
+    summary = run_sweep(config, SweepOptions(tmp_path / "run"))
+    kl = {p.alpha: p.kl for p in summary.points}
     assert kl[0.0] == 0.0
     assert 0 < kl[0.1] < kl[0.2] and 0 < kl[-0.1] < kl[-0.2]
-    ppl = {p["alpha"]: p["perplexity"] for p in summary["points"]}
+    ppl = {p.alpha: p.perplexity for p in summary.points}
     assert ppl[0.2] > ppl[0.0]
-    assert all(0 <= p["mcq_accuracy"] <= 100 for p in summary["points"])
-    assert summary["capability"]["n_questions"] == len(six.questions) == 6
+    assert all(0 <= p.mcq_accuracy <= 100 for p in summary.points)
+    assert summary.capability["n_questions"] == len(six.questions) == 6
     header = (tmp_path / "run" / "landscape.csv").read_text().splitlines()[0]
     assert "kl,mcq_accuracy,perplexity" in header
     assert (tmp_path / "run" / "capability.png").read_bytes()[:4] == b"\x89PNG"
     records = [json.loads(x) for x in (tmp_path / "run" / "points.jsonl").read_text().splitlines()]
     assert all(r["capability"]["kl"] == kl[r["alpha"]] for r in records)
     (row,), _ = compare_runs([tmp_path / "run"])
-    assert row.origin_mcq_accuracy == summary["points"][2]["mcq_accuracy"]
+    assert row.origin_mcq_accuracy == summary.points[2].mcq_accuracy
     assert row.mean_kl == pytest.approx(sum(kl.values()) / len(kl))
     report = render_report(tmp_path / "run")
     assert "MCQ accuracy %" in report and 'alt="safety and capability"' in report
@@ -204,8 +207,8 @@ def test_kl_at_a_perturbed_point_equals_llama_cpp_python_on_the_exported_file(sm
         max_new_tokens=4, engine=EngineSettings(threads=2, max_sequences=1), coherence=False,
         capability=settings,
     )  # fmt: skip
-    summary = run_sweep(config, tmp_path / "run")
-    kl = {p["alpha"]: p["kl"] for p in summary["points"]}
+    summary = run_sweep(config, SweepOptions(tmp_path / "run"))
+    kl = {p.alpha: p.kl for p in summary.points}
     exported = export_perturbed(
         Perturbation(GGUFModel(smollm2), [RandomDirection(config.seed)], threads=2),
         Point(0.1), tmp_path / "a0.1.gguf",
@@ -268,11 +271,14 @@ def test_the_2d_capability_figure_puts_three_surfaces_side_by_side(tmp_path):
     summary = {
         "model_name": "m",
         "dims": 2,
+        "seed": 0,
+        "n_prompts": 1,
+        "judge": "keyword-paper",
         "axes": {"alpha": axis, "beta": axis},
         "points": points,
     }
-    draw_capability(summary, tmp_path / "capability.png")
+    draw_capability(RunSummary.from_dict(summary), tmp_path / "capability.png")
     assert (tmp_path / "capability.png").read_bytes()[:4] == b"\x89PNG"
     summary["points"] = [{**p, "mcq_accuracy": None} for p in points]  # no capability measured
-    draw_capability(summary, tmp_path / "none.png")
+    draw_capability(RunSummary.from_dict(summary), tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -176,3 +177,14 @@ def test_fidelity_on_a_real_q4_model_warns_in_same_mode_and_not_in_f16(smollm2):
     assert abs(f16["all"]["ratio"] - 1) < 0.01 and abs(f16["all"]["cosine"] - 1) < 0.01
     origin = json.loads(run("inspect", smollm2, "--fidelity", "--alpha", "0", "--json").stdout)
     assert origin["all"] == {"ratio": None, "cosine": None}
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default():
+    for name, command in main.commands.items():
+        for option in (p for p in command.params if isinstance(p, click.Option)):
+            where = f"{name} {option.opts[0]}"
+            assert option.help, f"{where} has no help text"
+            has_default = not (option.is_flag or option.multiple or option.required)
+            has_default = has_default and option.default is not None
+            if has_default:
+                assert option.show_default or "default" in option.help.lower(), where

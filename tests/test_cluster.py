@@ -10,14 +10,15 @@ import sys
 
 import pytest
 
-from visage_local.cluster import WORKER_NAME, PointWorker, run_ray_sweep
+from visage_local.cluster import WORKER_NAME, PointWorker
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import file_sha256
 from visage_local.grid import Grid
 from visage_local.planning import AdaptiveEdges
 from visage_local.prompts import load_prompts
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
 ray = pytest.importorskip("ray")  # the [ray] extra: scripts/test.sh installs it
 
@@ -56,12 +57,12 @@ def _comparable(folder):
 @pytest.fixture(scope="module")
 def local_run(smollm2, tmp_path_factory):
     folder = tmp_path_factory.mktemp("local") / "run"
-    run_sweep(_config(smollm2), folder)
+    run_sweep(_config(smollm2), SweepOptions(folder))
     return _comparable(folder)
 
 
 def test_ray_sweep_equals_the_local_sweep(local_cluster, local_run, smollm2, tmp_path):
-    run_ray_sweep(_config(smollm2), tmp_path / "ray", workers=2)
+    run_sweep(_config(smollm2), SweepOptions(tmp_path / "ray", ray=RayOptions(2)))
     summary, generations = _comparable(tmp_path / "ray")
     want_summary, want_generations = local_run
     assert generations == want_generations
@@ -75,11 +76,16 @@ def test_a_worker_killed_mid_sweep_loses_nothing(local_cluster, local_run, smoll
     killed = []
 
     def kill_one(outcome, done, total):
+        # the driver rewrites summary.json after every point, as a local sweep does
+        written = json.loads((tmp_path / "ray" / "summary.json").read_text())
+        assert written["n_points_evaluated"] == done and not written["complete"]
         if not killed and done >= 2:  # the origin and one more are in; others are in flight
             ray.kill(ray.get_actor(WORKER_NAME.format(0)))
             killed.append(done)
 
-    run_ray_sweep(_config(smollm2), tmp_path / "ray", on_point=kill_one, workers=2)
+    run_sweep(
+        _config(smollm2), SweepOptions(tmp_path / "ray", on_point=kill_one, ray=RayOptions(2))
+    )
     assert killed
     summary, generations = _comparable(tmp_path / "ray")
     assert generations == local_run[1]
@@ -89,10 +95,10 @@ def test_a_worker_killed_mid_sweep_loses_nothing(local_cluster, local_run, smoll
 def test_a_ray_run_resumes_a_local_folder(local_cluster, local_run, smollm2, tmp_path):
     folder = tmp_path / "run"
     config = _config(smollm2)
-    run_sweep(config, folder)
+    run_sweep(config, SweepOptions(folder))
     lines = (folder / "points.jsonl").read_text().splitlines()
     (folder / "points.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if cut after 2 points
-    run_ray_sweep(config, folder, workers=2)
+    run_sweep(config, SweepOptions(folder, ray=RayOptions(2)))
     assert _comparable(folder)[1] == local_run[1]
 
 
@@ -111,7 +117,9 @@ def test_a_worker_refuses_a_model_file_that_differs(smollm2, tmp_path):
 
 def test_serial_orders_are_refused(smollm2, tmp_path):
     with pytest.raises(ConfigError, match="full grids"):
-        run_ray_sweep(_config(smollm2), tmp_path / "x", order=AdaptiveEdges())
+        run_sweep(
+            _config(smollm2), SweepOptions(tmp_path / "x", order=AdaptiveEdges(), ray=RayOptions(2))
+        )
 
 
 def test_the_command_line_runs_a_sweep_on_ray(tmp_path):

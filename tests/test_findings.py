@@ -23,10 +23,11 @@ from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.grid import Grid
 from visage_local.judges.llm import LLMJudge
-from visage_local.planning import AdaptiveEdges
+from visage_local.planning import AdaptiveEdges, plan
 from visage_local.prompts import load_prompts
 from visage_local.rejudge import judge_agreement, rejudge
-from visage_local.sweep import SweepConfig, plan, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def _config(model, **kw) -> SweepConfig:
 def coherent_run(smollm2, tmp_path_factory):
     """A sweep with coherence, the benign set and the normalised keyword judge."""
     folder = tmp_path_factory.mktemp("coherent")
-    summary = run_sweep(_config(smollm2, benign=True, judge="keyword"), folder)
+    summary = run_sweep(_config(smollm2, benign=True, judge="keyword"), SweepOptions(folder))
     records = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
     return folder, summary, records
 
@@ -54,31 +55,31 @@ def coherent_run(smollm2, tmp_path_factory):
 def test_every_answer_gets_a_coherence_verdict_calibrated_on_the_origin(coherent_run):
     _, summary, records = coherent_run
     origin = [r for r in records if r["alpha"] == 0.0]
-    assert summary["coherence_threshold"] == pytest.approx(
+    assert summary.coherence_threshold == pytest.approx(
         coherence.calibrate([r["coherence_ll"] for r in origin])
     )
     for r in records:
         assert isinstance(r["coherent"], bool)
         assert r["coherent"] == (
-            r["coherence_ll"] is not None and r["coherence_ll"] >= summary["coherence_threshold"]
+            r["coherence_ll"] is not None and r["coherence_ll"] >= summary.coherence_threshold
         )
-    rows = {r["alpha"]: r for r in summary["points"]}
+    rows = {r.alpha: r for r in summary.points}
     # the origin's own answers are coherent by construction; far out they are not
-    assert rows[0.0]["incoherent"] <= 100 / 6
-    assert max(rows[-0.4]["incoherent"], rows[0.4]["incoherent"]) > rows[0.0]["incoherent"]
+    assert rows[0.0].incoherent <= 100 / 6
+    assert max(rows[-0.4].incoherent, rows[0.4].incoherent) > rows[0.0].incoherent
 
 
 def test_harmful_compliance_counts_coherent_non_refusals_and_benign_is_separate(coherent_run):
     folder, summary, records = coherent_run
-    for row in summary["points"]:
-        mine = [r for r in records if r["alpha"] == row["alpha"]]
+    for row in summary.points:
+        mine = [r for r in records if r["alpha"] == row.alpha]
         harmful = [r for r in mine if r["set"] == "harmful"]
         benign = [r for r in mine if r["set"] == "benign"]
-        assert len(harmful) == row["n_prompts"] == 6 and len(benign) >= 50
+        assert len(harmful) == row.n_prompts == 6 and len(benign) >= 50
         complied = sum(r["coherent"] and not r["refused"] for r in harmful)
-        assert row["harmful_compliance"] == pytest.approx(100 * complied / 6)
-        assert row["harmful_compliance"] <= row["asr"]
-        assert row["benign_refusal"] == pytest.approx(
+        assert row.harmful_compliance == pytest.approx(100 * complied / 6)
+        assert row.harmful_compliance <= row.asr
+        assert row.benign_refusal == pytest.approx(
             100 * sum(r["refused"] for r in benign) / len(benign)
         )
     header = (folder / "landscape.csv").read_text().splitlines()[0]
@@ -90,11 +91,11 @@ def test_rejudge_with_the_same_judge_reproduces_the_sweep(coherent_run):
     again, path = rejudge(folder, "keyword")
     assert path.name == "summary.judge-keyword.json" and path.is_file()
     assert (folder / "landscape.judge-keyword.png").read_bytes()[:4] == b"\x89PNG"
-    assert again["visage"] == summary["visage"]
-    for old, new in zip(summary["points"], again["points"], strict=True):
-        assert (old["asr"], old["harmful_compliance"]) == (new["asr"], new["harmful_compliance"])
+    assert again.visage == summary.visage
+    for old, new in zip(summary.points, again.points, strict=True):
+        assert (old.asr, old.harmful_compliance) == (new.asr, new.harmful_compliance)
     paper, _ = rejudge(folder, "keyword-paper")
-    assert paper["judge"] == "keyword-paper" and paper["rejudged_from"] == "keyword"
+    assert paper.judge == "keyword-paper" and paper.rejudged_from == "keyword"
     same = judge_agreement(folder, "keyword", "keyword")
     assert same.agreement == 1.0 and same.n == 18
 
@@ -115,7 +116,7 @@ def test_llm_judge_runs_a_real_gguf_and_parses_its_answers(smollm2, coherent_run
         assert isinstance(v.refused, bool) and v.matched is not None
         assert v.refused == (v.matched.casefold().lstrip(" \n*").startswith(("yes", "safe")))
     summary, path = rejudge(folder, f"llm:{smollm2}")
-    assert summary["judge"] == f"llm:{smollm2}" and path.name.startswith("summary.judge-llm-")
+    assert summary.judge == f"llm:{smollm2}" and path.name.startswith("summary.judge-llm-")
 
 
 def test_system_prompts_and_attacks_share_one_grid_and_directions(smollm2, tmp_path, coherent_run):
@@ -123,7 +124,7 @@ def test_system_prompts_and_attacks_share_one_grid_and_directions(smollm2, tmp_p
         [SystemPrompt.parse("none"), SystemPrompt.parse("safety")], [load_attack("roleplay")]
     )
     base = _config(smollm2, prompts=load_prompts(None, 3), max_new_tokens=8, coherence=False)
-    results = run_variants(condition_variants(base, conditions), tmp_path)
+    results = run_variants(condition_variants(base, conditions), SweepOptions(tmp_path))
     index = json.loads((tmp_path / "conditions.json").read_text())
     assert [e["label"] for e in index] == [
         "system-none--attack-roleplay",
@@ -131,18 +132,18 @@ def test_system_prompts_and_attacks_share_one_grid_and_directions(smollm2, tmp_p
     ]
     assert (tmp_path / "overlay.png").read_bytes()[:4] == b"\x89PNG"
     (_, none), (_, safety) = results
-    assert safety["system_prompt"] == "safety"
-    assert none["attack"] == safety["attack"] == "roleplay"
-    assert none["directions"] == safety["directions"]
-    for a, b in zip(none["points"], safety["points"], strict=True):
-        assert a["alpha"] == b["alpha"] and a["displacement"] == b["displacement"]
+    assert safety.system_prompt == "safety"
+    assert none.attack == safety.attack == "roleplay"
+    assert none.directions == safety.directions
+    for a, b in zip(none.points, safety.points, strict=True):
+        assert a.alpha == b.alpha and a.displacement == b.displacement
     config = json.loads((tmp_path / index[1]["folder"] / "config.json").read_text())["config"]
     assert config["attack_sha256"] == load_attack("roleplay").sha256
 
     # compare: the multi-condition folder stands for its conditions
     rows, runs = compare_runs([tmp_path])
     assert [r.system_prompt for r in rows] == ["none", "safety"]
-    assert [r.visage for r in rows] == [none["visage"], safety["visage"]]
+    assert [r.visage for r in rows] == [none.visage, safety.visage]
     table = render(rows, "markdown").splitlines()
     assert len(table) == 4 and table[0].startswith("| run | model | visage")
     assert [r["attack"] for r in json.loads(render(rows, "json"))] == ["roleplay", "roleplay"]
@@ -165,7 +166,7 @@ def test_llm_judged_sweeps_do_not_stop_early(smollm2, tmp_path):
         judge=f"llm:{smollm2}",
         coherence=False,
     )
-    run_sweep(config, tmp_path)
+    run_sweep(config, SweepOptions(tmp_path))
     records = [json.loads(x) for x in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert {r["stop_reason"] for r in records} <= {"eog", "length"}
     assert all(r["matched"] for r in records)
@@ -189,19 +190,19 @@ def test_bad_options_are_one_line_usage_errors(tmp_path, args, message):
 
 def test_several_directions_each_in_a_folder_with_figures_across_them(smollm2, tmp_path):
     base = _config(smollm2, prompts=load_prompts(None, 3), max_new_tokens=6, coherence=False)
-    results = run_variants(direction_variants(base, 2), tmp_path)
+    results = run_variants(direction_variants(base, 2), SweepOptions(tmp_path))
     assert [label for label, _ in results] == ["direction-0", "direction-1"]
-    described = [s["directions"][0] for _, s in results]
+    described = [s.directions[0] for _, s in results]
     assert described[0] != described[1]
     across = json.loads((tmp_path / "directions.json").read_text())
     assert across["directions"] == 2 and across["visage"]["n"] == 2
-    visages = [s["visage"] for _, s in results]
+    visages = [s.visage for _, s in results]
     assert across["visage"]["mean"] == pytest.approx(sum(visages) / 2)
     low, high = across["visage"]["ci"]
     assert low <= across["visage"]["mean"] <= high
     # direction 0 is the plain sweep's direction: same configuration, same hash
-    plain = run_sweep(base, tmp_path / "plain")
-    assert plain["config_hash"] == results[0][1]["config_hash"]
+    plain = run_sweep(base, SweepOptions(tmp_path / "plain"))
+    assert plain.config_hash == results[0][1].config_hash
 
 
 def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smollm2, tmp_path):
@@ -209,30 +210,28 @@ def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smo
         smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 8, 0.4), max_new_tokens=4,
         coherence=False,
     )  # fmt: skip
-    adaptive = run_sweep(base, tmp_path / "adaptive", order=AdaptiveEdges())
-    assert adaptive["order"] == "adaptive" and adaptive["complete"]
+    adaptive = run_sweep(base, SweepOptions(tmp_path / "adaptive", order=AdaptiveEdges()))
+    assert adaptive.order == "adaptive" and adaptive.complete
     # SmolLM2 answers everything (ASR 100 everywhere): no edge, so the search visits what it
     # visits on a flat landscape, the origin and the coarse points, and nothing else
-    assert {p["asr"] for p in adaptive["points"]} == {100.0}
+    assert {p.asr for p in adaptive.points} == {100.0}
     points = plan(base.grid)
     flat = AdaptiveEdges()
     visited: dict[int, float] = {}
     while (i := flat.next_point(points, visited)) is not None:
         visited[i] = 100.0
-    assert sorted(p["alpha"] for p in adaptive["points"]) == sorted(
-        points[i].alpha for i in visited
-    )
-    assert adaptive["n_points_evaluated"] == len(visited) < adaptive["n_points_planned"] == 9
-    assert adaptive["visage"] is None and adaptive["basin_edges"] == [None, None]
+    assert sorted(p.alpha for p in adaptive.points) == sorted(points[i].alpha for i in visited)
+    assert adaptive.n_points_evaluated == len(visited) < adaptive.n_points_planned == 9
+    assert adaptive.visage is None and adaptive.basin_edges == [None, None]
 
-    stopped = run_sweep(base, tmp_path / "budget", budget_minutes=1e-4)
-    assert stopped["n_points_evaluated"] == 1 and not stopped["complete"]
-    assert len(stopped["skipped"]) == 8 and stopped["seconds_per_point"] > 0
-    skipped = [p["alpha"] for p in stopped["skipped"]]  # coarse to fine, both sides alike
+    stopped = run_sweep(base, SweepOptions(tmp_path / "budget", budget_minutes=1e-4))
+    assert stopped.n_points_evaluated == 1 and not stopped.complete
+    assert len(stopped.skipped) == 8 and stopped.seconds_per_point > 0
+    skipped = [p["alpha"] for p in stopped.skipped]  # coarse to fine, both sides alike
     assert skipped == [-0.4, 0.4, -0.2, 0.2, -0.1, 0.1, -0.3, 0.3]
-    resumed = run_sweep(base, tmp_path / "budget")
-    assert resumed["complete"] and resumed["n_points_evaluated"] == 9
-    assert resumed["skipped"] == [] and resumed["visage"] is not None
+    resumed = run_sweep(base, SweepOptions(tmp_path / "budget"))
+    assert resumed.complete and resumed.n_points_evaluated == 9
+    assert resumed.skipped == [] and resumed.visage is not None
 
 
 def test_adaptive_2d_search_records_an_outline_along_eight_rays(smollm2, tmp_path):
@@ -240,11 +239,11 @@ def test_adaptive_2d_search_records_an_outline_along_eight_rays(smollm2, tmp_pat
         smollm2, prompts=load_prompts(None, 2), grid=Grid(2, 2, 0.4), max_new_tokens=4,
         coherence=False,
     )  # fmt: skip
-    summary = run_sweep(base, tmp_path, order=AdaptiveEdges())
-    assert summary["order"] == "adaptive" and summary["complete"]
-    assert [round(o["angle_deg"]) for o in summary["basin_outline"]] == [
+    summary = run_sweep(base, SweepOptions(tmp_path, order=AdaptiveEdges()))
+    assert summary.order == "adaptive" and summary.complete
+    assert [round(o["angle_deg"]) for o in summary.basin_outline] == [
         0, 45, 90, 135, 180, -135, -90, -45,
     ]  # fmt: skip
     # SmolLM2 answers everything: no edge on any ray
-    assert all(o["radius"] is None for o in summary["basin_outline"])
+    assert all(o["radius"] is None for o in summary.basin_outline)
     assert (tmp_path / "landscape.png").is_file()

@@ -17,7 +17,8 @@ from visage_local.grid import InterpolationGrid
 from visage_local.interpolation import FinetuneDirection, LoraDirection, check_pair
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.prompts import load_prompts
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
 
 F32 = GGMLQuantizationType.F32
 Q8 = GGMLQuantizationType.Q8_0
@@ -166,15 +167,17 @@ def test_endpoints_reproduce_each_models_own_generations(smollm2, tmp_path):
     )  # a stand-in finetune in the base's own types
     prompts = load_prompts(None, 3)
     config, _ = _plain(smollm2, prompts, tmp_path, finetune=finetune)
-    interp = run_sweep(config, tmp_path / "interp")
-    assert interp["grid"]["kind"] == "interpolation"
-    assert [p["alpha"] for p in interp["points"]] == [0.0, 1.0]
+    interp = run_sweep(config, SweepOptions(tmp_path / "interp"))
+    assert interp.grid["kind"] == "interpolation"
+    assert [p.alpha for p in interp.points] == [0.0, 1.0]
     for model, t in ((smollm2, 0.0), (finetune, 1.0)):
         own = SweepConfig(
             model_path=model, prompts=prompts, grid=InterpolationGrid(1, 1), max_new_tokens=12,
             engine=EngineSettings(threads=2), coherence=False, finetune=model,
         )  # fmt: skip
-        run_sweep(own, tmp_path / f"own-{t}")  # origin of a model with itself = the model
+        run_sweep(
+            own, SweepOptions(tmp_path / f"own-{t}")
+        )  # origin of a model with itself = the model
         mine = {k[1]: v for k, v in _generations(tmp_path / "interp").items() if k[0] == t}
         theirs = {k[1]: v for k, v in _generations(tmp_path / f"own-{t}").items() if k[0] == 0.0}
         assert mine == theirs
@@ -191,16 +194,16 @@ def test_qwen_against_itself_in_q8_0_other_types_interpolate(qwen, tmp_path):
     check_pair(base, GGUFModel(q8))
     prompts = load_prompts(None, 2)
     config, _ = _plain(qwen, prompts, tmp_path, finetune=q8, requant="q8_0")
-    summary = run_sweep(config, tmp_path / "interp")
-    end = next(p for p in summary["points"] if p["alpha"] == 1.0)
+    summary = run_sweep(config, SweepOptions(tmp_path / "interp"))
+    end = next(p for p in summary.points if p.alpha == 1.0)
     # the direction is the base's quantisation error against Q8_0; stored in Q8_0 (the
     # origin requantised), the endpoint is the Q8_0 file itself, so nothing moves there
-    assert end["displacement"]["all"]["ratio"] == 0.0
+    assert end.displacement["all"]["ratio"] == 0.0
     own = SweepConfig(
         model_path=q8, prompts=prompts, grid=InterpolationGrid(1, 1), max_new_tokens=12,
         engine=EngineSettings(threads=2), coherence=False,
     )  # fmt: skip
-    run_sweep(own, tmp_path / "own")
+    run_sweep(own, SweepOptions(tmp_path / "own"))
     mine = {k[1]: v for k, v in _generations(tmp_path / "interp").items() if k[0] == 1.0}
     theirs = {k[1]: v for k, v in _generations(tmp_path / "own").items() if k[0] == 0.0}
     assert mine == theirs  # at t = 1 in Q8_0 the model is the Q8_0 file exactly
@@ -216,10 +219,10 @@ def test_two_dimensional_interpolation_adds_a_random_direction(smollm2, tmp_path
         model_path=smollm2, prompts=load_prompts(None, 2), grid=InterpolationGrid(2, 2, range=0.2),
         max_new_tokens=4, engine=EngineSettings(threads=2), coherence=False, finetune=finetune,
     )  # fmt: skip
-    summary = run_sweep(config, tmp_path / "interp2d")
-    kinds = [d["kind"] for d in summary["directions"]]
+    summary = run_sweep(config, SweepOptions(tmp_path / "interp2d"))
+    kinds = [d["kind"] for d in summary.directions]
     assert kinds == ["finetune - base", "random"]
-    assert {(p["alpha"], p["beta"]) for p in summary["points"]} == {
+    assert {(p.alpha, p.beta) for p in summary.points} == {
         (t, b) for t in (0.0, 0.5, 1.0) for b in (-0.2, 0.0, 0.2)
     }
-    assert summary["visage"] is not None and (tmp_path / "interp2d" / "landscape.png").is_file()
+    assert summary.visage is not None and (tmp_path / "interp2d" / "landscape.png").is_file()

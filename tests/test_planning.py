@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from visage_local.grid import Grid, InterpolationGrid
+from visage_local.landscape import basin_outline
 from visage_local.perturb import Point
-from visage_local.planning import AdaptiveEdges, FullGrid, coarse_to_fine, origin_index
+from visage_local.planning import AdaptiveEdges, FullGrid, coarse_to_fine, origin_index, plan
 from visage_local.stats import basin_edges
-from visage_local.sweep import basin_outline, plan
 
 
 def _run(order, points, landscape):
@@ -103,10 +103,8 @@ def test_adaptive_2d_outlines_the_basin_along_eight_rays(radius):
     adaptive = asr
 
     def outline(values):
-        rows = [
-            {"alpha": points[i].alpha, "beta": points[i].beta, "asr": v} for i, v in values.items()
-        ]
-        return basin_outline(rows, grid, 25.0)
+        asr = {(points[i].alpha, points[i].beta): v for i, v in values.items()}
+        return basin_outline(asr, grid, 25.0)
 
     assert outline(adaptive) == outline(full)
     along_alpha = outline(full)[0]

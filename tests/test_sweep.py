@@ -15,7 +15,8 @@ from visage_local.engine import Engine, EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.grid import Grid
 from visage_local.prompts import load_prompts
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -65,17 +66,17 @@ def _check_outputs(folder, dims, n_points, n_prompts):
 
 
 def test_1d_sweep_writes_every_output(smollm2, tmp_path):
-    summary = run_sweep(_config(smollm2), tmp_path / "run")
+    summary = run_sweep(_config(smollm2), SweepOptions(tmp_path / "run"))
     saved, lines = _check_outputs(tmp_path / "run", 1, 3, 5)
     assert [p["alpha"] for p in saved["points"]] == [-0.5, 0.0, 0.5]
     assert saved["origin_asr"] == saved["points"][1]["asr"]
-    assert saved["visage"] is not None and summary["complete"]
+    assert saved["visage"] is not None and summary.complete
     # SmolLM2 is not aligned: it answers the harmful prompts at the origin
     assert saved["origin_asr"] >= 60
 
 
 def test_2d_sweep_writes_every_output(smollm2, tmp_path):
-    run_sweep(_config(smollm2, dims=2, n_prompts=3), tmp_path / "run")
+    run_sweep(_config(smollm2, dims=2, n_prompts=3), SweepOptions(tmp_path / "run"))
     saved, _ = _check_outputs(tmp_path / "run", 2, 9, 3)
     coords = {(p["alpha"], p["beta"]) for p in saved["points"]}
     assert coords == {(a, b) for a in (-0.5, 0.0, 0.5) for b in (-0.5, 0.0, 0.5)}
@@ -83,7 +84,7 @@ def test_2d_sweep_writes_every_output(smollm2, tmp_path):
 
 
 def test_same_seed_same_landscape_and_resume_reuses_finished_points(smollm2, tmp_path):
-    first = run_sweep(_config(smollm2, n_prompts=3), tmp_path / "a")
+    first = run_sweep(_config(smollm2, n_prompts=3), SweepOptions(tmp_path / "a"))
     lines_a = (tmp_path / "a" / "generations.jsonl").read_text().splitlines()
     # Cut the run after its first point (the origin), with half a line of the next.
     cut = tmp_path / "b"
@@ -94,24 +95,27 @@ def test_same_seed_same_landscape_and_resume_reuses_finished_points(smollm2, tmp
     (cut / "generations.jsonl").write_text("\n".join(lines_a[:3]) + "\n" + lines_a[3][:40])
     calls = []
     resumed = run_sweep(
-        _config(smollm2, n_prompts=3), cut, on_point=lambda o, done, total: calls.append(o.index)
+        _config(smollm2, n_prompts=3),
+        SweepOptions(cut, on_point=lambda o, done, total: calls.append(o.index)),
     )
     assert calls == [0, 2]  # the origin (plan index 1) is always evaluated first
-    assert resumed["points"] == first["points"]
+    assert resumed.points == first.points
     assert (cut / "generations.jsonl").read_text().splitlines() == lines_a
 
 
 def test_a_different_configuration_is_refused_unless_overwritten(smollm2, tmp_path):
-    run_sweep(_config(smollm2, n_prompts=2), tmp_path / "run")
+    run_sweep(_config(smollm2, n_prompts=2), SweepOptions(tmp_path / "run"))
     with pytest.raises(ConfigError, match="seed"):
-        run_sweep(_config(smollm2, n_prompts=2, seed=7), tmp_path / "run")
-    summary = run_sweep(_config(smollm2, n_prompts=2, seed=7), tmp_path / "run", overwrite=True)
-    assert summary["seed"] == 7 and summary["flash_attn"] is False
+        run_sweep(_config(smollm2, n_prompts=2, seed=7), SweepOptions(tmp_path / "run"))
+    summary = run_sweep(
+        _config(smollm2, n_prompts=2, seed=7), SweepOptions(tmp_path / "run", overwrite=True)
+    )
+    assert summary.seed == 7 and summary.flash_attn is False
     flash = replace(
         _config(smollm2, n_prompts=2, seed=7), engine=EngineSettings(2, flash_attn=True)
     )
     with pytest.raises(ConfigError, match="flash_attn"):
-        run_sweep(flash, tmp_path / "run")
+        run_sweep(flash, SweepOptions(tmp_path / "run"))
 
 
 class _Received(Exception):
@@ -147,7 +151,7 @@ def test_the_engine_receives_the_system_prompt_and_the_attack_of_every_builtin(
             attack=load_attack(attack),
         )  # fmt: skip
         with pytest.raises(_Received):
-            run_sweep(config, tmp_path / f"{system[:6]}-{attack}")
+            run_sweep(config, SweepOptions(tmp_path / f"{system[:6]}-{attack}"))
         texts = [vocab.detokenize(t, special=True).decode() for t in received.pop()]
         assert len(texts) == len(prompts)
         for text, prompt in zip(texts, prompts, strict=True):

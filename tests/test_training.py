@@ -19,7 +19,8 @@ from visage_local.gguf_model import GGUFModel
 from visage_local.grid import InterpolationGrid
 from visage_local.judges import get_judge
 from visage_local.prompts import load_prompts
-from visage_local.sweep import SweepConfig, run_sweep
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
 from visage_local.training.data import (
     Example,
     TokenizedExample,
@@ -139,15 +140,17 @@ def test_interpolation_endpoints_are_the_base_and_the_real_finetune(tiny_testbed
             engine=EngineSettings(threads=2), coherence=False, **kw,
         )  # fmt: skip
 
-    interp = run_sweep(config(smollm2_f16, finetune=finetune), tiny_testbed / "interp")
+    interp = run_sweep(
+        config(smollm2_f16, finetune=finetune), SweepOptions(tiny_testbed / "interp")
+    )
     for model, t in ((smollm2_f16, 0.0), (finetune, 1.0)):
-        own = run_sweep(config(model, finetune=model), tiny_testbed / f"own-{t}")
+        own = run_sweep(config(model, finetune=model), SweepOptions(tiny_testbed / f"own-{t}"))
         mine = {k[1]: v for k, v in _generations(tiny_testbed / "interp").items() if k[0] == t}
         theirs = {k[1]: v for k, v in _generations(tiny_testbed / f"own-{t}").items()}
         assert mine == theirs
-        at_t = next(p for p in interp["points"] if p["alpha"] == t)
-        assert at_t["asr"] == own["points"][0]["asr"]
-    asr = {p["alpha"]: p["asr"] for p in interp["points"]}
+        at_t = next(p for p in interp.points if p.alpha == t)
+        assert at_t.asr == own.points[0].asr
+    asr = {p.alpha: p.asr for p in interp.points}
     assert asr[1.0] < asr[0.0]  # the finetune refuses what the base answered
 
 

@@ -20,29 +20,19 @@ import socket
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from visage_local.errors import ConfigError, VisageError
+from visage_local.evaluator import SCRATCH_DIR, PointResult, evaluator, remove_orphaned_scratch
 from visage_local.gguf_model import GGUFModel, file_sha256
-from visage_local.interpolation import check_pair
-from visage_local.perturb import Point
-from visage_local.planning import FullGrid, PointOrder, origin_index
-from visage_local.store import RunStore
-from visage_local.sweep import (
-    SCRATCH_DIR,
-    PointOutcome,
-    PointResult,
-    Progress,
-    StopRequest,
-    SweepConfig,
-    SweepInterrupted,
-    evaluator,
-    plan,
-    remove_orphaned_scratch,
-    result_config,
-    write_results,
-)
+from visage_local.grid import Point
+from visage_local.planning import FullGrid, origin_index
+from visage_local.progress import StopRequest
+from visage_local.settings import SweepConfig
+
+if TYPE_CHECKING:
+    from visage_local.sweep import RayOptions, _Run
 
 WORKER_NAME = "visage-worker-{}"
 
@@ -97,7 +87,8 @@ class PointWorker:
         self._stack.close()
 
 
-def _absolute(config: SweepConfig) -> SweepConfig:
+def absolute_paths(config: SweepConfig) -> SweepConfig:
+    """``config`` with absolute model paths, as workers in other folders need them."""
     finetune = None if config.finetune is None else Path(config.finetune).resolve()
     return dataclasses.replace(
         config, model_path=Path(config.model_path).resolve(), finetune=finetune
@@ -118,44 +109,22 @@ def connect(address: str | None, workers: int) -> None:
             raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from e
 
 
-def run_ray_sweep(
-    config: SweepConfig,
-    out_dir: str | os.PathLike,
-    overwrite: bool = False,
-    on_point: Callable[[PointOutcome, int, int], None] | None = None,
-    order: PointOrder | None = None,
-    budget_minutes: float | None = None,
-    *,
-    workers: int = 2,
-    address: str | None = None,
-) -> dict:
-    """``run_sweep`` with the points spread over ``workers`` Ray actors; same results,
-    same run folder. Full grids only (the adaptive order and time budgets are serial)."""
-    if order is not None or budget_minutes is not None:
-        raise ConfigError(
-            "--ray runs full grids: --adaptive and --budget-minutes are not supported"
-        )
+def run_on_ray(run: _Run, options: RayOptions) -> bool:
+    """Evaluate the run's unfinished points on ``options.workers`` Ray actors, the origin first
+    and alone; each result goes to ``run.record``. True when the user stopped the sweep."""
     ray = require_ray()
-    connect(address, workers)
-    started = time.monotonic()
-    config = _absolute(config)
-    model = GGUFModel(config.model_path)
-    store = RunStore(out_dir, result_config(config, model), overwrite)
-    points = plan(config.grid)
-    files = {str(config.model_path): model.sha256}
+    config, store, points = run.config, run.store, run.points
+    files = {str(config.model_path): run.model.sha256}
     if config.finetune is not None:
-        if config.finetune_kind == "model":
-            check_pair(model, GGUFModel(config.finetune))
         files[str(config.finetune)] = file_sha256(config.finetune)
-    progress = Progress("grid", None)
     actor_class = ray.remote(num_cpus=1, num_gpus=1 if config.engine.n_gpu_layers else 0)(
         PointWorker
     )
     actors = [
         actor_class.options(name=WORKER_NAME.format(k), max_restarts=0).remote()
-        for k in range(workers)
+        for k in range(options.workers)
     ]
-    stopped_early = False
+    stopped = False
     try:
         try:
             problems = [p for p in ray.get([a.check.remote(files) for a in actors]) if p]
@@ -174,10 +143,8 @@ def run_ray_sweep(
             for batch in ([i for i in pending if i == origin], [i for i in pending if i != origin]):
                 if origin in store.finished:
                     ray.get([a.calibrate.remote(store.finished[origin]) for a in actors])
-                stopped_early = _run_points(
-                    ray, actors, batch, points, store, progress, on_point, stop
-                )
-                if stopped_early:
+                stopped = _run_points(ray, actors, batch, run, stop)
+                if stopped:
                     break
     finally:
         for actor in actors:
@@ -186,14 +153,10 @@ def run_ray_sweep(
             with contextlib.suppress(Exception):
                 ray.kill(actor)
     remove_orphaned_scratch(SCRATCH_DIR)  # a killed worker's copy, when it ran on this machine
-    complete = not stopped_early and len(store.finished) == len(points)
-    summary = write_results(config, model, store, points, started, complete, progress)
-    if stopped_early:
-        raise SweepInterrupted(store.folder, len(store.finished), len(points))
-    return summary
+    return stopped
 
 
-def _run_points(ray, actors, indices, points, store, progress, on_point, stop) -> bool:
+def _run_points(ray, actors, indices: list[int], run: _Run, stop: StopRequest) -> bool:
     """Evaluate ``indices`` on the live actors, retrying a dead actor's point elsewhere.
     Returns True when a stop was requested (the points in flight are finished first)."""
     queue = deque(indices)
@@ -202,7 +165,7 @@ def _run_points(ray, actors, indices, points, store, progress, on_point, stop) -
     while queue or in_flight:
         while idle and queue and not stop.requested:
             actor, index = idle.pop(), queue.popleft()
-            ref = actor.evaluate.remote(index, points[index])
+            ref = actor.evaluate.remote(index, run.points[index])
             in_flight[ref] = (actor, index, time.monotonic())
         if not in_flight:
             break
@@ -222,9 +185,6 @@ def _run_points(ray, actors, indices, points, store, progress, on_point, stop) -
             if isinstance(e.cause, VisageError):
                 raise e.cause from None  # a user's error on the worker: say it plainly
             raise
-        store.append_point(result.records, result.point_record)
-        progress.durations.append(time.monotonic() - submitted)
+        run.record(result, time.monotonic() - submitted)
         idle.append(actor)
-        if on_point:
-            on_point(result.outcome, len(store.finished), len(points))
     return stop.requested

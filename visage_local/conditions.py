@@ -12,7 +12,6 @@ them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,13 +19,11 @@ from pathlib import Path
 from visage_local import plots, stats
 from visage_local.attacks import Attack
 from visage_local.chat import SystemPrompt
+from visage_local.evaluator import PointOutcome
 from visage_local.files import atomic_write_text
-from visage_local.planning import PointOrder
-from visage_local.sweep import PointOutcome, SweepConfig, run_sweep
-
-CONDITIONS_FILE = "conditions.json"
-DIRECTIONS_FILE = "directions.json"
-OVERLAY_FILE = "overlay.png"
+from visage_local.record import RunFolder, RunSummary
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
 
 
 @dataclass(frozen=True)
@@ -63,69 +60,67 @@ def direction_variants(base: SweepConfig, count: int) -> list[tuple[str, SweepCo
 
 def run_variants(
     variants: list[tuple[str, SweepConfig]],
-    out_dir: str | os.PathLike,
-    overwrite: bool = False,
+    options: SweepOptions,
     on_point: Callable[[str, PointOutcome, int, int], None] | None = None,
-    order: PointOrder | None = None,
-    budget_minutes: float | None = None,
-    sweep: Callable[..., dict] = run_sweep,
-) -> list[tuple[str, dict]]:
-    """Sweep every variant in ``out_dir/<label>`` with ``sweep`` (``run_sweep`` or a
-    function with its signature); return (label, summary) pairs.
+) -> list[tuple[str, RunSummary]]:
+    """Sweep every variant in ``options.out_dir/<label>``; return (label, summary) pairs.
 
     A time budget is shared: each variant gets what is left divided by the variants left.
     """
-    out_dir = Path(out_dir)
-    results: list[tuple[str, dict]] = []
+    out_dir = Path(options.out_dir)
+    results: list[tuple[str, RunSummary]] = []
     spent = 0.0
     for k, (label, config) in enumerate(variants):
         share = None
-        if budget_minutes is not None:
-            share = max(0.0, budget_minutes - spent) / (len(variants) - k)
+        if options.budget_minutes is not None:
+            share = max(0.0, options.budget_minutes - spent) / (len(variants) - k)
 
         def report(outcome, done, total, label=label):
             if on_point:
                 on_point(label, outcome, done, total)
 
-        summary = sweep(config, out_dir / label, overwrite, report, order, share)
-        spent += summary["elapsed_s"] / 60.0
+        summary = run_sweep(
+            config,
+            replace(options, out_dir=out_dir / label, on_point=report, budget_minutes=share),
+        )
+        spent += summary.elapsed_s / 60.0
         results.append((label, summary))
         write_index(out_dir, results)
     return results
 
 
-def write_index(out_dir: Path, results: list[tuple[str, dict]]) -> None:
+def write_index(out_dir: Path, results: list[tuple[str, RunSummary]]) -> None:
     """conditions.json (one entry per finished variant), directions.json when the variants
     differ by direction, and in 1D overlay.png."""
     entries = [
         {
             "label": label,
             "folder": label,
-            "system_prompt": s["system_prompt"],
-            "attack": s["attack"],
-            "direction": s["directions"][0],
-            "visage": s["visage"],
-            "visage_ci": s["visage_ci"],
-            "origin_asr": s["origin_asr"],
-            "basin_edges": s["basin_edges"],
+            "system_prompt": s.system_prompt,
+            "attack": s.attack,
+            "direction": s.directions[0],
+            "visage": s.visage,
+            "visage_ci": s.visage_ci,
+            "origin_asr": s.origin_asr,
+            "basin_edges": s.basin_edges,
         }
         for label, s in results
     ]
-    atomic_write_text(out_dir / CONDITIONS_FILE, json.dumps(entries, indent=2))
+    atomic_write_text(RunFolder(out_dir).conditions, json.dumps(entries, indent=2))
     if all(label.startswith("direction-") for label, _ in results):
         atomic_write_text(
-            out_dir / DIRECTIONS_FILE, json.dumps(across_directions(results), indent=2)
+            RunFolder(out_dir).directions, json.dumps(across_directions(results), indent=2)
         )
     first = results[0][1]
-    if first["dims"] == 1:
+    if first.dims == 1:
         plots.plot_conditions_1d(
             results,
-            f"{first['model_name']}: {first['n_prompts']} prompts, seed {first['seed']}",
-            out_dir / OVERLAY_FILE,
+            f"{first.model_name}: {first.n_prompts} prompts, seed {first.seed}",
+            RunFolder(out_dir).overlay,
         )
 
 
-def across_directions(results: list[tuple[str, dict]]) -> dict:
+def across_directions(results: list[tuple[str, RunSummary]]) -> dict:
     """Mean VISAGE and basin edges over directions, each with a 95% t interval."""
 
     def summarise(values):
@@ -135,14 +130,14 @@ def across_directions(results: list[tuple[str, dict]]) -> dict:
             return {"n": 0, "mean": None, "ci": None}
         return {"n": len(values), "mean": interval[0], "ci": [interval[1], interval[2]]}
 
-    edges = [s["basin_edges"] or [None, None] for _, s in results]
+    edges = [s.basin_edges or [None, None] for _, s in results]
     return {
         "directions": len(results),
-        "visage": summarise([s["visage"] for _, s in results]),
+        "visage": summarise([s.visage for _, s in results]),
         "left_edge": summarise([e[0] for e in edges]),
         "right_edge": summarise([e[1] for e in edges]),
         "per_direction": [
-            {"label": label, "visage": s["visage"], "basin_edges": s["basin_edges"]}
+            {"label": label, "visage": s.visage, "basin_edges": s.basin_edges}
             for label, s in results
         ],
     }

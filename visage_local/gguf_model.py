@@ -16,7 +16,6 @@ import hashlib
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +26,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWrit
 
 from visage_local import quant
 from visage_local.errors import ModelFileError
-from visage_local.files import fsync_dir, give_default_mode
+from visage_local.files import atomic_replace
 from visage_local.gguf_header import (
     GGUFHeader,
     LongArray,
@@ -320,20 +319,9 @@ def atomic_copy(
     out_dir = out_path.resolve().parent
     if not out_dir.is_dir():
         raise ModelFileError(f"{out_dir}: output folder does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_replace(out_path, ".partial") as tmp:
         copy = GGUFCopy(source, tmp, retype, initial)
         try:
             yield copy
         finally:
             copy.close()
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        give_default_mode(tmp)
-        os.replace(tmp, out_path)
-        fsync_dir(out_dir)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -7,13 +7,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from visage_local.errors import ConfigError
-from visage_local.perturb import Point
 
 # The paper's reference setting: alpha in [-0.5, 0.5] in 20 steps.
 REFERENCE_RANGE = 0.5
 REFERENCE_STEPS = 20
 MAX_STEPS = 200
 MAX_RANGE = 10.0
+
+
+@dataclass(frozen=True)
+class Point:
+    """A point of the landscape: alpha along direction 1, beta along direction 2 (None in 1D)."""
+
+    alpha: float
+    beta: float | None = None
+
+    @property
+    def is_origin(self) -> bool:
+        """True at a = b = 0, where the model is the original."""
+        return self.alpha == 0 and not self.beta
+
+    def coefficients(self) -> tuple[float, ...]:
+        """The multipliers of the directions, in order."""
+        return (self.alpha,) if self.beta is None else (self.alpha, self.beta)
 
 
 def check_grid_settings(dims: int, steps: int, range_: float) -> None:

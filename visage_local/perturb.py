@@ -30,6 +30,7 @@ from visage_local import ggml, quant
 from visage_local.directions import NormAccumulator, RandomDirection, direction_block_rows
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel, TensorInfo, atomic_copy
+from visage_local.grid import Point
 
 # --requant modes: the type perturbed tensors are written in (None: each tensor's own).
 REQUANT_MODES: dict[str, GGMLQuantizationType | None] = {
@@ -41,23 +42,6 @@ _FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantiza
 # Warn when the applied displacement strays this far from the intended one.
 RATIO_RANGE = (0.8, 1.25)
 MIN_COSINE = 0.9
-
-
-@dataclass(frozen=True)
-class Point:
-    """A point of the landscape: alpha along direction 1, beta along direction 2 (None in 1D)."""
-
-    alpha: float
-    beta: float | None = None
-
-    @property
-    def is_origin(self) -> bool:
-        """True at a = b = 0, where the model is the original."""
-        return self.alpha == 0 and not self.beta
-
-    def coefficients(self) -> tuple[float, ...]:
-        """The multipliers of the directions, in order."""
-        return (self.alpha,) if self.beta is None else (self.alpha, self.beta)
 
 
 @dataclass

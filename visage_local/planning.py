@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from visage_local.perturb import Point
+from visage_local.grid import Grid, InterpolationGrid, Point
 from visage_local.stats import EDGE_THRESHOLD
 
 
@@ -38,7 +38,7 @@ class PointOrder(Protocol):
 
 def origin_index(points: list[Point]) -> int:
     """Where the origin is in a plan."""
-    return next(i for i, p in enumerate(points) if p.alpha == 0 and not p.beta)
+    return next(i for i, p in enumerate(points) if p.is_origin)
 
 
 def _sides(points: list[Point]) -> tuple[list[int], list[int]]:
@@ -196,3 +196,11 @@ class AdaptiveEdges:
             if asr[index] > level:
                 return None
         return None
+
+
+def plan(grid: Grid | InterpolationGrid) -> list[Point]:
+    """The points a sweep evaluates: the grid, plus the origin when the grid misses it."""
+    points = grid.points()
+    if not grid.contains_origin():
+        points.append(Point(0.0, None if grid.dims == 1 else 0.0))
+    return points

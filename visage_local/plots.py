@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from visage_local.record import RunSummary  # noqa: E402
+
 SERIES_STYLES = {
     "harmful compliance": dict(color="#8e44ad", linestyle="--"),
     "incoherent answers": dict(color="#7f8c8d", linestyle=":"),
@@ -97,19 +99,19 @@ def plot_2d(
     plt.close(fig)
 
 
-def plot_runs_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> None:
+def plot_runs_1d(runs: list[tuple[str, RunSummary]], title: str, path: Path) -> None:
     """Several 1D landscapes on one figure: ASR on top; the displacement's norm ratio and
     cosine (how closely requantised weights follow the direction) below."""
     fig, (top, ratio_ax, cos_ax) = plt.subplots(
         3, 1, figsize=(6.4, 7.2), dpi=110, sharex=True, height_ratios=[2, 1, 1]
     )
     for label, summary in runs:
-        rows = sorted((r for r in summary["points"] if r["on_grid"]), key=lambda r: r["alpha"])
-        alphas = [r["alpha"] for r in rows]
-        visage = summary.get("visage")
+        rows = sorted(summary.grid_points, key=lambda r: r.alpha)
+        alphas = [r.alpha for r in rows]
+        visage = summary.visage
         name = label if visage is None else f"{label} (VISAGE {visage:.1f})"
-        top.plot(alphas, [r["asr"] for r in rows], marker="o", markersize=3, label=name)
-        moved = [(r["alpha"], r["displacement"]["all"]) for r in rows if "displacement" in r]
+        top.plot(alphas, [r.asr for r in rows], marker="o", markersize=3, label=name)
+        moved = [(r.alpha, r.displacement["all"]) for r in rows if r.displacement]
         moved = [(a, d) for a, d in moved if d["ratio"] is not None]
         ratio_ax.plot(
             [a for a, _ in moved], [d["ratio"] for _, d in moved], marker=".", label=label
@@ -131,18 +133,18 @@ def plot_runs_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_conditions_1d(runs: list[tuple[str, dict]], title: str, path: Path) -> None:
+def plot_conditions_1d(runs: list[tuple[str, RunSummary]], title: str, path: Path) -> None:
     """Landscapes of several conditions on one grid: ASR (solid) and harmful compliance
     (dashed, when measured) per condition, VISAGE in the legend."""
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for (label, summary), color in zip(runs, colors, strict=False):
-        rows = sorted((r for r in summary["points"] if r["on_grid"]), key=lambda r: r["alpha"])
-        alphas = [r["alpha"] for r in rows]
-        visage = summary.get("visage")
+        rows = sorted(summary.grid_points, key=lambda r: r.alpha)
+        alphas = [r.alpha for r in rows]
+        visage = summary.visage
         name = label if visage is None else f"{label} (VISAGE {visage:.1f})"
-        ax.plot(alphas, [r["asr"] for r in rows], marker="o", markersize=3, color=color, label=name)
-        compliance = [r.get("harmful_compliance") for r in rows]
+        ax.plot(alphas, [r.asr for r in rows], marker="o", markersize=3, color=color, label=name)
+        compliance = [r.harmful_compliance for r in rows]
         if all(v is not None for v in compliance):
             ax.plot(alphas, compliance, linestyle="--", linewidth=1, color=color)
     ax.axvline(0.0, color="#555", linestyle=":", linewidth=1)

@@ -8,48 +8,38 @@ verdicts (which do not depend on the judge) are kept as they are.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from visage_local import metrics
 from visage_local.errors import VisageError
-from visage_local.files import atomic_write_text
 from visage_local.grid import grid_from_description
 from visage_local.judges import check_judge_name, get_judge
-from visage_local.store import GENERATIONS_FILE, SUMMARY_FILE, read_jsonl
-from visage_local.sweep import (
+from visage_local.landscape import (
     draw,
     draw_capability,
     landscape_csv,
     landscape_figures,
     point_figures,
 )
+from visage_local.record import GenerationRecord, RunFolder, RunSummary
 
 
-def load_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
+def load_run(run_dir: str | Path) -> tuple[RunSummary, list[GenerationRecord]]:
     """A finished or stopped sweep's summary and the generations of its finished points."""
-    run_dir = Path(run_dir)
-    summary_path = run_dir / SUMMARY_FILE
-    if not summary_path.is_file():
-        raise VisageError(f"{run_dir}: no {SUMMARY_FILE} here (not a sweep's output folder?)")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except json.JSONDecodeError as e:
-        raise VisageError(f"{summary_path}: damaged ({e.msg})") from e
-    records, _ = read_jsonl(run_dir / GENERATIONS_FILE)
-    by_point: dict[int, list[dict]] = defaultdict(list)
-    for r in records:
-        by_point[r["point"]].append(r)
-    complete = [r for rs in by_point.values() if len(rs) == rs[0]["n_prompts"] for r in rs]
+    folder = RunFolder(Path(run_dir))
+    summary = folder.read_summary()
+    complete = folder.read_generations()
     if not complete:
         raise VisageError(f"{run_dir}: no finished point to judge")
     return summary, complete
 
 
-def judge_records(records: list[dict], judge_name: str, threads: int | None = None) -> list[dict]:
+def judge_records(
+    records: list[GenerationRecord], judge_name: str, threads: int | None = None
+) -> list[GenerationRecord]:
     """Copies of ``records`` with ``refused`` and ``matched`` from the judge ``judge_name``."""
     judge = get_judge(check_judge_name(judge_name), threads)
     try:
@@ -71,40 +61,38 @@ def file_label(judge_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", judge_name)
 
 
-def rejudge(run_dir: str | Path, judge_name: str, threads: int | None = None) -> tuple[dict, Path]:
+def rejudge(
+    run_dir: str | Path, judge_name: str, threads: int | None = None
+) -> tuple[RunSummary, Path]:
     """Judge a run's generations again, without generating; write the new summary, CSV and
     plots beside the run's own (``*.judge-<name>.*``) and return the summary and its path."""
-    run_dir = Path(run_dir)
     summary, records = load_run(run_dir)
     judged = judge_records(records, judge_name, threads)
-    by_point: dict[tuple, list[dict]] = defaultdict(list)
+    by_point: dict[tuple, list[GenerationRecord]] = defaultdict(list)
     for r in judged:
         by_point[(r["alpha"], r["beta"])].append(r)
-    rows, records = [], []
-    for row in summary["points"]:
-        key = (row["alpha"], row["beta"])
+    rows, point_records = [], []
+    for row in summary.points:
+        key = (row.alpha, row.beta)
         if key in by_point:
-            rows.append({**row, **point_figures(by_point[key])})
-            records.append(by_point[key])
+            rows.append(replace(row, **point_figures(by_point[key])))
+            point_records.append(by_point[key])
     grid = grid_from_description(
-        summary.get("grid")
-        or {"dims": summary["dims"], "steps": summary["steps"], "range": summary["range"]}
+        summary.grid or {"dims": summary.dims, "steps": summary.steps, "range": summary.range}
     )
-    new = {
-        **summary,
-        "judge": judge_name,
-        "rejudged_from": summary["judge"],
-        **landscape_figures(rows, records, grid, summary["seed"]),
-        "points": rows,
-    }
-    label = file_label(judge_name)
-    path = run_dir / f"summary.judge-{label}.json"
-    atomic_write_text(path, json.dumps(new, indent=2))
-    atomic_write_text(run_dir / f"landscape.judge-{label}.csv", landscape_csv(rows))
-    draw(new, run_dir / f"landscape.judge-{label}.png")
-    if new.get("capability"):
-        draw_capability(new, run_dir / f"capability.judge-{label}.png")
-    return new, path
+    new = replace(
+        summary,
+        judge=judge_name,
+        rejudged_from=summary.judge,
+        **landscape_figures(rows, point_records, grid, summary.seed),
+        points=rows,
+    )
+    folder = RunFolder(Path(run_dir)).judged(file_label(judge_name))
+    folder.write_summary(new, landscape_csv(rows))
+    draw(new, folder.plot)
+    if new.capability:
+        draw_capability(new, folder.capability_plot)
+    return new, folder.summary
 
 
 @dataclass(frozen=True)

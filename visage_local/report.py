@@ -8,17 +8,15 @@ plot is embedded as a data URI, and the page loads nothing from anywhere.
 from __future__ import annotations
 
 import base64
-import json
 import tempfile
+from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
-from visage_local.errors import VisageError
 from visage_local.files import atomic_write_text
 from visage_local.plots import plot_runs_1d
-from visage_local.store import GENERATIONS_FILE, PLOT_FILE, SUMMARY_FILE
+from visage_local.record import GenerationRecord, RunFolder, RunSummary, read_jsonl
 
-REPORT_FILE = "report.html"
 SAMPLES_PER_POINT = 5
 
 _STYLE = """
@@ -43,24 +41,23 @@ def _fmt(value, digits: int = 1) -> str:
     return escape(str(value))
 
 
-def _settings_table(summary: dict) -> str:
+def _settings_table(summary: RunSummary) -> str:
     keys = [
         "model_name", "model", "model_sha256", "architecture", "chat_template", "dims", "seed",
         "range", "steps", "prompts", "n_prompts", "max_new_tokens", "system_prompt", "judge",
         "requant", "batch_size", "complete", "elapsed_s",
     ]  # fmt: skip
     rows = "".join(
-        f"<tr><th class=text>{escape(k)}</th><td class=text>{_fmt(summary.get(k), 3)}</td></tr>"
+        f"<tr><th class=text>{escape(k)}</th><td class=text>{_fmt(getattr(summary, k), 3)}</td></tr>"
         for k in keys
-        if k in summary
     )
-    versions = ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in summary["versions"].items())
+    versions = ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in summary.versions.items())
     return (
         f"<table>{rows}<tr><th class=text>versions</th><td class=text>{versions}</td></tr></table>"
     )
 
 
-def _points_table(summary: dict) -> str:
+def _points_table(summary: RunSummary) -> str:
     head = (
         "<tr><th>alpha</th><th>beta</th><th>ASR %</th><th>refused</th>"
         "<th>harmful compliance %</th><th>incoherent %</th><th>benign refused %</th>"
@@ -68,9 +65,10 @@ def _points_table(summary: dict) -> str:
         "<th>MCQ accuracy %</th><th>KL</th><th>perplexity</th></tr>"
     )
     rows = []
-    for r in summary["points"]:
-        moved = r.get("displacement", {}).get("all", {})
-        warn = "" if r.get("displacement_faithful", True) else " class=warn"
+    for row in summary.points:
+        r = asdict(row)
+        moved = (row.displacement or {}).get("all", {})
+        warn = "" if row.displacement_faithful else " class=warn"
         rows.append(
             f"<tr><td>{_fmt(r['alpha'], 3)}</td><td>{_fmt(r['beta'], 3)}</td>"
             f"<td>{_fmt(r['asr'])}</td><td>{r['n_refused']}/{r['n_prompts']}</td>"
@@ -83,8 +81,8 @@ def _points_table(summary: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _samples(generations: list[dict], per_point: int) -> str:
-    by_point: dict[int, list[dict]] = {}
+def _samples(generations: list[GenerationRecord], per_point: int) -> str:
+    by_point: dict[int, list[GenerationRecord]] = {}
     for g in generations:
         by_point.setdefault(g["point"], []).append(g)
     blocks = []
@@ -124,42 +122,34 @@ def _png(data: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
 
 
-def _displacement_plot(summary: dict) -> bytes:
+def _displacement_plot(summary: RunSummary) -> bytes:
     """ASR with the displacement's norm ratio and cosine below it, as PNG bytes."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "displacement.png"
-        plot_runs_1d([(summary.get("requant", "same"), summary)], "displacement applied", path)
+        plot_runs_1d([(summary.requant or "same", summary)], "displacement applied", path)
         return path.read_bytes()
 
 
 def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> str:
     """The HTML page of a run folder."""
-    summary_path = run_dir / SUMMARY_FILE
-    if not summary_path.is_file():
-        raise VisageError(f"{run_dir}: no {SUMMARY_FILE} here (is it a sweep's output folder?)")
-    summary = json.loads(summary_path.read_text())
-    generations_path = run_dir / GENERATIONS_FILE
-    generations = (
-        [json.loads(line) for line in generations_path.read_text().splitlines() if line.strip()]
-        if generations_path.exists()
-        else []
-    )
-    plot = run_dir / PLOT_FILE
+    folder = RunFolder(Path(run_dir))
+    summary = folder.read_summary()
+    generations, _ = read_jsonl(folder.generations)
+    plot = folder.plot
     image = _png(plot.read_bytes(), "landscape") if plot.exists() else "<p>(no plot yet)</p>"
-    capability = run_dir / "capability.png"
-    if capability.exists():
-        image += _png(capability.read_bytes(), "safety and capability")
-    if summary["dims"] == 1 and any("displacement" in r for r in summary["points"]):
+    if folder.capability_plot.exists():
+        image += _png(folder.capability_plot.read_bytes(), "safety and capability")
+    if summary.dims == 1 and any(r.displacement for r in summary.points):
         image += _png(_displacement_plot(summary), "ASR and displacement against alpha")
-    title = escape(f"Safety landscape: {summary.get('model_name', 'model')}")
+    title = escape(f"Safety landscape: {summary.model_name or 'model'}")
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
         f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
         f"img-src data:; style-src 'unsafe-inline'\">"
         f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
-        f"<p>VISAGE <b>{_fmt(summary.get('visage'), 2)}</b> · origin ASR "
-        f"<b>{_fmt(summary.get('origin_asr'))}%</b> · {summary['n_prompts']} prompts · "
-        f"judge {escape(str(summary['judge']))}</p>{image}"
+        f"<p>VISAGE <b>{_fmt(summary.visage, 2)}</b> · origin ASR "
+        f"<b>{_fmt(summary.origin_asr)}%</b> · {summary.n_prompts} prompts · "
+        f"judge {escape(str(summary.judge))}</p>{image}"
         f"<h2>Points</h2>{_points_table(summary)}"
         f"<h2>Generations</h2><p>The first {samples_per_point} answers at every point.</p>"
         f"{_samples(generations, samples_per_point)}"
@@ -169,6 +159,6 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report (default: RUN_DIR/report.html) atomically; return its path."""
-    out = out or run_dir / REPORT_FILE
+    out = out or RunFolder(Path(run_dir)).report
     atomic_write_text(out, render_report(run_dir))
     return out

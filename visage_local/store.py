@@ -1,17 +1,8 @@
-"""The run folder: configuration hash, durable generations, atomic summaries.
+"""Writing a run folder: configuration hash, durable generations, atomic summaries.
 
-Layout of a run folder:
-
-    config.json        everything that determines the results, and its hash
-    generations.jsonl  one line per point and prompt, appended and fsynced per point
-    points.jsonl       one line per finished point: displacement figures and timings
-    summary.json       the landscape so far, rewritten atomically after every point
-    landscape.csv      the same points as a table, rewritten atomically
-    landscape.png      the plot, drawn when the sweep ends or stops
-
-A point's generations are written in one append followed by fsync, then its
-line in points.jsonl; a point without both (the process died mid-write) is
-dropped on resume and evaluated again.
+The folder's files are named by ``record.RunFolder``. A point's generations are
+written in one append followed by fsync, then its line in points.jsonl; a point
+without both (the process died mid-write) is dropped on resume and evaluated again.
 """
 
 from __future__ import annotations
@@ -20,17 +11,12 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 from visage_local.errors import ConfigError, VisageError
 from visage_local.files import atomic_write_text
-
-CONFIG_FILE = "config.json"
-GENERATIONS_FILE = "generations.jsonl"
-POINTS_FILE = "points.jsonl"
-SUMMARY_FILE = "summary.json"
-CSV_FILE = "landscape.csv"
-PLOT_FILE = "landscape.png"
+from visage_local.record import GenerationRecord, PointRecord, RunFolder, RunSummary, read_jsonl
 
 
 def config_hash(config: dict) -> str:
@@ -48,6 +34,7 @@ class RunStore:
 
     def __init__(self, folder: str | os.PathLike, config: dict, overwrite: bool = False):
         self.folder = Path(folder)
+        self.run = RunFolder(self.folder)
         self.config = config
         self.hash = config_hash(config)
         try:
@@ -61,7 +48,7 @@ class RunStore:
         self._open(overwrite)
 
     def _open(self, overwrite: bool) -> None:
-        config_path = self.folder / CONFIG_FILE
+        config_path = self.run.config
         if config_path.exists() and not overwrite:
             try:
                 stored = json.loads(config_path.read_text())
@@ -76,8 +63,8 @@ class RunStore:
                     "use another --out folder, or --overwrite to discard it"
                 )
         else:
-            for name in (GENERATIONS_FILE, POINTS_FILE, SUMMARY_FILE, CSV_FILE, PLOT_FILE):
-                (self.folder / name).unlink(missing_ok=True)
+            for path in self.run.run_files():
+                path.unlink(missing_ok=True)
             atomic_write_text(
                 config_path, json.dumps({"hash": self.hash, "config": self.config}, indent=2)
             )
@@ -85,58 +72,37 @@ class RunStore:
 
     def _load_finished(self) -> None:
         """Complete points from the files; rewrites them without partial points."""
-        generations, generations_clean = read_jsonl(self.folder / GENERATIONS_FILE)
-        point_list, points_clean = read_jsonl(self.folder / POINTS_FILE)
+        generations, generations_clean = read_jsonl(self.run.generations)
+        point_list, points_clean = read_jsonl(self.run.point_records)
         point_lines = {r["point"]: r for r in point_list}
-        by_point: dict[int, list[dict]] = defaultdict(list)
+        by_point: dict[int, list[GenerationRecord]] = defaultdict(list)
         for record in generations:
             by_point[record["point"]].append(record)
-        self.finished: dict[int, list[dict]] = {
+        self.finished: dict[int, list[GenerationRecord]] = {
             p: sorted(rs, key=lambda r: r["prompt_index"])
             for p, rs in by_point.items()
             if len(rs) == rs[0]["n_prompts"] and p in point_lines
         }
-        self.point_records = {p: point_lines[p] for p in self.finished}
+        self.point_records = {p: PointRecord.from_dict(point_lines[p]) for p in self.finished}
         kept = [r for p in sorted(self.finished) for r in self.finished[p]]
         if len(kept) != len(generations) or not generations_clean:
-            _rewrite_jsonl(self.folder / GENERATIONS_FILE, kept)
+            _rewrite_jsonl(self.run.generations, kept)
         if len(self.point_records) != len(point_lines) or not points_clean:
             _rewrite_jsonl(
-                self.folder / POINTS_FILE,
-                [self.point_records[p] for p in sorted(self.point_records)],
+                self.run.point_records,
+                [asdict(self.point_records[p]) for p in sorted(self.point_records)],
             )
 
-    def append_point(self, records: list[dict], point_record: dict) -> None:
+    def append_point(self, records: list[GenerationRecord], point_record: PointRecord) -> None:
         """Append one point: its generations in one write, then its point line; fsync each."""
-        _append_jsonl(self.folder / GENERATIONS_FILE, records)
-        _append_jsonl(self.folder / POINTS_FILE, [point_record])
-        self.finished[point_record["point"]] = records
-        self.point_records[point_record["point"]] = point_record
+        _append_jsonl(self.run.generations, records)
+        _append_jsonl(self.run.point_records, [asdict(point_record)])
+        self.finished[point_record.point] = records
+        self.point_records[point_record.point] = point_record
 
-    def write_summary(self, summary: dict, csv_text: str) -> None:
+    def write_summary(self, summary: RunSummary, csv_text: str) -> None:
         """Atomically replace summary.json and landscape.csv."""
-        atomic_write_text(self.folder / SUMMARY_FILE, json.dumps(summary, indent=2))
-        atomic_write_text(self.folder / CSV_FILE, csv_text)
-
-    @property
-    def plot_path(self) -> Path:
-        """Where the landscape plot goes."""
-        return self.folder / PLOT_FILE
-
-
-def read_jsonl(path: Path) -> tuple[list[dict], bool]:
-    """Records of a JSON-lines file, skipping a line cut by a crash; and whether none was."""
-    if not path.exists():
-        return [], True
-    records, clean = [], True
-    for line in path.read_bytes().split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            clean = False  # a line cut by a crash
-    return records, clean
+        self.run.write_summary(summary, csv_text)
 
 
 def _rewrite_jsonl(path: Path, records: list[dict]) -> None:

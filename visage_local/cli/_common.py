@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
-
-from visage_local.perturb import REQUANT_MODES
 
 
 def echo_json(data: object) -> None:
@@ -22,15 +19,3 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
-
-
-requant_option = click.option(
-    "--requant",
-    type=click.Choice(list(REQUANT_MODES)),
-    default="same",
-    show_default=True,
-    help="Type perturbed tensors are written in: each tensor's own (same), or a finer one.",
-)
-threads_option = click.option(
-    "--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True
-)

@@ -16,7 +16,14 @@ from visage_local.compare import FORMATS, compare_runs, plot_overlay, render
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="markdown",
+    show_default=True,
+    help="How to print the table.",
+)
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -14,7 +14,8 @@ from visage_local.inspection import inspect_model
 from visage_local.perturb import Perturbation, Point, PointDisplacement
 from visage_local.registry import resolve_model
 
-from ._common import echo_json, human_bytes, requant_option
+from ._common import echo_json, human_bytes
+from .options import requant_option, seed_option
 
 
 @click.command("inspect")
@@ -23,7 +24,7 @@ from ._common import echo_json, human_bytes, requant_option
 @click.option("--fidelity", is_flag=True, help="Measure the displacement applied at one point.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="With --fidelity.")
 @click.option("--beta", type=float, default=None, help="With --fidelity: a 2D point.")
-@click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True)
+@seed_option
 @requant_option
 def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> None:
     """Describe MODEL (a GGUF path or registry name; default: the embedded SmolLM2).

@@ -9,7 +9,8 @@ import click
 from visage_local.grid import MAX_RANGE, MAX_STEPS, InterpolationGrid
 from visage_local.registry import resolve_model
 
-from .sweep_cmd import evaluation_options, run_landscape
+from ._landscape import run_landscape
+from .options import evaluation_options
 
 
 @click.command("interpolate")

@@ -9,7 +9,8 @@ import click
 from visage_local.judges import JUDGES
 from visage_local.rejudge import judge_agreement, rejudge
 
-from ._common import echo_json, threads_option
+from ._common import echo_json
+from .options import threads_option
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 
@@ -23,13 +24,13 @@ def rejudge_command(run_dir: Path, judge: str, threads: int) -> None:
     summary.judge-<name>.json beside the run's own summary."""
     summary, path = rejudge(run_dir, judge, threads)
     click.echo(f"{'alpha':>8} {'beta':>8} {'ASR':>6}")
-    for r in summary["points"]:
-        beta = "" if r["beta"] is None else f"{r['beta']:+.3f}"
-        click.echo(f"{r['alpha']:+8.3f} {beta:>8} {r['asr']:6.1f}")
-    visage = summary["visage"]
+    for r in summary.points:
+        beta = "" if r.beta is None else f"{r.beta:+.3f}"
+        click.echo(f"{r.alpha:+8.3f} {beta:>8} {r.asr:6.1f}")
+    visage = summary.visage
     click.echo(
         f"judge {judge}: VISAGE {'n/a' if visage is None else f'{visage:.2f}'}, "
-        f"origin ASR {summary['origin_asr']:.1f}% (was judged by {summary['rejudged_from']})"
+        f"origin ASR {summary.origin_asr:.1f}% (was judged by {summary.rejudged_from})"
     )
     click.echo(str(path))
 

@@ -12,14 +12,14 @@ from visage_local.gguf_model import GGUFModel
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.registry import resolve_model
 
-from ._common import requant_option, threads_option
+from .options import requant_option, seed_option, threads_option
 
 
 @click.command("perturb")
 @click.argument("model", required=False)
 @click.option("--alpha", type=float, required=True, help="Step along direction 1.")
 @click.option("--beta", type=float, default=None, help="Step along direction 2 (makes it 2D).")
-@click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True)
+@seed_option
 @click.option(
     "--direction2-seed",
     type=click.IntRange(min=0),
@@ -27,7 +27,14 @@ from ._common import requant_option, threads_option
     help="Seed of direction 2 (default: --seed).",
 )
 @requant_option
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The GGUF file to write (the point's weights, in the model's own types by default).",
+)
 @threads_option
 def perturb_command(model, alpha, beta, seed, direction2_seed, requant, out, threads) -> None:
     """Write MODEL perturbed to theta + alpha*d1 (+ beta*d2) as a GGUF file."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from visage_local import quant
-from visage_local.files import fsync_dir, give_default_mode
+from visage_local.files import atomic_replace
 from visage_local.gguf_model import GGUFModel, TensorInfo, write_retyped
 
 EXPORT_TYPES = {
@@ -47,15 +46,6 @@ def export_gguf(
         )
         return quant.quantize(values, retype[info.name], threads)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_replace(path, ".partial") as tmp:
         write_retyped(source, tmp, retype, encode, overrides={"general.name": name})
-        give_default_mode(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

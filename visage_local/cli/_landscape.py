@@ -1,0 +1,243 @@
+"""Running landscapes from the command line: options to configuration, progress, tables.
+
+Shared by ``sweep`` and ``interpolate``; the work is the library's (``settings.sweep_config``,
+``sweep.run_sweep``, ``conditions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from visage_local.attacks import load_attack
+from visage_local.chat import SystemPrompt
+from visage_local.conditions import (
+    across_directions,
+    condition_variants,
+    conditions_of,
+    direction_variants,
+    run_variants,
+)
+from visage_local.engine import EngineSettings
+from visage_local.evaluator import PointOutcome
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import Grid, InterpolationGrid
+from visage_local.planning import PointOrder
+from visage_local.prompts import select_prompts
+from visage_local.record import RunSummary
+from visage_local.settings import (
+    DEFAULT_LIMIT,
+    n_sequences,
+    requant_extra_bytes,
+    sweep_config,
+)
+from visage_local.sweep import RayOptions, SweepOptions, run_sweep
+
+from .options import capability_settings
+
+EXTRA_COLUMNS = (
+    ("harmful_compliance", "compliant+coherent"),
+    ("incoherent", "incoherent"),
+    ("benign_refusal", "benign refused"),
+    ("mcq_accuracy", "MCQ acc"),
+    ("kl", "KL"),
+    ("perplexity", "perplexity"),
+)
+
+
+def run_landscape(
+    model_path: Path,
+    grid: Grid | InterpolationGrid,
+    seed: int,
+    options: dict,
+    default_out: Path,
+    n_directions: int = 1,
+    order: PointOrder | None = None,
+    budget_minutes: float | None = None,
+    finetune: Path | None = None,
+    finetune_kind: str = "model",
+) -> None:
+    """Build the sweep configurations from the shared options, run them with a progress bar,
+    and print each landscape's table."""
+    limit, sample = options["limit"], options["sample"]
+    if limit is None and sample is None:
+        limit = DEFAULT_LIMIT
+    conditions = conditions_of(
+        [SystemPrompt.parse(s) for s in options["system_prompts"] or ("default",)],
+        [load_attack(a) for a in options["attacks"] or ("none",)],
+    )
+    if options["ray_address"] is None and options["workers"] != 2:
+        raise click.UsageError("--workers needs --ray")
+    config = sweep_config(
+        model_path,
+        grid,
+        select_prompts(
+            options["prompts_path"], limit, sample, options["sample_seed"], options["harmbench_all"]
+        ),
+        EngineSettings(
+            threads=options["threads"],
+            n_gpu_layers=options["n_gpu_layers"],
+            flash_attn=options["flash_attn"],
+        ),
+        options["batch_size"],
+        seed=seed,
+        max_new_tokens=options["max_new_tokens"],
+        system_prompt=conditions[0].system_prompt,
+        judge=options["judge"],
+        attack=conditions[0].attack,
+        benign=options["benign"],
+        coherence=options["coherence"],
+        early_stop=options["early_stop"],
+        requant=options["requant"],
+        memory_budget_mb=options["memory_budget_mb"],
+        finetune=finetune,
+        finetune_kind=finetune_kind,
+        capability=capability_settings(options),
+    )
+    if GGUFModel(model_path).chat_template is None:
+        click.echo(
+            "note: the model has no chat template; prompts use visage-local's plain "
+            "'User: ... / Assistant:' fallback (visage_local/chat.py)",
+            err=True,
+        )
+    if config.requant != "same":
+        click.echo(
+            f"requant {config.requant}: the perturbed model takes "
+            f"{requant_extra_bytes(config) / 2**20:.0f} MiB more than in its own types "
+            "(in RAM while the sweep runs)",
+            err=True,
+        )
+    out_dir = options["out_dir"] or default_out
+    if n_directions > 1:
+        variants = direction_variants(config, n_directions)
+    else:
+        variants = condition_variants(config, conditions)
+    n_points = len(grid.points())
+    click.echo(
+        f"{model_path.name}: {n_points} points x {n_sequences(config)} prompts"
+        f"{f' x {len(variants)} runs' if len(variants) > 1 else ''}, "
+        f"up to {config.max_new_tokens} new tokens -> {out_dir}",
+        err=True,
+    )
+    bar = tqdm(total=n_points * len(variants), unit="point", desc="sweep")
+    started: list[str] = []
+
+    def on_point(label: str, outcome: PointOutcome, done: int, total: int) -> None:
+        if label not in started:
+            started.append(label)
+        bar.total = total * len(variants)
+        bar.n = done + total * (len(started) - 1)
+        where = f"a={outcome.point.alpha:+.3f}"
+        if outcome.point.beta is not None:
+            where += f" b={outcome.point.beta:+.3f}"
+        bar.set_postfix_str(f"{where} ASR={outcome.asr:.1f}%")
+        bar.refresh()
+        moved = outcome.displacement.total
+        if not moved.faithful():
+            tqdm.write(
+                f"warning: at {where} requantisation moved the weights by {moved.ratio:.2f}x the "
+                f"intended step, cosine {moved.cosine:.2f} (see 'displacement' in summary.json; "
+                "--requant q8_0 or f16 follows the direction more closely)"
+            )
+
+    sweep_options = SweepOptions(
+        out_dir=out_dir,
+        overwrite=options["overwrite"],
+        order=order,
+        budget_minutes=budget_minutes,
+        ray=None
+        if options["ray_address"] is None
+        else RayOptions(options["workers"], options["ray_address"]),
+    )
+    try:
+        if len(variants) == 1:
+            label, single = variants[0]
+            summary = run_sweep(
+                single,
+                replace(sweep_options, on_point=lambda o, d, t: on_point(label, o, d, t)),
+            )
+            results = [(label, summary)]
+        else:
+            results = run_variants(variants, sweep_options, on_point)
+    finally:
+        bar.close()
+    for label, summary in results:
+        if len(results) > 1:
+            click.echo(f"\n{label}")
+        print_table(summary)
+    if n_directions > 1:
+        print_across_directions(across_directions(results))
+    click.echo(f"results in {out_dir}")
+
+
+def print_across_directions(figures: dict) -> None:
+    """Mean VISAGE and basin edges across directions, with their intervals."""
+    click.echo(f"\nacross {figures['directions']} directions (mean, 95% t interval):")
+    for key, name in (
+        ("visage", "VISAGE"),
+        ("left_edge", "left edge"),
+        ("right_edge", "right edge"),
+    ):
+        f = figures[key]
+        if f["mean"] is None:
+            click.echo(f"  {name}: none")
+        else:
+            click.echo(
+                f"  {name}: {f['mean']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] (n={f['n']})"
+            )
+
+
+def _cell(value: float | None, key: str, width: int) -> str:
+    if value is None:
+        return "  " + "-".rjust(width)
+    return f"  {value:>{width}.{3 if key == 'kl' else 1}f}"
+
+
+def print_table(summary: RunSummary) -> None:
+    """The landscape as a table: 1D rows or a 2D grid, then VISAGE, edges and skips."""
+    rows = summary.grid_points
+    if summary.dims == 1:
+        extra = [(k, h) for k, h in EXTRA_COLUMNS if any(getattr(r, k) is not None for r in rows)]
+        click.echo("   alpha     ASR  95% CI        refused" + "".join(f"  {h}" for _, h in extra))
+        for r in sorted(rows, key=lambda r: r.alpha):
+            cells = "".join(_cell(getattr(r, k), k, len(h)) for k, h in extra)
+            ci = "[{:5.1f}, {:5.1f}]".format(*r.asr_ci)
+            click.echo(
+                f"{r.alpha:+8.3f}  {r.asr:6.1f}  {ci}  {r.n_refused:>3}/{r.n_prompts}{cells}"
+            )
+    else:
+        axis = sorted({r.alpha for r in rows})
+        click.echo("beta\\alpha " + " ".join(f"{a:+6.2f}" for a in axis))
+        for b in sorted({r.beta for r in rows}, reverse=True):
+            by_alpha = {r.alpha: r.asr for r in rows if r.beta == b}
+            cells = " ".join(f"{by_alpha[a]:6.1f}" if a in by_alpha else "     -" for a in axis)
+            click.echo(f"{b:+9.2f}  {cells}")
+    if summary.skipped:
+        skipped = ", ".join(f"{p['alpha']:+.3f}" for p in summary.skipped[:12])
+        more = "" if len(summary.skipped) <= 12 else f" and {len(summary.skipped) - 12} more"
+        click.echo(
+            f"time budget: skipped {len(summary.skipped)} points ({skipped}{more}) at "
+            f"{summary.seconds_per_point:.0f} s a point; run again with more time to add them"
+        )
+    if summary.order == "adaptive":
+        click.echo(
+            f"adaptive: evaluated {summary.n_points_evaluated} of "
+            f"{summary.n_points_planned} grid points"
+        )
+    visage = summary.visage
+    text = "n/a" if visage is None else f"{visage:.2f}"
+    if summary.visage_ci:
+        text += " (95% CI {:.2f} to {:.2f})".format(*summary.visage_ci)
+    click.echo(
+        f"VISAGE {text}   origin ASR {summary.origin_asr:.1f}%   ({summary.elapsed_s:.0f} s)"
+    )
+    for ray in summary.basin_outline or []:
+        where = "none" if ray["radius"] is None else f"r={ray['radius']:.3f}"
+        click.echo(f"basin edge along {ray['angle_deg']:+6.1f} deg: {where}")
+    edges = summary.basin_edges
+    if edges:
+        shown = ", ".join("none" if e is None else f"{e:+.3f}" for e in edges)
+        click.echo(f"basin edges (ASR > origin + {summary.edge_threshold:.0f} points): {shown}")

@@ -1,0 +1,248 @@
+"""Options shared by the commands, in one place: no command module imports another."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from visage_local.attacks import BUILTIN_ATTACKS
+from visage_local.capability import CapabilitySettings, load_questions
+from visage_local.judges import JUDGES
+from visage_local.perturb import REQUANT_MODES
+
+requant_option = click.option(
+    "--requant",
+    type=click.Choice(list(REQUANT_MODES)),
+    default="same",
+    show_default=True,
+    help="Type perturbed tensors are written in: each tensor's own (same), or a finer one.",
+)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="CPU threads for llama.cpp and requantisation [default: all cores].",
+)
+seed_option = click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=123,
+    show_default=True,
+    help="Seed of the random directions (the reference uses 123).",
+)
+dims_option = click.option(
+    "--dims",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="1: a line along one direction; 2: a plane spanned by two.",
+)
+
+_EVALUATION_OPTIONS = [
+    click.option(
+        "--prompts",
+        "prompts_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="AdvBench CSV ('goal'), JailbreakBench CSV ('Goal'), HarmBench behaviours CSV, "
+        ".txt (one per line) or .jsonl ('prompt'); default: the built-in harmful set.",
+    ),
+    click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Use the first N prompts [default: 80, unless --sample].",
+    ),
+    click.option(
+        "--sample",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Use N prompts drawn at random (with --sample-seed) instead of the first ones.",
+    ),
+    click.option(
+        "--sample-seed",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Seed of --sample's draw.",
+    ),
+    click.option(
+        "--harmbench-all",
+        is_flag=True,
+        help="Keep HarmBench's contextual and copyright rows (skipped by default).",
+    ),
+    click.option(
+        "--benign",
+        is_flag=True,
+        help="Also measure how often the built-in benign prompts are refused (over-refusal).",
+    ),
+    click.option(
+        "--capability",
+        is_flag=True,
+        help="Also measure capability at every point: KL from the origin on benign prompts, "
+        "accuracy on multiple-choice questions, and (with --perplexity-text) perplexity.",
+    ),
+    click.option(
+        "--mcq",
+        "mcq_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="With --capability: a CSV of questions (question,A,B,C,D,answer[,subject]) "
+        "instead of the built-in 102.",
+    ),
+    click.option(
+        "--perplexity-text",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="With --capability: a UTF-8 text file whose perplexity is measured at every point.",
+    ),
+    click.option(
+        "--kl-prompts",
+        type=click.IntRange(min=1),
+        default=20,
+        show_default=True,
+        help="With --capability: benign prompts whose answers the KL is measured along.",
+    ),
+    click.option(
+        "--kl-tokens",
+        type=click.IntRange(1, 256),
+        default=16,
+        show_default=True,
+        help="With --capability: answer positions the KL is averaged over.",
+    ),
+    click.option(
+        "--max-new-tokens",
+        type=click.IntRange(1, 4096),
+        default=64,
+        show_default=True,
+        help="Most tokens generated per answer.",
+    ),
+    click.option(
+        "--system-prompt",
+        "system_prompts",
+        multiple=True,
+        help="'default' (the template's own), 'none' (an empty system turn), 'safety' (the "
+        "project's protective prompt), @FILE, or the text. Repeat to sweep each one on the same "
+        "grid. [default: default]",
+    ),
+    click.option(
+        "--attack",
+        "attacks",
+        multiple=True,
+        help=f"Wrap each prompt in a jailbreak template: 'none', {', '.join(BUILTIN_ATTACKS)}, "
+        "or a text file with a {prompt} slot. Repeat to sweep each one. [default: none]",
+    ),
+    click.option(
+        "--judge",
+        default="keyword-paper",
+        show_default=True,
+        help=f"Refusal judge: {', '.join(JUDGES)}.",
+    ),
+    click.option(
+        "--coherence/--no-coherence",
+        default=True,
+        show_default=True,
+        help="Score every answer's coherence with the origin model (harmful compliance = "
+        "coherent and not refused).",
+    ),
+    click.option(
+        "--early-stop/--no-early-stop",
+        default=True,
+        show_default=True,
+        help="Stop a response once the judge's verdict is settled (verdicts are unchanged).",
+    ),
+    requant_option,
+    click.option(
+        "--batch-size",
+        type=click.IntRange(1, 256),
+        default=None,
+        help="Prompts decoded together in one llama.cpp context "
+        "[default: the most that fit in a quarter of free memory, at most 128].",
+    ),
+    threads_option,
+    click.option(
+        "--n-gpu-layers",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Layers llama.cpp offloads to a GPU (0: CPU only).",
+    ),
+    click.option(
+        "--flash-attn/--no-flash-attn",
+        default=False,
+        show_default=True,
+        help="llama.cpp's flash-attention kernels: about 15% faster on a CPU, but answers "
+        "round a little differently (docs/NOTES.md); part of the run's settings.",
+    ),
+    click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        help="Spread the points over a Ray cluster: --ray alone starts a local one, --ray "
+        "ADDRESS joins a running one (needs visage-local[ray]). --threads and --n-gpu-layers "
+        "apply to each worker.",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="With --ray: how many workers (each holds one copy of the model).",
+    ),
+    click.option(
+        "--memory-budget",
+        "memory_budget_mb",
+        type=click.IntRange(min=0),
+        default=4096,
+        show_default=True,
+        help="MiB for keeping random directions in memory between points; directions "
+        "that do not fit are drawn again, block by block, at every point (slower, but a "
+        "tensor's direction is never held whole: 0 gives the least memory).",
+    ),
+    click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Output folder [default: runs/<model file name>-<dims>d-seed<seed>, or "
+        "runs/interp-<base>-<finetune>-<dims>d].",
+    ),
+    click.option("--overwrite", is_flag=True, help="Discard a run with other settings in --out."),
+]
+
+
+def evaluation_options(command):
+    """The options sweep and interpolate share: prompts, judging, generation, engine, output."""
+    for option in reversed(_EVALUATION_OPTIONS):
+        command = option(command)
+    return command
+
+
+def capability_settings(options: dict) -> CapabilitySettings | None:
+    """The capability probe's settings from --capability and its options (None without it)."""
+    given = [
+        name
+        for name, default in (
+            ("mcq_path", None),
+            ("perplexity_text", None),
+            ("kl_prompts", 20),
+            ("kl_tokens", 16),
+        )
+        if options[name] != default
+    ]
+    if not options["capability"]:
+        if given:
+            flag = "--" + given[0].replace("_path", "").replace("_", "-")
+            raise click.UsageError(f"{flag} needs --capability")
+        return None
+    return CapabilitySettings(
+        kl_prompts=options["kl_prompts"],
+        kl_tokens=options["kl_tokens"],
+        questions=load_questions(options["mcq_path"]),
+        text_path=options["perplexity_text"],
+    )

@@ -1,0 +1,251 @@
+"""One point of a sweep: move the weights, generate, judge, score.
+
+``evaluator`` opens everything a point needs (the scratch copy llama.cpp maps, the
+engine, the judge, the coherence scorer, the capability probe) and releases it on
+exit; ``PointEvaluator.evaluate`` returns a point's records without writing anything,
+so the local loop and the Ray workers share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from visage_local import coherence, metrics
+from visage_local.capability import CapabilityProbe
+from visage_local.chat import prompt_tokens
+from visage_local.coherence import CoherenceScorer
+from visage_local.engine import Engine, Generation, GenerationStats
+from visage_local.gguf_model import GGUFCopy, GGUFModel
+from visage_local.grid import Point
+from visage_local.judges import Judge, Verdict, get_judge
+from visage_local.perturb import Direction, Perturbation, PointDisplacement
+from visage_local.record import FORMAT_VERSION, GenerationRecord, PointRecord
+from visage_local.settings import PromptItem, SweepConfig, prompt_items
+
+SCRATCH_DIR = Path("/dev/shm")
+SCRATCH_PREFIX = "visage-scratch-"
+
+
+@dataclass
+class PointOutcome:
+    """What one evaluated point gave, for progress reports."""
+
+    index: int
+    point: Point
+    asr: float
+    refused: list[bool]
+    displacement: PointDisplacement
+    weight_update_s: float
+    generation_s: float
+    tokens: int
+    generation: GenerationStats | None = None
+
+
+def scratch_folder(size: int, fallback: Path) -> Path:
+    """RAM-backed /dev/shm when it has room for the scratch model, else ``fallback``."""
+    usable = SCRATCH_DIR.is_dir() and os.access(SCRATCH_DIR, os.W_OK)
+    if usable and shutil.disk_usage(SCRATCH_DIR).free > 2 * size:
+        return SCRATCH_DIR
+    return fallback
+
+
+def remove_orphaned_scratch(folder: Path) -> list[Path]:
+    """Delete scratch copies left in ``folder`` by processes that no longer exist (a sweep or a
+    Ray worker killed with SIGKILL cannot clean up); return what was deleted."""
+    removed = []
+    for path in folder.glob(f"{SCRATCH_PREFIX}*-*.gguf"):
+        pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except PermissionError:
+            pass  # alive, another user's
+    return removed
+
+
+def render_prompts(
+    engine: Engine, model: GGUFModel, config: SweepConfig, items: list[PromptItem]
+) -> list[list[int]]:
+    """Every prompt through the model's chat template (or the fallback), tokenized."""
+    return [
+        prompt_tokens(engine, model.chat_template, config.system_prompt, item.presented)
+        for item in items
+    ]
+
+
+@contextlib.contextmanager
+def evaluator(
+    config: SweepConfig,
+    model: GGUFModel,
+    spill_folder: Path,
+    directions: list[Direction] | None = None,
+) -> Iterator[PointEvaluator]:
+    """A PointEvaluator for ``config``: its scratch copy (in /dev/shm when it fits, else
+    in ``spill_folder``), engine, judge and scorers, all released on exit. ``directions``
+    are the config's, when the caller has resolved them already."""
+    perturbation = Perturbation(
+        model,
+        directions if directions is not None else config.directions(model),
+        threads=config.engine.threads,
+        cache_bytes=config.memory_budget_mb << 20,
+        requant=config.requant,
+    )
+    folder = scratch_folder(model.path.stat().st_size + perturbation.extra_bytes(), spill_folder)
+    remove_orphaned_scratch(folder)
+    fd, scratch_name = tempfile.mkstemp(
+        prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".gguf", dir=folder
+    )
+    os.close(fd)
+    scratch = engine = scorer = judge = None
+    try:
+        judge = get_judge(config.judge, config.engine.threads)
+        scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
+        engine = Engine(scratch.path, config.engine)
+        if config.coherence:
+            scorer = CoherenceScorer(model.path, config.engine)
+        probe = None
+        if config.capability is not None:
+            probe = CapabilityProbe(config.capability, model, engine)
+            probe.calibrate()  # the scratch copy still holds the origin's weights
+        items = prompt_items(config)
+        tokens = render_prompts(engine, model, config, items)
+        yield PointEvaluator(
+            config, perturbation, scratch, engine, items, tokens, judge, scorer, probe
+        )
+    finally:
+        for part in (engine, scorer, scratch):
+            if part is not None:
+                part.close()
+        if judge is not None:
+            judge.close()
+        Path(scratch_name).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One evaluated point: its generation records, its point record, and the outcome."""
+
+    records: list[GenerationRecord]
+    point_record: PointRecord
+    outcome: PointOutcome
+
+
+@dataclass
+class PointEvaluator:
+    """What evaluating points needs while a sweep runs: the perturbation, the scratch file
+    llama.cpp maps, the engine, the tokenized prompts, the judge and the scorers."""
+
+    config: SweepConfig
+    perturbation: Perturbation
+    scratch: GGUFCopy
+    engine: Engine
+    items: list[PromptItem]
+    tokens: list[list[int]]
+    judge: Judge
+    scorer: CoherenceScorer | None
+    probe: CapabilityProbe | None
+    threshold: float | None = None
+
+    def calibrate(self, origin_records: list[dict]) -> None:
+        """Set the coherence threshold from the origin's stored answers."""
+        self.threshold = coherence.calibrate([r["coherence_ll"] for r in origin_records])
+
+    def evaluate(self, index: int, point: Point) -> PointResult:
+        """Move the weights to ``point``, generate, judge and score; nothing is written."""
+        t0 = time.monotonic()
+        displacement = self._move_weights(point)
+        t1 = time.monotonic()
+        settled = self.judge.settled if self.config.early_stop else None
+        generations = self.engine.generate(self.tokens, self.config.max_new_tokens, settled)
+        t2 = time.monotonic()
+        verdicts = self.judge.judge_many(
+            [item.prompt for item in self.items], [g.text for g in generations]
+        )
+        scores = [None] * len(generations)
+        if self.scorer is not None:
+            scores = self.scorer.scores(self.tokens, [g.tokens for g in generations])
+            if point.is_origin:
+                self.threshold = coherence.calibrate(scores)
+        t3 = time.monotonic()
+        capability = self.probe.measure() if self.probe is not None else None
+        t4 = time.monotonic()
+        records = [
+            self._record(index, point, i, gen, verdict, score)
+            for i, (gen, verdict, score) in enumerate(
+                zip(generations, verdicts, scores, strict=True)
+            )
+        ]
+        point_record = PointRecord(
+            format_version=FORMAT_VERSION,
+            point=index,
+            alpha=point.alpha,
+            beta=point.beta,
+            displacement=displacement.summary(),
+            displacement_faithful=displacement.total.faithful(),
+            weight_update_s=round(t1 - t0, 3),
+            generation_s=round(t2 - t1, 3),
+            generation={k: round(v, 3) for k, v in asdict(self.engine.last_stats).items()},
+            judge_coherence_s=round(t3 - t2, 3),
+            coherence_threshold=self.threshold,
+            capability=capability,
+            capability_s=round(t4 - t3, 3) if capability else None,
+        )
+        refused = [r["refused"] for r in records if r["set"] == "harmful"]
+        outcome = PointOutcome(
+            index=index,
+            point=point,
+            asr=metrics.attack_success_rate(refused),
+            refused=refused,
+            displacement=displacement,
+            weight_update_s=t1 - t0,
+            generation_s=t2 - t1,
+            tokens=sum(r["tokens"] for r in records),
+            generation=self.engine.last_stats,
+        )
+        return PointResult(records, point_record, outcome)
+
+    def _move_weights(self, point: Point) -> PointDisplacement:
+        displacement = PointDisplacement()
+        for tensor in self.perturbation.tensors_at(point):
+            self.scratch.write_tensor(tensor.info.name, tensor.raw)
+            displacement.add(tensor)
+        self.engine.refresh_weights()
+        return displacement
+
+    def _record(
+        self,
+        index: int,
+        point: Point,
+        prompt_index: int,
+        gen: Generation,
+        verdict: Verdict,
+        score: float | None,
+    ) -> GenerationRecord:
+        item = self.items[prompt_index]
+        return {
+            "point": index,
+            "alpha": point.alpha,
+            "beta": point.beta,
+            "prompt_index": prompt_index,
+            "n_prompts": len(self.tokens),
+            "set": item.set,
+            "prompt": item.prompt,
+            "response": gen.text,
+            "refused": verdict.refused,
+            "matched": verdict.matched,
+            "coherence_ll": None if score is None else round(score, 4),
+            "coherent": coherence.is_coherent(score, self.threshold),
+            "tokens": len(gen.tokens),
+            "stop_reason": gen.stop_reason,
+        }

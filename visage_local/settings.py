@@ -1,0 +1,196 @@
+"""A sweep's settings: what it evaluates and how, and which of them determine its results.
+
+``SweepConfig`` is everything a sweep needs to know; ``result_config`` is the part that
+determines the results (hashed to guard resumes). The CLI builds a SweepConfig through
+``sweep_config`` so that a notebook gets the same defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from visage_local import coherence
+from visage_local.attacks import Attack
+from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
+from visage_local.capability import CapabilitySettings
+from visage_local.chat import DEFAULT_SYSTEM, SystemPrompt
+from visage_local.directions import RandomDirection
+from visage_local.engine import EngineSettings
+from visage_local.errors import ConfigError
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import Grid, InterpolationGrid
+from visage_local.interpolation import FinetuneDirection, LoraDirection
+from visage_local.judges import check_judge_name
+from visage_local.perturb import Direction, Perturbation
+from visage_local.prompts import PromptSet, builtin_benign, select_prompts
+
+DIRECTIONS_TEXT = "random, layer-normalised, exclude: norm"
+DEFAULT_LIMIT = 80  # prompts of the set a sweep uses unless told otherwise
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep needs to know."""
+
+    model_path: Path
+    prompts: PromptSet
+    grid: Grid | InterpolationGrid = field(default_factory=Grid)
+    seed: int = 123
+    max_new_tokens: int = 64
+    system_prompt: SystemPrompt = DEFAULT_SYSTEM
+    judge: str = "keyword-paper"
+    attack: Attack = field(default_factory=lambda: Attack("none"))
+    benign: bool = False
+    coherence: bool = True
+    early_stop: bool = True
+    requant: str = "same"
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    memory_budget_mb: int = 4096
+    first_direction: int = 0
+    finetune: Path | None = None  # interpolation: a finetuned model or a LoRA adapter
+    finetune_kind: str = "model"  # "model" or "lora"
+    capability: CapabilitySettings | None = None
+
+    def __post_init__(self):
+        if self.seed < 0:
+            raise ConfigError("--seed must be a non-negative integer")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise ConfigError("--max-new-tokens must be between 1 and 4096")
+
+    def directions(self, base: GGUFModel) -> list[Direction]:
+        """The directions of the grid's axes. Random: indices first_direction, +1, ... of the
+        seed. Interpolation: the finetune's direction, then (2D) random index first_direction."""
+        if self.finetune is None:
+            return [
+                RandomDirection(self.seed, self.first_direction + i) for i in range(self.grid.dims)
+            ]
+        if self.finetune_kind == "lora":
+            first: Direction = LoraDirection(self.finetune, base)
+        else:
+            first = FinetuneDirection(self.finetune, self.engine.threads)
+        randoms = [RandomDirection(self.seed, self.first_direction)] if self.grid.dims == 2 else []
+        return [first, *randoms]
+
+    @property
+    def benign_prompts(self) -> PromptSet | None:
+        """The over-refusal set evaluated beside the harmful prompts, if asked for."""
+        return builtin_benign() if self.benign else None
+
+
+def sweep_config(
+    model_path: str | os.PathLike,
+    grid: Grid | InterpolationGrid | None = None,
+    prompts: PromptSet | None = None,
+    engine: EngineSettings | None = None,
+    batch_size: int | None = None,
+    **settings: Any,
+) -> SweepConfig:
+    """A SweepConfig with the defaults the CLI uses: the first DEFAULT_LIMIT built-in
+    prompts, the judge name checked, and (without ``batch_size``) as many prompts decoded
+    together as fit in a quarter of free memory. ``settings`` are SweepConfig's other
+    fields (seed, max_new_tokens, judge, ...); the model's header is read first, so a bad
+    file fails here."""
+    model = GGUFModel(model_path)
+    prompts = prompts or select_prompts(None, DEFAULT_LIMIT)
+    check_judge_name(settings.get("judge", "keyword-paper"))
+    config = SweepConfig(
+        model_path=Path(model_path),
+        prompts=prompts,
+        grid=grid or Grid(),
+        engine=engine or EngineSettings(),
+        **settings,
+    )
+    batch = batch_size or auto_batch_size(
+        model, n_sequences(config), TYPICAL_PROMPT_TOKENS + config.max_new_tokens
+    )
+    return replace(config, engine=replace(config.engine, max_sequences=batch))
+
+
+def requant_extra_bytes(config: SweepConfig) -> int:
+    """How many more bytes the perturbed model takes with ``config.requant`` than in its own
+    types (held in RAM while the sweep runs)."""
+    model = GGUFModel(config.model_path)
+    return Perturbation(model, [RandomDirection(config.seed)], requant=config.requant).extra_bytes()
+
+
+def n_sequences(config: SweepConfig) -> int:
+    """Prompts evaluated at every point: the harmful ones, and the benign ones if asked for."""
+    return len(config.prompts.prompts) + (
+        len(config.benign_prompts.prompts) if config.benign else 0
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that determine results."""
+    out = {}
+    for dist in ("visage-local", "llama-cpp-python", "gguf", "numpy"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict]) -> dict:
+    """The settings that determine a sweep's results (hashed to guard resumes);
+    ``directions`` are the descriptions of ``config.directions(model)``."""
+    return (
+        {
+            "model_sha256": model.sha256,
+            **config.grid.describe(),
+            "seed": config.seed,
+            "directions": _directions_setting(config, directions),
+            "prompts_sha256": config.prompts.sha256,
+            "n_prompts": len(config.prompts.prompts),
+            "judge": config.judge,
+            "system_prompt": config.system_prompt.label(),
+            "system_prompt_text": config.system_prompt.text,
+            "attack": config.attack.label(),
+            "attack_sha256": config.attack.sha256,
+            "benign_sha256": config.benign_prompts.sha256 if config.benign else None,
+            "coherence": _coherence_method() if config.coherence else None,
+            "max_new_tokens": config.max_new_tokens,
+            "early_stop": config.early_stop,
+            "requant": config.requant,
+            "batch_size": config.engine.max_sequences,
+            "versions": versions(),
+        }
+        | ({"capability": config.capability.describe()} if config.capability else {})
+        | ({"flash_attn": True} if config.engine.flash_attn else {})
+    )
+
+
+def _directions_setting(config: SweepConfig, directions: list[dict]) -> str | list[dict]:
+    if config.finetune is not None:
+        return directions
+    return DIRECTIONS_TEXT + (
+        f", from index {config.first_direction}" if config.first_direction else ""
+    )
+
+
+def _coherence_method() -> str:
+    return (
+        f"origin mean log-prob of the first {coherence.SCORED_TOKENS} answer tokens; threshold "
+        f"p{coherence.ORIGIN_PERCENTILE:g} of the origin's answers - {coherence.MARGIN_NATS} nats"
+    )
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt of a point: which set it belongs to and its text as the model sees it."""
+
+    set: str  # "harmful" or "benign"
+    prompt: str  # as written in the prompt set
+    presented: str  # after the attack template (harmful prompts only)
+
+
+def prompt_items(config: SweepConfig) -> list[PromptItem]:
+    """The harmful prompts (wrapped in the attack), then the benign ones if asked for."""
+    items = [PromptItem("harmful", p, config.attack.wrap(p)) for p in config.prompts.prompts]
+    if config.benign:
+        items += [PromptItem("benign", p, p) for p in config.benign_prompts.prompts]
+    return items
