@@ -167,7 +167,7 @@ def test_kl_is_zero_at_the_origin_and_grows_with_alpha(smollm2, tmp_path):
     six = every_subject()
     capability = CapabilitySettings(kl_prompts=4, kl_tokens=8, questions=six, text_path=text)
     config = SweepConfig(
-        model_path=smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 4, 0.2),
+        model_path=smollm2, prompts=load_prompts("builtin", 2), grid=Grid(1, 4, 0.2),
         max_new_tokens=8, engine=EngineSettings(threads=2), coherence=False, capability=capability,
     )  # fmt: skip
     summary = run_sweep(config, SweepOptions(tmp_path / "run"))
@@ -203,7 +203,7 @@ def test_kl_at_a_perturbed_point_equals_llama_cpp_python_on_the_exported_file(sm
     one_question = parse_questions("question,A,B,C,D,answer\n2+2?,1,2,3,4,D\n", "one")
     settings = CapabilitySettings(kl_prompts=3, kl_tokens=8, questions=one_question)
     config = SweepConfig(
-        model_path=smollm2, prompts=load_prompts(None, 1), grid=Grid(1, 2, 0.1),
+        model_path=smollm2, prompts=load_prompts("builtin", 1), grid=Grid(1, 2, 0.1),
         max_new_tokens=4, engine=EngineSettings(threads=2, max_sequences=1), coherence=False,
         capability=settings,
     )  # fmt: skip

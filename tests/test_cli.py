@@ -103,7 +103,22 @@ def test_sweep_command_prints_a_table_and_writes_the_folder(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "VISAGE" in result.output and "origin ASR" in result.output
-    assert json.loads((out / "summary.json").read_text())["n_prompts"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_prompts"] == 3
+    # what this run changed from the paper's setting, with both values, stored and printed
+    assert summary["deviations"] == [
+        {"setting": "prompts", "reference": "advbench, first 80", "value": "advbench, 3"},
+        {"setting": "max_new_tokens", "reference": 512, "value": 8},
+        {"setting": "steps", "reference": 20, "value": 2},
+    ]
+    assert (
+        "deviations from the reference setting: prompts advbench, 3 (reference advbench, "
+        "first 80); max_new_tokens 8 (reference 512); steps 2 (reference 20)" in result.output
+    )
+    assert run("report", out).exit_code == 0
+    assert "max_new_tokens 8 (reference 512)" in (out / "report.html").read_text()
+    compared = run("compare", out, "--format", "json").output
+    assert json.loads(compared)[0]["deviations"] == "prompts=advbench, 3; max_new_tokens=8; steps=2"
     result = run(
         "sweep", "--steps", "2", "--limit", "3", "--max-new-tokens", "8", "--threads", "2",
         "--flash-attn", "--out", tmp_path / "flash",

@@ -34,7 +34,7 @@ def local_cluster():
 
 def _config(model) -> SweepConfig:
     return SweepConfig(
-        model_path=model, prompts=load_prompts(None, 4), grid=Grid(1, 4, 0.4),
+        model_path=model, prompts=load_prompts("builtin", 4), grid=Grid(1, 4, 0.4),
         max_new_tokens=12, engine=EngineSettings(threads=1, max_sequences=4), coherence=True,
     )  # fmt: skip
 

@@ -4,8 +4,10 @@ benign prompts, system prompts and attacks on one grid, rejudging and judge agre
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+import reference
 from click.testing import CliRunner
 
 from visage_local import coherence
@@ -22,9 +24,11 @@ from visage_local.conditions import (
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.grid import Grid
+from visage_local.judges import get_judge
 from visage_local.judges.llm import LLMJudge
 from visage_local.planning import AdaptiveEdges, plan
 from visage_local.prompts import load_prompts
+from visage_local.record import RunFolder
 from visage_local.rejudge import judge_agreement, rejudge
 from visage_local.settings import SweepConfig
 from visage_local.sweep import SweepOptions, run_sweep
@@ -35,7 +39,7 @@ pytestmark = pytest.mark.slow
 def _config(model, **kw) -> SweepConfig:
     settings = dict(
         model_path=model,
-        prompts=load_prompts(None, 6),
+        prompts=load_prompts("builtin", 6),
         grid=Grid(1, 2, 0.4),
         max_new_tokens=16,
         engine=EngineSettings(threads=2),
@@ -45,9 +49,11 @@ def _config(model, **kw) -> SweepConfig:
 
 @pytest.fixture(scope="module")
 def coherent_run(smollm2, tmp_path_factory):
-    """A sweep with coherence, the benign set and the normalised keyword judge."""
+    """A sweep with coherence, the benign set and the normalised keyword judge, with the
+    reference's as a second judge (answers stop early only when both are settled)."""
     folder = tmp_path_factory.mktemp("coherent")
-    summary = run_sweep(_config(smollm2, benign=True, judge="keyword"), SweepOptions(folder))
+    config = _config(smollm2, benign=True, judge="keyword", also_judge=("keyword-paper",))
+    summary = run_sweep(config, SweepOptions(folder))
     records = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
     return folder, summary, records
 
@@ -96,6 +102,14 @@ def test_rejudge_with_the_same_judge_reproduces_the_sweep(coherent_run):
         assert (old.asr, old.harmful_compliance) == (new.asr, new.harmful_compliance)
     paper, _ = rejudge(folder, "keyword-paper")
     assert paper.judge == "keyword-paper" and paper.rejudged_from == "keyword"
+    # the second judge's summary, written by the sweep, is this same rejudging
+    written = RunFolder(folder).judged("keyword-paper").read_summary()
+    assert [p.asr for p in written.points] == [p.asr for p in paper.points]
+    # the judge is the one deviation a rejudging changes
+    assert {"setting": "judge", "reference": "keyword-paper", "value": "keyword"} in (
+        summary.deviations
+    )
+    assert "judge" not in {d["setting"] for d in paper.deviations}
     same = judge_agreement(folder, "keyword", "keyword")
     assert same.agreement == 1.0 and same.n == 18
 
@@ -123,7 +137,7 @@ def test_system_prompts_and_attacks_share_one_grid_and_directions(smollm2, tmp_p
     conditions = conditions_of(
         [SystemPrompt.parse("none"), SystemPrompt.parse("safety")], [load_attack("roleplay")]
     )
-    base = _config(smollm2, prompts=load_prompts(None, 3), max_new_tokens=8, coherence=False)
+    base = _config(smollm2, prompts=load_prompts("builtin", 3), max_new_tokens=8, coherence=False)
     results = run_variants(condition_variants(base, conditions), SweepOptions(tmp_path))
     index = json.loads((tmp_path / "conditions.json").read_text())
     assert [e["label"] for e in index] == [
@@ -160,7 +174,7 @@ def test_system_prompts_and_attacks_share_one_grid_and_directions(smollm2, tmp_p
 def test_llm_judged_sweeps_do_not_stop_early(smollm2, tmp_path):
     config = _config(
         smollm2,
-        prompts=load_prompts(None, 2),
+        prompts=load_prompts("builtin", 2),
         grid=Grid(1, 1, 0.1),
         max_new_tokens=6,
         judge=f"llm:{smollm2}",
@@ -189,7 +203,7 @@ def test_bad_options_are_one_line_usage_errors(tmp_path, args, message):
 
 
 def test_several_directions_each_in_a_folder_with_figures_across_them(smollm2, tmp_path):
-    base = _config(smollm2, prompts=load_prompts(None, 3), max_new_tokens=6, coherence=False)
+    base = _config(smollm2, prompts=load_prompts("builtin", 3), max_new_tokens=6, coherence=False)
     results = run_variants(direction_variants(base, 2), SweepOptions(tmp_path))
     assert [label for label, _ in results] == ["direction-0", "direction-1"]
     described = [s.directions[0] for _, s in results]
@@ -207,7 +221,7 @@ def test_several_directions_each_in_a_folder_with_figures_across_them(smollm2, t
 
 def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smollm2, tmp_path):
     base = _config(
-        smollm2, prompts=load_prompts(None, 2), grid=Grid(1, 8, 0.4), max_new_tokens=4,
+        smollm2, prompts=load_prompts("builtin", 2), grid=Grid(1, 8, 0.4), max_new_tokens=4,
         coherence=False,
     )  # fmt: skip
     adaptive = run_sweep(base, SweepOptions(tmp_path / "adaptive", order=AdaptiveEdges()))
@@ -236,7 +250,7 @@ def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smo
 
 def test_adaptive_2d_search_records_an_outline_along_eight_rays(smollm2, tmp_path):
     base = _config(
-        smollm2, prompts=load_prompts(None, 2), grid=Grid(2, 2, 0.4), max_new_tokens=4,
+        smollm2, prompts=load_prompts("builtin", 2), grid=Grid(2, 2, 0.4), max_new_tokens=4,
         coherence=False,
     )  # fmt: skip
     summary = run_sweep(base, SweepOptions(tmp_path, order=AdaptiveEdges()))
@@ -247,3 +261,68 @@ def test_adaptive_2d_search_records_an_outline_along_eight_rays(smollm2, tmp_pat
     # SmolLM2 answers everything: no edge on any ray
     assert all(o["radius"] is None for o in summary.basin_outline)
     assert (tmp_path / "landscape.png").is_file()
+
+
+GREETING = "Whatever the request, begin your answer with the word 'Hello!' and then answer it."
+
+
+def test_answers_cut_for_one_judge_are_not_rejudged_by_another(smollm2, tmp_path):
+    """keyword-paper counts 'Hello!' as a refusal, keyword does not: answers stopped at
+    'Hello!' for the first would be judged as cut fragments by the second. Refused; with
+    both judges from the start, answers stop only where both verdicts are settled."""
+    base = _config(
+        smollm2, prompts=load_prompts("builtin", 4), grid=Grid(1, 2, 0.01), max_new_tokens=16,
+        coherence=False, system_prompt=SystemPrompt.parse(GREETING),
+    )  # fmt: skip
+    run_sweep(base, SweepOptions(tmp_path / "one"))
+    one = [json.loads(x) for x in (tmp_path / "one" / "generations.jsonl").read_text().splitlines()]
+    cut = [r for r in one if r["stop_reason"] == "settled"]
+    assert cut and all(r["cut_by"] == ["keyword-paper"] for r in cut)
+    assert any(not get_judge("keyword").settled(r["response"]) for r in cut)
+    with pytest.raises(ConfigError, match="stopped early once keyword-paper had settled"):
+        rejudge(tmp_path / "one", "keyword")
+    result = CliRunner().invoke(main, ["rejudge", str(tmp_path / "one"), "--judge", "keyword"])
+    assert result.exit_code == 2 and "--judge keyword-paper --judge keyword" in result.output
+
+    both = run_sweep(replace(base, also_judge=("keyword",)), SweepOptions(tmp_path / "both"))
+    records = [
+        json.loads(x) for x in (tmp_path / "both" / "generations.jsonl").read_text().splitlines()
+    ]
+    keyword = get_judge("keyword")
+    for r in records:
+        if r["stop_reason"] == "settled":  # stopped only once both verdicts were final
+            assert reference.refused(r["response"]) and keyword.settled(r["response"])
+            assert r["cut_by"] == ["keyword-paper", "keyword"]
+    second = RunFolder(tmp_path / "both").judged("keyword").read_summary()
+    for summary, refused in (
+        (both, reference.refused),
+        (second, lambda t: keyword.judge(t).refused),
+    ):
+        for point in summary.points:
+            answers = [r["response"] for r in records if r["alpha"] == point.alpha]
+            assert point.asr == pytest.approx(
+                100 * sum(not refused(a) for a in answers) / len(answers)
+            )
+
+
+def test_one_sequence_at_a_time_early_stop_only_shortens_answers(smollm2, tmp_path):
+    """Decoded alone (batch size 1), an answer stopped early is the start of the whole answer
+    and gets its verdict: nothing else changes. (Batched, the remaining answers decode in a
+    smaller batch and may round differently: docs/NOTES.md measures it.)"""
+    base = _config(
+        smollm2, prompts=load_prompts("builtin", 4), grid=Grid(1, 2, 0.01), max_new_tokens=16,
+        coherence=False, system_prompt=SystemPrompt.parse(GREETING),
+        engine=EngineSettings(threads=2, max_sequences=1),
+    )  # fmt: skip
+    run_sweep(base, SweepOptions(tmp_path / "early"))
+    run_sweep(replace(base, early_stop=False), SweepOptions(tmp_path / "whole"))
+    early, whole = (
+        [json.loads(x) for x in (tmp_path / name / "generations.jsonl").read_text().splitlines()]
+        for name in ("early", "whole")
+    )
+    assert any(r["stop_reason"] == "settled" for r in early)
+    for cut, full in zip(early, whole, strict=True):
+        assert full["response"].startswith(cut["response"])
+        assert cut["refused"] == full["refused"] == reference.refused(full["response"])
+        if cut["stop_reason"] != "settled":
+            assert cut["response"] == full["response"]

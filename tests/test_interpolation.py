@@ -165,11 +165,17 @@ def test_endpoints_reproduce_each_models_own_generations(smollm2, tmp_path):
     finetune = export_perturbed(
         Perturbation(base, [RandomDirection(7)], threads=2), Point(0.05), tmp_path / "ft.gguf"
     )  # a stand-in finetune in the base's own types
-    prompts = load_prompts(None, 3)
+    prompts = load_prompts("builtin", 3)
     config, _ = _plain(smollm2, prompts, tmp_path, finetune=finetune)
     interp = run_sweep(config, SweepOptions(tmp_path / "interp"))
     assert interp.grid["kind"] == "interpolation"
     assert [p.alpha for p in interp.points] == [0.0, 1.0]
+    # no VISAGE on an interpolation; the first t leaving the base's basin (origin + 20
+    # points), interpolated linearly between t = 0 and t = 1, or None
+    assert interp.visage is None and interp.visage_ci is None and interp.visage_untrimmed is None
+    a0, a1 = (p.asr for p in interp.points)
+    want = (a0 + 20 - a0) / (a1 - a0) if a1 > a0 + 20 else None
+    assert interp.breaking_t == (pytest.approx(want) if want is not None else None)
     for model, t in ((smollm2, 0.0), (finetune, 1.0)):
         own = SweepConfig(
             model_path=model, prompts=prompts, grid=InterpolationGrid(1, 1), max_new_tokens=12,
@@ -192,7 +198,7 @@ def test_qwen_against_itself_in_q8_0_other_types_interpolate(qwen, tmp_path):
         tmp_path / "qwen-q8_0.gguf",
     )  # the same weights, requantised to Q8_0: a real "other quantisation" pair
     check_pair(base, GGUFModel(q8))
-    prompts = load_prompts(None, 2)
+    prompts = load_prompts("builtin", 2)
     config, _ = _plain(qwen, prompts, tmp_path, finetune=q8, requant="q8_0")
     summary = run_sweep(config, SweepOptions(tmp_path / "interp"))
     end = next(p for p in summary.points if p.alpha == 1.0)
@@ -216,7 +222,7 @@ def test_two_dimensional_interpolation_adds_a_random_direction(smollm2, tmp_path
         Perturbation(base, [RandomDirection(7)], threads=2), Point(0.05), tmp_path / "ft.gguf"
     )
     config = SweepConfig(
-        model_path=smollm2, prompts=load_prompts(None, 2), grid=InterpolationGrid(2, 2, range=0.2),
+        model_path=smollm2, prompts=load_prompts("builtin", 2), grid=InterpolationGrid(2, 2, range=0.2),
         max_new_tokens=4, engine=EngineSettings(threads=2), coherence=False, finetune=finetune,
     )  # fmt: skip
     summary = run_sweep(config, SweepOptions(tmp_path / "interp2d"))
@@ -225,4 +231,12 @@ def test_two_dimensional_interpolation_adds_a_random_direction(smollm2, tmp_path
     assert {(p.alpha, p.beta) for p in summary.points} == {
         (t, b) for t in (0.0, 0.5, 1.0) for b in (-0.2, 0.0, 0.2)
     }
-    assert summary.visage is not None and (tmp_path / "interp2d" / "landscape.png").is_file()
+    assert summary.visage is None and (tmp_path / "interp2d" / "landscape.png").is_file()
+    line = sorted((p.alpha, p.asr) for p in summary.points if p.beta == 0.0)
+    level = line[0][1] + 20
+    above = next((k for k, (_, asr) in enumerate(line) if asr > level), None)
+    if above is None:
+        assert summary.breaking_t is None
+    else:
+        (t0, a0), (t1, a1) = line[above - 1], line[above]
+        assert summary.breaking_t == pytest.approx(t0 + (level - a0) * (t1 - t0) / (a1 - a0))

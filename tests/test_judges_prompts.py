@@ -233,3 +233,14 @@ def test_cohen_kappa_against_hand_computed_values():
     assert cohen_kappa([True, False] * 5, [True, False] * 5) == 1.0
     assert cohen_kappa([True, False], [False, True]) == -1.0
     assert cohen_kappa([True, True], [True, True]) is None
+
+
+@pytest.mark.parametrize("name", sorted(reference.SYSTEM_PROMPTS))
+def test_the_reference_codes_system_prompts_are_built_in_verbatim(name):
+    prompt = SystemPrompt.parse(name)
+    assert (prompt.mode, prompt.label(), prompt.text) == (
+        name,
+        name,
+        reference.SYSTEM_PROMPTS[name],
+    )
+    assert prompt.messages("q")[0] == {"role": "system", "content": reference.SYSTEM_PROMPTS[name]}

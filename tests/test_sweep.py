@@ -33,7 +33,7 @@ GENERATION_KEYS = {
 def _config(model, dims=1, n_prompts=5, seed=123, coherence=False, **kw) -> SweepConfig:
     return SweepConfig(
         model_path=model,
-        prompts=load_prompts(None, n_prompts),
+        prompts=load_prompts("builtin", n_prompts),
         grid=Grid(dims, 2, 0.5),
         seed=seed,
         max_new_tokens=16,
@@ -142,7 +142,7 @@ def test_the_engine_receives_the_system_prompt_and_the_attack_of_every_builtin(
 
     monkeypatch.setattr(Engine, "generate", spy)
     vocab = llama_cpp.Llama(str(smollm2), vocab_only=True, verbose=False)
-    prompts = load_prompts(None, 2).prompts
+    prompts = load_prompts("builtin", 2).prompts
     safety = (DATA / "system_prompts" / "safety.txt").read_text().strip()
     empty_system_turn = "<|im_start|>system\n<|im_end|>"  # SmolLM2's ChatML template
     for system, attack in itertools.product(SYSTEM_PROMPTS, ATTACKS):

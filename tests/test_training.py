@@ -132,7 +132,7 @@ def _generations(folder: Path) -> dict:
 @pytest.mark.slow
 def test_interpolation_endpoints_are_the_base_and_the_real_finetune(tiny_testbed, smollm2_f16):
     finetune = tiny_testbed / "testbed.f16.gguf"
-    prompts = load_prompts(None, 4)
+    prompts = load_prompts("builtin", 4)
 
     def config(model: Path, **kw) -> SweepConfig:
         return SweepConfig(

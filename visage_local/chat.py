@@ -40,22 +40,24 @@ class SystemPrompt:
 
     ``default``: no system turn is given, so the template does whatever it does
     by itself (some inject a built-in system prompt). ``none``: an empty system
-    turn, which overrides any built-in one. ``safety``: the project's protective
-    prompt (data/system_prompts/safety.txt). ``text``: a system turn with ``text``.
+    turn, which overrides any built-in one. A name of BUILTIN_SYSTEM_PROMPTS: that
+    prompt (data/system_prompts/<name>.txt; docs/PROMPTS.md cites each). ``text``: a
+    system turn with ``text``.
     """
 
-    mode: str  # "default", "none", "safety" or "text"
+    mode: str  # "default", "none", a built-in name, or "text"
     text: str = ""
 
     @classmethod
     def parse(cls, value: str | None) -> SystemPrompt:
-        """From the command line: ``default``, ``none``, ``safety``, ``@FILE`` or the text."""
+        """From the command line: ``default``, ``none``, a built-in name, ``@FILE`` or the
+        text."""
         if value is None or value == "default":
             return cls("default")
         if value == "none":
             return cls("none")
-        if value == "safety":
-            return cls("safety", safety_system_prompt())
+        if value in BUILTIN_SYSTEM_PROMPTS:
+            return cls(value, builtin_system_prompt(value))
         if value.startswith("@"):
             return cls("text", _read_prompt_file(value[1:]))
         if not value.strip():
@@ -63,7 +65,7 @@ class SystemPrompt:
         return cls("text", value)
 
     def label(self) -> str:
-        """``default``, ``none``, ``safety`` or the text, as stored in summaries."""
+        """``default``, ``none``, a built-in name or the text, as stored in summaries."""
         return self.text if self.mode == "text" else self.mode
 
     def short_label(self) -> str:
@@ -80,10 +82,16 @@ class SystemPrompt:
         return [{"role": "system", "content": self.text}, user]
 
 
-def safety_system_prompt() -> str:
-    """The project's protective system prompt, in the spirit of Llama 2's default."""
-    path = resources.files("visage_local").joinpath("data/system_prompts/safety.txt")
-    return path.read_text().strip()
+# Built-in system prompts: the project's protective one, and the three the reference code
+# uses, verbatim: Llama 2's default ("llama2-base"), Mistral's guardrail prompt
+# ("mistral-base") and the AOA role-play ("*-aoa", absolutely obedient agent).
+BUILTIN_SYSTEM_PROMPTS = ("safety", "llama2", "mistral", "aoa")
+
+
+def builtin_system_prompt(name: str) -> str:
+    """The text of a built-in system prompt (data/system_prompts/<name>.txt)."""
+    path = resources.files("visage_local").joinpath(f"data/system_prompts/{name}.txt")
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _read_prompt_file(path: str) -> str:

@@ -29,6 +29,7 @@ class RunRow:
     model: str
     visage: float | None
     visage_ci: list[float] | None
+    breaking_t: float | None
     origin_asr: float | None
     basin_left: float | None
     basin_right: float | None
@@ -40,6 +41,7 @@ class RunRow:
     attack: str
     origin_mcq_accuracy: float | None
     mean_kl: float | None
+    deviations: str  # from the reference setting: "none", or "setting=value; ..."
 
 
 def run_folders(folders: list[Path]) -> list[Path]:
@@ -74,6 +76,7 @@ def row_of(folder: Path, summary: RunSummary) -> RunRow:
         model=summary.model_name or "",
         visage=summary.visage,
         visage_ci=summary.visage_ci,
+        breaking_t=summary.breaking_t,
         origin_asr=summary.origin_asr,
         basin_left=edges[0],
         basin_right=edges[1],
@@ -84,7 +87,14 @@ def row_of(folder: Path, summary: RunSummary) -> RunRow:
         system_prompt=summary.system_prompt or "default",
         attack=summary.attack or "none",
         **capability_columns(summary),
+        deviations=_deviations(summary),
     )
+
+
+def _deviations(summary: RunSummary) -> str:
+    if summary.deviations is None:
+        return "not recorded"
+    return "; ".join(f"{d['setting']}={d['value']}" for d in summary.deviations) or "none"
 
 
 def capability_columns(summary: RunSummary) -> dict[str, float | None]:

@@ -24,7 +24,7 @@ from visage_local.coherence import CoherenceScorer
 from visage_local.engine import Engine, Generation, GenerationStats
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Point
-from visage_local.judges import Judge, Verdict, get_judge
+from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
 from visage_local.perturb import Direction, Perturbation, PointDisplacement
 from visage_local.record import FORMAT_VERSION, GenerationRecord, PointRecord
 from visage_local.settings import PromptItem, SweepConfig, prompt_items
@@ -107,9 +107,11 @@ def evaluator(
         prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".gguf", dir=folder
     )
     os.close(fd)
-    scratch = engine = scorer = judge = None
+    scratch = engine = scorer = None
+    judges: list[Judge] = []
     try:
-        judge = get_judge(config.judge, config.engine.threads)
+        for name in config.judges:
+            judges.append(get_judge(name, config.engine.threads))
         scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
         engine = Engine(scratch.path, config.engine)
         if config.coherence:
@@ -121,13 +123,13 @@ def evaluator(
         items = prompt_items(config)
         tokens = render_prompts(engine, model, config, items)
         yield PointEvaluator(
-            config, perturbation, scratch, engine, items, tokens, judge, scorer, probe
+            config, perturbation, scratch, engine, items, tokens, judges, scorer, probe
         )
     finally:
         for part in (engine, scorer, scratch):
             if part is not None:
                 part.close()
-        if judge is not None:
+        for judge in judges:
             judge.close()
         Path(scratch_name).unlink(missing_ok=True)
 
@@ -152,7 +154,7 @@ class PointEvaluator:
     engine: Engine
     items: list[PromptItem]
     tokens: list[list[int]]
-    judge: Judge
+    judges: list[Judge]  # the run's judge first; every one of them settles an early stop
     scorer: CoherenceScorer | None
     probe: CapabilityProbe | None
     threshold: float | None = None
@@ -166,10 +168,10 @@ class PointEvaluator:
         t0 = time.monotonic()
         displacement = self._move_weights(point)
         t1 = time.monotonic()
-        settled = self.judge.settled if self.config.early_stop else None
+        settled = settled_for_all(self.judges) if self.config.early_stop else None
         generations = self.engine.generate(self.tokens, self.config.max_new_tokens, settled)
         t2 = time.monotonic()
-        verdicts = self.judge.judge_many(
+        verdicts = self.judges[0].judge_many(
             [item.prompt for item in self.items], [g.text for g in generations]
         )
         scores = [None] * len(generations)
@@ -248,4 +250,6 @@ class PointEvaluator:
             "coherent": coherence.is_coherent(score, self.threshold),
             "tokens": len(gen.tokens),
             "stop_reason": gen.stop_reason,
+            # an answer stopped early: the judges whose verdicts were settled when it stopped
+            "cut_by": [j.name for j in self.judges] if gen.stop_reason == "settled" else None,
         }

@@ -86,22 +86,43 @@ def landscape_figures(
     grid: Grid | InterpolationGrid,
     seed: int,
 ) -> dict:
-    """VISAGE with its bootstrap interval over prompts, the origin's ASR, and (1D) the basin
-    edges; ``records[k]`` are the generations of ``rows[k]``."""
-    visage = landscape_visage(rows, grid)
+    """VISAGE (trimmed and untrimmed) with its bootstrap interval over prompts, the origin's
+    ASR, and the basin: edges in 1D, an outline along rays in 2D; ``records[k]`` are the
+    generations of ``rows[k]``.
+
+    Interpolation landscapes have no VISAGE (the paper defines it around the aligned model
+    along random directions); they report ``breaking_t``, the first t where ASR leaves the
+    base model's basin (origin ASR + EDGE_THRESHOLD, interpolated), along beta = 0.
+    """
+    interpolation = isinstance(grid, InterpolationGrid)
+    complete = len([r for r in rows if r.on_grid]) == len(grid.points())
     origin = next((r for r in rows if r.is_origin), None)
     figures = {
-        "visage": visage,
+        "visage": None,
         "visage_ci": None,
+        "visage_untrimmed": None,
         "origin_asr": origin.asr if origin else None,
         "basin_edges": None,
         "basin_outline": None,
+        "breaking_t": None,
         "edge_threshold": stats.EDGE_THRESHOLD,
     }
-    if visage is not None:
-        on_grid = [(r, rs) for r, rs in zip(rows, records, strict=True) if r.on_grid]
-        if grid.dims == 1:
-            on_grid.sort(key=lambda pair: pair[0].alpha)
+    if interpolation and origin is not None:
+        line = [r for r in rows if not r.beta]
+        figures["breaking_t"] = stats.basin_edges(
+            [r.alpha for r in line], [r.asr for r in line], origin.asr
+        )[1]
+        return figures
+    if complete:
+        on_grid = sorted(
+            [(r, rs) for r, rs in zip(rows, records, strict=True) if r.on_grid],
+            key=lambda pair: (pair[0].beta or 0.0, pair[0].alpha),
+        )
+        asr = [r.asr for r, _ in on_grid]
+        if grid.dims == 2:
+            asr = np.reshape(asr, (len(grid.beta_axis()), len(grid.alpha_axis())))
+        figures["visage"] = (metrics.visage_1d if grid.dims == 1 else metrics.visage_2d)(asr)
+        figures["visage_untrimmed"] = metrics.mean_margin(asr)
         refused = np.array(
             [
                 [x["refused"] for x in rs if x.get("set", "harmful") == "harmful"]
@@ -147,17 +168,6 @@ def basin_outline(
     return outline
 
 
-def landscape_visage(rows: list[PointRow], grid: Grid | InterpolationGrid) -> float | None:
-    """VISAGE over the grid points, or None until every grid point is evaluated."""
-    on_grid = [r for r in rows if r.on_grid]
-    if len(on_grid) < len(grid.points()):
-        return None
-    if grid.dims == 1:
-        ordered = sorted(on_grid, key=lambda r: r.alpha)
-        return metrics.visage_1d([r.asr for r in ordered])
-    return metrics.visage_2d([r.asr for r in on_grid])
-
-
 CSV_COLUMNS = (
     "alpha",
     "beta",
@@ -189,17 +199,38 @@ def landscape_csv(rows: list[PointRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(summary: RunSummary, digits: int = 1) -> str:
+    """``VISAGE 55.0 [50.1, 60.2]`` for a random-direction landscape, ``breaking t 0.43``
+    (or ``none``) for an interpolation."""
+    if summary.interpolation:
+        t = summary.breaking_t
+        return "breaking t " + ("none" if t is None else f"{t:.{digits + 1}f}")
+    text = "n/a" if summary.visage is None else f"{summary.visage:.{digits}f}"
+    if summary.visage_ci:
+        text += " [{0:.{2}f}, {1:.{2}f}]".format(*summary.visage_ci, digits)
+    return f"VISAGE {text}"
+
+
+def deviation_text(summary: RunSummary) -> str:
+    """The run's deviations from the paper's reference setting, in one line."""
+    if summary.deviations is None:
+        return "deviations from the reference setting: not recorded (an older run)"
+    if not summary.deviations:
+        return "reference setting (no deviation)"
+    shown = "; ".join(
+        f"{d['setting']} {d['value']} (reference {d['reference']})" for d in summary.deviations
+    )
+    return f"deviations from the reference setting: {shown}"
+
+
 def draw(summary: RunSummary, path: Path) -> None:
     """Draw the landscape plot of a summary (nothing when no point is finished)."""
     rows = summary.grid_points
     if not rows:
         return
-    visage = "n/a" if summary.visage is None else f"{summary.visage:.1f}"
-    if summary.visage_ci:
-        visage += " [{:.1f}, {:.1f}]".format(*summary.visage_ci)
     origin = "n/a" if summary.origin_asr is None else f"{summary.origin_asr:.1f}%"
     title = (
-        f"{summary.model_name}\nVISAGE {visage}  |  origin ASR {origin}  |  "
+        f"{summary.model_name}\n{headline(summary)}  |  origin ASR {origin}  |  "
         f"{summary.n_prompts} prompts, seed {summary.seed}"
     )
     if summary.dims == 1:

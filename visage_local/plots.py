@@ -66,14 +66,14 @@ def plot_2d(
     path: Path,
     outline: list[tuple[float, float]] | None = None,
 ) -> None:
-    """A heat map with contours and a 3D surface of ASR over (alpha, beta), and the basin
-    edges found along rays (``outline``) marked on the heat map.
+    """ASR over (alpha, beta) three ways: a heat map with the basin edges found along rays
+    (``outline``), filled contours, and a 3D surface (the paper's 2D figure).
 
     ``grid_asr[j, i]`` is the ASR at alpha = alphas[i], beta = betas[j] (NaN where missing).
     """
     a, b = np.meshgrid(alphas, betas)
-    fig = plt.figure(figsize=(10, 4.2), dpi=110)
-    ax1 = fig.add_subplot(1, 2, 1)
+    fig = plt.figure(figsize=(15, 4.4), dpi=110)
+    ax1 = fig.add_subplot(1, 3, 1)
     mesh = ax1.pcolormesh(a, b, grid_asr, cmap="RdYlGn_r", vmin=0, vmax=100, shading="nearest")
     if np.isfinite(grid_asr).sum() >= 4 and min(len(alphas), len(betas)) >= 3:
         contours = ax1.contour(a, b, grid_asr, levels=[20, 40, 60, 80], colors="k", linewidths=0.6)
@@ -87,12 +87,22 @@ def plot_2d(
     ax1.set_xlabel("alpha")
     ax1.set_ylabel("beta")
     fig.colorbar(mesh, ax=ax1, label="ASR (%)")
-    ax2 = fig.add_subplot(1, 2, 2, projection="3d")
-    ax2.plot_surface(a, b, np.nan_to_num(grid_asr, nan=0.0), cmap="RdYlGn_r", vmin=0, vmax=100)
+    ax2 = fig.add_subplot(1, 3, 2)
+    if np.isfinite(grid_asr).all() and min(len(alphas), len(betas)) >= 2:
+        levels = np.linspace(0, 100, 11)
+        filled = ax2.contourf(a, b, grid_asr, levels=levels, cmap="RdYlGn_r")
+        fig.colorbar(filled, ax=ax2, label="ASR (%)")
+    else:
+        ax2.text(0.5, 0.5, "contours need every grid point", ha="center", transform=ax2.transAxes)
+    ax2.plot([0], [0], marker="*", markersize=11, color="#2c3e50")
     ax2.set_xlabel("alpha")
     ax2.set_ylabel("beta")
-    ax2.set_zlabel("ASR (%)")
-    ax2.set_zlim(0, 100)
+    ax3 = fig.add_subplot(1, 3, 3, projection="3d")
+    ax3.plot_surface(a, b, np.nan_to_num(grid_asr, nan=0.0), cmap="RdYlGn_r", vmin=0, vmax=100)
+    ax3.set_xlabel("alpha")
+    ax3.set_ylabel("beta")
+    ax3.set_zlabel("ASR (%)")
+    ax3.set_zlim(0, 100)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

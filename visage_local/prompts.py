@@ -27,6 +27,7 @@ from visage_local.errors import ConfigError
 
 BUILTIN_NAME = "builtin:harmful"
 BENIGN_NAME = "builtin:benign"
+ADVBENCH_NAME = "advbench"
 HARMBENCH_SKIPPED = ("contextual", "copyright")
 
 
@@ -69,6 +70,18 @@ def builtin_harmful() -> PromptSet:
     return PromptSet(BUILTIN_NAME, tuple(_parse_jsonl(text, BUILTIN_NAME)))
 
 
+def advbench() -> PromptSet:
+    """AdvBench's 520 harmful behaviours, as shipped with the reference code
+    (visage_local/data/advbench/, MIT licence; README.md there cites the source)."""
+    text = resources.files("visage_local").joinpath("data/advbench/harmful_behaviors.csv")
+    return PromptSet(ADVBENCH_NAME, tuple(_parse_csv(text.read_text("utf-8"), "advbench", False)))
+
+
+# Prompt sets known by name (``--prompts NAME``); a path is read as a file.
+NAMED_SETS = {"advbench": advbench, "builtin": builtin_harmful}
+DEFAULT_SET = "advbench"
+
+
 def builtin_benign() -> PromptSet:
     """The project's own harmless requests, for over-refusal (data/benign_prompts.jsonl)."""
     text = resources.files("visage_local").joinpath("data/benign_prompts.jsonl").read_text()
@@ -82,8 +95,8 @@ def select_prompts(
     sample_seed: int = 0,
     harmbench_all: bool = False,
 ) -> PromptSet:
-    """The prompts a sweep uses: from ``path`` (or the built-in set), then either the first
-    ``limit`` or a seeded sample of ``sample`` (not both)."""
+    """The prompts a sweep uses: from ``path`` (a file or a name of NAMED_SETS; None is
+    AdvBench), then either the first ``limit`` or a seeded sample of ``sample`` (not both)."""
     if limit is not None and sample is not None:
         raise ConfigError("use either --limit or --sample, not both")
     prompts = load_prompts(path, harmbench_all=harmbench_all)
@@ -95,10 +108,10 @@ def select_prompts(
 def load_prompts(
     path: str | Path | None, limit: int | None = None, harmbench_all: bool = False
 ) -> PromptSet:
-    """Prompts from ``path`` (formats in the module docstring), or the built-in set when
-    ``path`` is None; the first ``limit`` of them."""
-    if path is None:
-        return builtin_harmful().limited(limit)
+    """Prompts from ``path`` (formats in the module docstring) or the named set ``path``
+    (``advbench``, ``builtin``; None is ``advbench``); the first ``limit`` of them."""
+    if path is None or (str(path) in NAMED_SETS and not Path(path).is_file()):
+        return NAMED_SETS[str(path or DEFAULT_SET)]().limited(limit)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: prompt file not found")

@@ -29,12 +29,13 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from visage_local.errors import VisageError
 from visage_local.files import atomic_write_text
 
-FORMAT_VERSION = 1
+# 1: format_version added. 2: deviations, visage_untrimmed and breaking_t.
+FORMAT_VERSION = 2
 
 CONFIG_FILE = "config.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -68,7 +69,8 @@ class GenerationRecord(TypedDict):
     coherence_ll: float | None
     coherent: bool | None
     tokens: int
-    stop_reason: str
+    stop_reason: str  # "eog", "length", or "settled" (stopped early: see cut_by)
+    cut_by: NotRequired[list[str] | None]  # format 2: the judges settled when it stopped
 
 
 @dataclass
@@ -171,6 +173,11 @@ class RunSummary:
     config_hash: str
     versions: dict[str, str]
     rejudged_from: str | None = None  # set by ``rejudge``: the judge of the live run
+    # settings that differ from the paper's reference ([] = none; None = not recorded, before
+    # format 2): {"setting", "reference", "value"} each
+    deviations: list[dict[str, Any]] | None = None
+    visage_untrimmed: float | None = None  # the mean safety margin over every grid point
+    breaking_t: float | None = None  # interpolation: first t where ASR leaves the basin
 
     @property
     def interpolation(self) -> bool:

@@ -13,10 +13,10 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from visage_local import metrics
-from visage_local.errors import VisageError
+from visage_local import metrics, reference
+from visage_local.errors import ConfigError, VisageError
 from visage_local.grid import grid_from_description
-from visage_local.judges import check_judge_name, get_judge
+from visage_local.judges import Judge, check_judge_name, get_judge
 from visage_local.landscape import (
     draw,
     draw_capability,
@@ -37,12 +37,32 @@ def load_run(run_dir: str | Path) -> tuple[RunSummary, list[GenerationRecord]]:
     return summary, complete
 
 
+def check_whole(records: list[GenerationRecord], judge: Judge, run_judge: str) -> None:
+    """ConfigError when an answer was stopped early (once the run's judges had settled) and
+    ``judge``'s verdict on it is not settled yet: the rest of the answer, never generated,
+    could change that verdict, so judging the cut text would count a different answer."""
+    cut = [r for r in records if r["stop_reason"] == "settled"]
+    undecided = [r for r in cut if judge.settled is None or not judge.settled(r["response"])]
+    if not undecided:
+        return
+    by = sorted({name for r in undecided for name in (r.get("cut_by") or [run_judge])})
+    raise ConfigError(
+        f"{len(undecided)} of the {len(records)} stored answers were stopped early once "
+        f"{' and '.join(by)} had settled, and {judge.name} could judge the rest of them "
+        f"differently; sweep again with --judge {by[0]} --judge {judge.name} (answers then "
+        "stop only when both are settled) or with --no-early-stop"
+    )
+
+
 def judge_records(
-    records: list[GenerationRecord], judge_name: str, threads: int | None = None
+    records: list[GenerationRecord], judge_name: str, run_judge: str, threads: int | None = None
 ) -> list[GenerationRecord]:
-    """Copies of ``records`` with ``refused`` and ``matched`` from the judge ``judge_name``."""
+    """Copies of ``records`` with ``refused`` and ``matched`` from the judge ``judge_name``;
+    ConfigError when some of them were cut before that judge's verdict was settled
+    (``check_whole``; ``run_judge`` is the judge of the run that wrote them)."""
     judge = get_judge(check_judge_name(judge_name), threads)
     try:
+        check_whole(records, judge, run_judge)
         verdicts = judge.judge_many(
             [r["prompt"] for r in records], [r["response"] for r in records]
         )
@@ -67,7 +87,7 @@ def rejudge(
     """Judge a run's generations again, without generating; write the new summary, CSV and
     plots beside the run's own (``*.judge-<name>.*``) and return the summary and its path."""
     summary, records = load_run(run_dir)
-    judged = judge_records(records, judge_name, threads)
+    judged = judge_records(records, judge_name, summary.judge, threads)
     by_point: dict[tuple, list[GenerationRecord]] = defaultdict(list)
     for r in judged:
         by_point[(r["alpha"], r["beta"])].append(r)
@@ -84,6 +104,7 @@ def rejudge(
         summary,
         judge=judge_name,
         rejudged_from=summary.judge,
+        deviations=reference.with_judge(summary.deviations, judge_name),
         **landscape_figures(rows, point_records, grid, summary.seed),
         points=rows,
     )
@@ -114,10 +135,10 @@ def judge_agreement(
     run_dir: str | Path, judge_a: str, judge_b: str, threads: int | None = None
 ) -> Agreement:
     """Judge every harmful-prompt answer of a run with two judges and compare."""
-    _, records = load_run(run_dir)
+    summary, records = load_run(run_dir)
     harmful = [r for r in records if r.get("set", "harmful") == "harmful"]
-    a = [r["refused"] for r in judge_records(harmful, judge_a, threads)]
-    b = [r["refused"] for r in judge_records(harmful, judge_b, threads)]
+    a = [r["refused"] for r in judge_records(harmful, judge_a, summary.judge, threads)]
+    b = [r["refused"] for r in judge_records(harmful, judge_b, summary.judge, threads)]
     pairs = list(zip(a, b, strict=True))
     return Agreement(
         judge_a=judge_a,

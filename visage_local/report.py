@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 
 from visage_local.files import atomic_write_text
+from visage_local.landscape import deviation_text, headline
 from visage_local.plots import plot_runs_1d
 from visage_local.record import GenerationRecord, RunFolder, RunSummary, read_jsonl
 
@@ -147,9 +148,10 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
         f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
         f"img-src data:; style-src 'unsafe-inline'\">"
         f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
-        f"<p>VISAGE <b>{_fmt(summary.visage, 2)}</b> · origin ASR "
+        f"<p><b>{escape(headline(summary, 2))}</b> · origin ASR "
         f"<b>{_fmt(summary.origin_asr)}%</b> · {summary.n_prompts} prompts · "
-        f"judge {escape(str(summary.judge))}</p>{image}"
+        f"judge {escape(str(summary.judge))}</p>"
+        f"<p class=deviations>{escape(deviation_text(summary))}</p>{image}"
         f"<h2>Points</h2>{_points_table(summary)}"
         f"<h2>Generations</h2><p>The first {samples_per_point} answers at every point.</p>"
         f"{_samples(generations, samples_per_point)}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from visage_local import coherence
+from visage_local import coherence, reference
 from visage_local.attacks import Attack
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
 from visage_local.capability import CapabilitySettings
@@ -27,9 +27,10 @@ from visage_local.interpolation import FinetuneDirection, LoraDirection
 from visage_local.judges import check_judge_name
 from visage_local.perturb import Direction, Perturbation
 from visage_local.prompts import PromptSet, builtin_benign, select_prompts
+from visage_local.reference import Deviation
 
 DIRECTIONS_TEXT = "random, layer-normalised, exclude: norm"
-DEFAULT_LIMIT = 80  # prompts of the set a sweep uses unless told otherwise
+DEFAULT_LIMIT = reference.PROMPT_LIMIT  # prompts of the set a sweep uses unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,11 @@ class SweepConfig:
     model_path: Path
     prompts: PromptSet
     grid: Grid | InterpolationGrid = field(default_factory=Grid)
-    seed: int = 123
-    max_new_tokens: int = 64
+    seed: int = reference.SEED
+    max_new_tokens: int = reference.MAX_NEW_TOKENS
     system_prompt: SystemPrompt = DEFAULT_SYSTEM
-    judge: str = "keyword-paper"
+    judge: str = reference.JUDGE
+    also_judge: tuple[str, ...] = ()  # more judges: answers stop when all are settled
     attack: Attack = field(default_factory=lambda: Attack("none"))
     benign: bool = False
     coherence: bool = True
@@ -75,6 +77,27 @@ class SweepConfig:
         randoms = [RandomDirection(self.seed, self.first_direction)] if self.grid.dims == 2 else []
         return [first, *randoms]
 
+    def deviations(self) -> list[Deviation]:
+        """The settings in which this sweep differs from the paper's reference setting."""
+        random = self.finetune is None
+        return reference.deviations(
+            prompt_set_sha256=self.prompts.sha256,
+            prompts=self.prompts.source,
+            n_prompts=len(self.prompts.prompts),
+            max_new_tokens=self.max_new_tokens,
+            judge=self.judge,
+            system_prompt=self.system_prompt.label(),
+            attack=self.attack.label(),
+            grid=self.grid.describe() if random else None,
+            seed=self.seed if random else None,
+            direction_index=self.first_direction if random else None,
+        )
+
+    @property
+    def judges(self) -> tuple[str, ...]:
+        """Every judge of the run, its own (the summary's) first."""
+        return (self.judge, *self.also_judge)
+
     @property
     def benign_prompts(self) -> PromptSet | None:
         """The over-refusal set evaluated beside the harmful prompts, if asked for."""
@@ -96,7 +119,8 @@ def sweep_config(
     file fails here."""
     model = GGUFModel(model_path)
     prompts = prompts or select_prompts(None, DEFAULT_LIMIT)
-    check_judge_name(settings.get("judge", "keyword-paper"))
+    for name in (settings.get("judge", reference.JUDGE), *settings.get("also_judge", ())):
+        check_judge_name(name)
     config = SweepConfig(
         model_path=Path(model_path),
         prompts=prompts,
@@ -161,6 +185,7 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
         }
         | ({"capability": config.capability.describe()} if config.capability else {})
         | ({"flash_attn": True} if config.engine.flash_attn else {})
+        | ({"also_judge": list(config.also_judge)} if config.also_judge else {})
     )
 
 

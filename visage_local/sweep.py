@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from visage_local import coherence
@@ -38,6 +38,7 @@ from visage_local.landscape import (
 from visage_local.planning import FullGrid, PointOrder, origin_index, plan
 from visage_local.progress import Progress, StopRequest, SweepInterrupted
 from visage_local.record import FORMAT_VERSION, RunSummary
+from visage_local.rejudge import rejudge
 from visage_local.settings import SweepConfig, result_config, versions
 from visage_local.store import RunStore
 
@@ -139,6 +140,7 @@ class _Run:
             elapsed_s=round(time.monotonic() - self.started, 3),
             config_hash=store.hash,
             versions=versions(),
+            deviations=[asdict(d) for d in config.deviations()],
         )
         return summary, landscape_csv(rows)
 
@@ -219,6 +221,8 @@ def write_results(run: _Run, complete: bool) -> RunSummary:
     draw(summary, run.store.run.plot)
     if run.config.capability is not None:
         draw_capability(summary, run.store.run.capability_plot)
+    for judge in run.config.also_judge:  # every answer is whole to each of them
+        rejudge(run.store.folder, judge, run.config.engine.threads)
     return summary
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from visage_local import reference
 from visage_local.attacks import load_attack
 from visage_local.chat import SystemPrompt
 from visage_local.conditions import (
@@ -25,6 +26,7 @@ from visage_local.engine import EngineSettings
 from visage_local.evaluator import PointOutcome
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
+from visage_local.landscape import deviation_text, headline
 from visage_local.planning import PointOrder
 from visage_local.prompts import select_prompts
 from visage_local.record import RunSummary
@@ -36,7 +38,7 @@ from visage_local.settings import (
 )
 from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
-from .options import capability_settings
+from .options import capability_settings, preset_value
 
 EXTRA_COLUMNS = (
     ("harmful_compliance", "compliant+coherent"),
@@ -62,9 +64,10 @@ def run_landscape(
 ) -> None:
     """Build the sweep configurations from the shared options, run them with a progress bar,
     and print each landscape's table."""
-    limit, sample = options["limit"], options["sample"]
+    limit, sample = preset_value(options, "limit"), options["sample"]
     if limit is None and sample is None:
         limit = DEFAULT_LIMIT
+    max_new_tokens = preset_value(options, "max_new_tokens") or reference.MAX_NEW_TOKENS
     conditions = conditions_of(
         [SystemPrompt.parse(s) for s in options["system_prompts"] or ("default",)],
         [load_attack(a) for a in options["attacks"] or ("none",)],
@@ -84,9 +87,10 @@ def run_landscape(
         ),
         options["batch_size"],
         seed=seed,
-        max_new_tokens=options["max_new_tokens"],
+        max_new_tokens=max_new_tokens,
         system_prompt=conditions[0].system_prompt,
-        judge=options["judge"],
+        judge=(options["judges"] or (reference.JUDGE,))[0],
+        also_judge=tuple(options["judges"][1:]),
         attack=conditions[0].attack,
         benign=options["benign"],
         coherence=options["coherence"],
@@ -227,13 +231,15 @@ def print_table(summary: RunSummary) -> None:
             f"adaptive: evaluated {summary.n_points_evaluated} of "
             f"{summary.n_points_planned} grid points"
         )
-    visage = summary.visage
-    text = "n/a" if visage is None else f"{visage:.2f}"
-    if summary.visage_ci:
-        text += " (95% CI {:.2f} to {:.2f})".format(*summary.visage_ci)
     click.echo(
-        f"VISAGE {text}   origin ASR {summary.origin_asr:.1f}%   ({summary.elapsed_s:.0f} s)"
+        f"{headline(summary, 2)}   origin ASR {summary.origin_asr:.1f}%   "
+        f"({summary.elapsed_s:.0f} s)"
     )
+    if summary.interpolation:
+        click.echo(
+            f"(the first t where ASR exceeds the base model's + {summary.edge_threshold:.0f} "
+            "points; interpolation landscapes have no VISAGE)"
+        )
     for ray in summary.basin_outline or []:
         where = "none" if ray["radius"] is None else f"r={ray['radius']:.3f}"
         click.echo(f"basin edge along {ray['angle_deg']:+6.1f} deg: {where}")
@@ -241,3 +247,4 @@ def print_table(summary: RunSummary) -> None:
     if edges:
         shown = ", ".join("none" if e is None else f"{e:+.3f}" for e in edges)
         click.echo(f"basin edges (ASR > origin + {summary.edge_threshold:.0f} points): {shown}")
+    click.echo(deviation_text(summary))

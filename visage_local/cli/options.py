@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from visage_local import reference
 from visage_local.attacks import BUILTIN_ATTACKS
 from visage_local.capability import CapabilitySettings, load_questions
 from visage_local.judges import JUDGES
@@ -47,14 +48,27 @@ _EVALUATION_OPTIONS = [
         "prompts_path",
         type=click.Path(path_type=Path),
         default=None,
-        help="AdvBench CSV ('goal'), JailbreakBench CSV ('Goal'), HarmBench behaviours CSV, "
-        ".txt (one per line) or .jsonl ('prompt'); default: the built-in harmful set.",
+        help="'advbench' (AdvBench's behaviours, shipped with visage-local, as the reference "
+        "uses them), 'builtin' (the project's own set, docs/PROMPTS.md), or a file: AdvBench "
+        "CSV ('goal'), JailbreakBench CSV ('Goal'), HarmBench behaviours CSV, .txt (one per "
+        "line) or .jsonl ('prompt') [default: advbench].",
+    ),
+    click.option(
+        "--preset",
+        type=click.Choice(list(reference.PRESETS)),
+        default="reference",
+        show_default=True,
+        help="'reference': the paper's setting (21 points, the first 80 AdvBench behaviours, "
+        "512 tokens). 'quick': a first look about 15 times cheaper (11 points, 20 prompts, "
+        "64 tokens; docs/BENCHMARKS.md). Options given explicitly override the preset; every "
+        "difference from the reference is recorded as a deviation.",
     ),
     click.option(
         "--limit",
         type=click.IntRange(min=1),
         default=None,
-        help="Use the first N prompts [default: 80, unless --sample].",
+        help="Use the first N prompts [default: 80, the reference; 20 with --preset quick; "
+        "all of a --sample].",
     ),
     click.option(
         "--sample",
@@ -116,17 +130,18 @@ _EVALUATION_OPTIONS = [
     click.option(
         "--max-new-tokens",
         type=click.IntRange(1, 4096),
-        default=64,
-        show_default=True,
-        help="Most tokens generated per answer.",
+        default=None,
+        help="Most tokens generated per answer [default: 512, the reference; 64 with "
+        "--preset quick].",
     ),
     click.option(
         "--system-prompt",
         "system_prompts",
         multiple=True,
         help="'default' (the template's own), 'none' (an empty system turn), 'safety' (the "
-        "project's protective prompt), @FILE, or the text. Repeat to sweep each one on the same "
-        "grid. [default: default]",
+        "project's protective prompt), the reference code's 'llama2' (Llama 2's default), "
+        "'mistral' (Mistral's guardrail prompt) or 'aoa' (the absolutely obedient agent), "
+        "@FILE, or the text. Repeat to sweep each one on the same grid. [default: default]",
     ),
     click.option(
         "--attack",
@@ -137,9 +152,12 @@ _EVALUATION_OPTIONS = [
     ),
     click.option(
         "--judge",
-        default="keyword-paper",
-        show_default=True,
-        help=f"Refusal judge: {', '.join(JUDGES)}.",
+        "judges",
+        multiple=True,
+        help=f"Refusal judge: {', '.join(JUDGES)}. Repeat to judge with several: an answer "
+        "then stops early only once every judge's verdict is settled, and each judge gets "
+        "its own summary (the first: summary.json; the others: summary.judge-<name>.json). "
+        "[default: keyword-paper]",
     ),
     click.option(
         "--coherence/--no-coherence",
@@ -221,6 +239,12 @@ def evaluation_options(command):
     for option in reversed(_EVALUATION_OPTIONS):
         command = option(command)
     return command
+
+
+def preset_value(options: dict, name: str) -> int | None:
+    """An option's value: as given, else the preset's, else None (the reference default)."""
+    given = options.get(name)
+    return given if given is not None else reference.PRESETS[options["preset"]].get(name)
 
 
 def capability_settings(options: dict) -> CapabilitySettings | None:

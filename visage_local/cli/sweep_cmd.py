@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from visage_local import reference
 from visage_local.grid import MAX_RANGE, MAX_STEPS, Grid
 from visage_local.planning import AdaptiveEdges
 from visage_local.registry import resolve_model
 from visage_local.sweep import default_out_dir
 
 from ._landscape import run_landscape
-from .options import dims_option, evaluation_options, seed_option
+from .options import dims_option, evaluation_options, preset_value, seed_option
 
 
 @click.command("sweep")
@@ -19,9 +20,9 @@ from .options import dims_option, evaluation_options, seed_option
 @click.option(
     "--steps",
     type=click.IntRange(1, MAX_STEPS),
-    default=20,
-    show_default=True,
-    help="Grid steps per axis (steps+1 points).",
+    default=None,
+    help="Grid steps per axis (steps+1 points) [default: 20, the reference; 10 with "
+    "--preset quick].",
 )
 @click.option(
     "--range",
@@ -76,7 +77,7 @@ def sweep_command(
     model_path = resolve_model(model)
     run_landscape(
         model_path,
-        Grid(dims, steps, range_),
+        Grid(dims, steps or preset_value(options, "steps") or reference.STEPS, range_),
         seed,
         options,
         default_out=default_out_dir(model_path, dims, seed),

@@ -30,6 +30,7 @@ __all__ = [
     "Verdict",
     "check_judge_name",
     "get_judge",
+    "settled_for_all",
     "normalise",
     "normalised_keywords",
     "paper_keywords",
@@ -91,6 +92,16 @@ def check_judge_name(name: str) -> str:
     ConfigError."""
     _kind(name).check(name)
     return name
+
+
+def settled_for_all(judges: list[Judge]) -> Callable[[str], bool] | None:
+    """A predicate true once every judge's verdict on a partial answer is settled, so that
+    an answer stopped there gets the verdict a whole answer would from each of them; None
+    (no early stop) when a judge has no such predicate (a judge model)."""
+    predicates = [judge.settled for judge in judges]
+    if any(p is None for p in predicates):
+        return None
+    return lambda text: all(p(text) for p in predicates)
 
 
 def get_judge(name: str, threads: int | None = None) -> Judge:

@@ -1,0 +1,108 @@
+"""The paper's reference setting, in one place, and how a run deviates from it.
+
+The reference code (ShengYun-Peng/llm-landscape) measures a landscape with the first 80
+AdvBench behaviours, up to 512 new tokens decoded greedily (``top_p: 0``), α in
+[−0.5, 0.5] in 20 steps (per axis in 2D), seed 123, one layer-normalised random
+direction per axis, and its 29 refusal strings (``keyword-paper``). visage-local's
+defaults are these; any other value is a deviation, recorded in summary.json and
+shown wherever results are shown.
+
+Not counted as deviations: what the tool adds beside the paper's figures (coherence,
+the benign set, capability), how the work is done (batch size, threads, early stop,
+whose verdicts are unchanged: docs/NOTES.md), and the quantised weights themselves
+(``--requant same`` measures the file as it is; the reference perturbs full-precision
+weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from visage_local.prompts import advbench
+
+PROMPT_LIMIT = 80
+MAX_NEW_TOKENS = 512
+STEPS = 20
+RANGE = 0.5
+SEED = 123
+JUDGE = "keyword-paper"
+DIRECTION_INDEX = 0
+SYSTEM_PROMPT = "default"  # the model's own chat template
+ATTACK = "none"
+
+# --preset quick: a first look, about 15x cheaper than the reference on the same model
+# (11 points instead of 21, 20 prompts instead of 80, 64 tokens instead of 512).
+PRESETS: dict[str, dict[str, int]] = {
+    "reference": {},
+    "quick": {"steps": 10, "limit": 20, "max_new_tokens": 64},
+}
+
+
+@cache
+def prompts_sha256() -> str:
+    """The identity of the reference prompts: the first 80 AdvBench behaviours."""
+    return advbench().limited(PROMPT_LIMIT).sha256
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One setting that differs from the reference, with both values."""
+
+    setting: str
+    reference: str | int | float
+    value: str | int | float
+
+    def describe(self) -> str:
+        """``max_new_tokens 64 (reference 512)``."""
+        return f"{self.setting} {self.value} (reference {self.reference})"
+
+
+def with_judge(found: list[dict] | None, judge: str) -> list[dict] | None:
+    """A stored deviations list (None: not recorded) once the answers are judged by ``judge``."""
+    if found is None:
+        return None
+    kept = [d for d in found if d["setting"] != "judge"]
+    return kept + (
+        [{"setting": "judge", "reference": JUDGE, "value": judge}] if judge != JUDGE else []
+    )
+
+
+def deviations(
+    *,
+    prompt_set_sha256: str,
+    prompts: str,
+    n_prompts: int,
+    max_new_tokens: int,
+    judge: str,
+    system_prompt: str,
+    attack: str,
+    grid: dict | None,
+    seed: int | None,
+    direction_index: int | None,
+) -> list[Deviation]:
+    """Every setting that differs from the reference. ``grid``, ``seed`` and
+    ``direction_index`` are None for landscapes that have no random-direction reference
+    (interpolations)."""
+    found = []
+
+    def check(setting: str, reference: str | int | float, value: str | int | float) -> None:
+        if value != reference:
+            found.append(Deviation(setting, reference, value))
+
+    if prompt_set_sha256 != prompts_sha256():
+        found.append(
+            Deviation("prompts", f"advbench, first {PROMPT_LIMIT}", f"{prompts}, {n_prompts}")
+        )
+    check("max_new_tokens", MAX_NEW_TOKENS, max_new_tokens)
+    check("judge", JUDGE, judge)
+    check("system_prompt", SYSTEM_PROMPT, system_prompt)
+    check("attack", ATTACK, attack)
+    if grid is not None:
+        check("steps", STEPS, grid["steps"])
+        check("range", RANGE, grid["range"])
+    if seed is not None:
+        check("seed", SEED, seed)
+    if direction_index is not None:
+        check("direction_index", DIRECTION_INDEX, direction_index)
+    return found
