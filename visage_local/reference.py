@@ -31,8 +31,8 @@ DIRECTION_INDEX = 0
 SYSTEM_PROMPT = "default"  # the model's own chat template
 ATTACK = "none"
 
-# --preset quick: a first look, about 15x cheaper than the reference on the same model
-# (11 points instead of 21, 20 prompts instead of 80, 64 tokens instead of 512).
+# --preset quick: a first look (11 points instead of 21, 20 prompts instead of 80, 64 tokens
+# instead of 512: at most 1/61 of the tokens; docs/BENCHMARKS.md has its measured cost).
 PRESETS: dict[str, dict[str, int]] = {
     "reference": {},
     "quick": {"steps": 10, "limit": 20, "max_new_tokens": 64},
