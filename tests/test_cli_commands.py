@@ -166,7 +166,7 @@ def test_interpolate_lora_at_t1_answers_as_the_merged_model_does_in_llama_cpp(
     with Engine(merged, EngineSettings(threads=2)) as engine:
         prompts = [
             prompt_tokens(engine, base.chat_template, DEFAULT_SYSTEM, p)
-            for p in load_prompts("builtin", 3).prompts
+            for p in load_prompts("advbench", 3).prompts  # the CLI default set
         ]
     llm = llama_cpp.Llama(str(merged), n_ctx=512, n_threads=2, verbose=False)
     for index, prompt in enumerate(prompts):  # one sequence at a time: tokens equal
