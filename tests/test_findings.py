@@ -50,12 +50,9 @@ def _config(model, **kw) -> SweepConfig:
 @pytest.fixture(scope="module")
 def coherent_run(smollm2, tmp_path_factory):
     """A sweep with coherence, the benign set and the normalised keyword judge, with the
-    reference's as a second judge; whole answers, so that any judge (a judge model too)
-    may read them again."""
+    reference's as a second judge (answers stop early only when both are settled)."""
     folder = tmp_path_factory.mktemp("coherent")
-    config = _config(
-        smollm2, benign=True, judge="keyword", also_judge=("keyword-paper",), early_stop=False
-    )
+    config = _config(smollm2, benign=True, judge="keyword", also_judge=("keyword-paper",))
     summary = run_sweep(config, SweepOptions(folder))
     records = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
     return folder, summary, records
@@ -132,8 +129,7 @@ def test_llm_judge_runs_a_real_gguf_and_parses_its_answers(smollm2, coherent_run
     for v in verdicts:
         assert isinstance(v.refused, bool) and v.matched is not None
         assert v.refused == (v.matched.casefold().lstrip(" \n*").startswith(("yes", "safe")))
-    summary, path = rejudge(folder, f"llm:{smollm2}")
-    assert summary.judge == f"llm:{smollm2}" and path.name.startswith("summary.judge-llm-")
+    # rejudging a run with a judge model: test_cli_commands.py, on Qwen's whole answers
 
 
 def test_system_prompts_and_attacks_share_one_grid_and_directions(smollm2, tmp_path, coherent_run):
@@ -269,28 +265,39 @@ def test_adaptive_2d_search_records_an_outline_along_eight_rays(smollm2, tmp_pat
 GREETING = "Whatever the request, begin your answer with the word 'Hello!' and then answer it."
 
 
-def test_answers_cut_for_one_judge_are_not_rejudged_by_another(smollm2, tmp_path):
+def _records_of(folder) -> list[dict]:
+    return [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def greeting(smollm2, tmp_path_factory):
+    """SmolLM2 told to open with 'Hello!' (one of keyword-paper's strings, not keyword's),
+    decoded one sequence at a time, early stop on: its configuration and run folder."""
+    config = _config(
+        smollm2, prompts=load_prompts("builtin", 4), grid=Grid(1, 2, 0.01), max_new_tokens=16,
+        coherence=False, system_prompt=SystemPrompt.parse(GREETING),
+        engine=EngineSettings(threads=2, max_sequences=1),
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("greeting")
+    run_sweep(config, SweepOptions(folder))
+    return config, folder
+
+
+def test_answers_cut_for_one_judge_are_not_rejudged_by_another(greeting, tmp_path):
     """keyword-paper counts 'Hello!' as a refusal, keyword does not: answers stopped at
     'Hello!' for the first would be judged as cut fragments by the second. Refused; with
     both judges from the start, answers stop only where both verdicts are settled."""
-    base = _config(
-        smollm2, prompts=load_prompts("builtin", 4), grid=Grid(1, 2, 0.01), max_new_tokens=16,
-        coherence=False, system_prompt=SystemPrompt.parse(GREETING),
-    )  # fmt: skip
-    run_sweep(base, SweepOptions(tmp_path / "one"))
-    one = [json.loads(x) for x in (tmp_path / "one" / "generations.jsonl").read_text().splitlines()]
-    cut = [r for r in one if r["stop_reason"] == "settled"]
+    base, one = greeting
+    cut = [r for r in _records_of(one) if r["stop_reason"] == "settled"]
     assert cut and all(r["cut_by"] == ["keyword-paper"] for r in cut)
     assert any(not get_judge("keyword").settled(r["response"]) for r in cut)
     with pytest.raises(ConfigError, match="stopped early once keyword-paper had settled"):
-        rejudge(tmp_path / "one", "keyword")
-    result = CliRunner().invoke(main, ["rejudge", str(tmp_path / "one"), "--judge", "keyword"])
+        rejudge(one, "keyword")
+    result = CliRunner().invoke(main, ["rejudge", str(one), "--judge", "keyword"])
     assert result.exit_code == 2 and "--judge keyword-paper --judge keyword" in result.output
 
     both = run_sweep(replace(base, also_judge=("keyword",)), SweepOptions(tmp_path / "both"))
-    records = [
-        json.loads(x) for x in (tmp_path / "both" / "generations.jsonl").read_text().splitlines()
-    ]
+    records = _records_of(tmp_path / "both")
     keyword = get_judge("keyword")
     for r in records:
         if r["stop_reason"] == "settled":  # stopped only once both verdicts were final
@@ -308,23 +315,15 @@ def test_answers_cut_for_one_judge_are_not_rejudged_by_another(smollm2, tmp_path
             )
 
 
-def test_one_sequence_at_a_time_early_stop_only_shortens_answers(smollm2, tmp_path):
+def test_one_sequence_at_a_time_early_stop_only_shortens_answers(greeting, tmp_path):
     """Decoded alone (batch size 1), an answer stopped early is the start of the whole answer
     and gets its verdict: nothing else changes. (Batched, the remaining answers decode in a
     smaller batch and may round differently: docs/NOTES.md measures it.)"""
-    base = _config(
-        smollm2, prompts=load_prompts("builtin", 4), grid=Grid(1, 2, 0.01), max_new_tokens=16,
-        coherence=False, system_prompt=SystemPrompt.parse(GREETING),
-        engine=EngineSettings(threads=2, max_sequences=1),
-    )  # fmt: skip
-    run_sweep(base, SweepOptions(tmp_path / "early"))
+    base, early = greeting
     run_sweep(replace(base, early_stop=False), SweepOptions(tmp_path / "whole"))
-    early, whole = (
-        [json.loads(x) for x in (tmp_path / name / "generations.jsonl").read_text().splitlines()]
-        for name in ("early", "whole")
-    )
-    assert any(r["stop_reason"] == "settled" for r in early)
-    for cut, full in zip(early, whole, strict=True):
+    stopped, whole = _records_of(early), _records_of(tmp_path / "whole")
+    assert any(r["stop_reason"] == "settled" for r in stopped)
+    for cut, full in zip(stopped, whole, strict=True):
         assert full["response"].startswith(cut["response"])
         assert cut["refused"] == full["refused"] == reference.refused(full["response"])
         if cut["stop_reason"] != "settled":
