@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from visage_local.grid import MAX_RANGE, MAX_STEPS, InterpolationGrid
+from visage_local.grid import MAX_STEPS, InterpolationGrid
 from visage_local.registry import resolve_model
 
 from ._landscape import run_landscape
-from .options import evaluation_options
+from .options import evaluation_options, range_option
 
 
 @click.command("interpolate")
@@ -39,14 +39,7 @@ from .options import evaluation_options
     show_default=True,
     help="Further steps beyond each end (t < 0 and t > 1).",
 )
-@click.option(
-    "--range",
-    "range_",
-    type=click.FloatRange(0, MAX_RANGE, min_open=True),
-    default=0.5,
-    show_default=True,
-    help="2D: beta over [-RANGE, RANGE].",
-)
+@range_option("2D: beta over [-RANGE, RANGE].")
 @click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True,
               help="Seed of the random direction in 2D.")  # fmt: skip
 @evaluation_options

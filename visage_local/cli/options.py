@@ -10,6 +10,7 @@ import click
 from visage_local import reference
 from visage_local.attacks import BUILTIN_ATTACKS
 from visage_local.capability import CapabilitySettings, load_questions
+from visage_local.grid import MAX_RANGE
 from visage_local.judges import JUDGES
 from visage_local.perturb import REQUANT_MODES
 
@@ -34,6 +35,20 @@ seed_option = click.option(
     show_default=True,
     help="Seed of the random directions (the reference uses 123).",
 )
+
+
+def range_option(help: str):
+    """``--range`` (into ``range_``), over (0, MAX_RANGE], the reference's 0.5 by default."""
+    return click.option(
+        "--range",
+        "range_",
+        type=click.FloatRange(0, MAX_RANGE, min_open=True),
+        default=reference.RANGE,
+        show_default=True,
+        help=help,
+    )
+
+
 dims_option = click.option(
     "--dims",
     type=click.IntRange(1, 2),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from visage_local import reference
-from visage_local.grid import MAX_RANGE, MAX_STEPS, Grid
+from visage_local.grid import MAX_STEPS, Grid
 from visage_local.planning import AdaptiveEdges
 from visage_local.registry import resolve_model
 from visage_local.sweep import default_out_dir
 
 from ._landscape import run_landscape
-from .options import dims_option, evaluation_options, preset_value, seed_option
+from .options import dims_option, evaluation_options, preset_value, range_option, seed_option
 
 
 @click.command("sweep")
@@ -24,14 +24,7 @@ from .options import dims_option, evaluation_options, preset_value, seed_option
     help="Grid steps per axis (steps+1 points) [default: 20, the reference; 10 with "
     "--preset quick].",
 )
-@click.option(
-    "--range",
-    "range_",
-    type=click.FloatRange(0, MAX_RANGE, min_open=True),
-    default=0.5,
-    show_default=True,
-    help="Alpha (and beta) over [-RANGE, RANGE].",
-)
+@range_option("Alpha (and beta) over [-RANGE, RANGE].")
 @seed_option
 @evaluation_options
 @click.option(
