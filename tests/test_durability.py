@@ -85,7 +85,7 @@ from visage_local import store
 from visage_local.cli.main import main
 
 left = int(sys.argv.pop(1))
-append, atomic = store._append_jsonl, store.atomic_write_text
+append, atomic = store.append_jsonl, store.atomic_write_text
 
 def full():
     return OSError(errno.ENOSPC, "No space left on device")
@@ -106,7 +106,7 @@ def limited_atomic(path, text):
         raise full()
     atomic(path, text)
 
-store._append_jsonl, store.atomic_write_text = limited_append, limited_atomic
+store.append_jsonl, store.atomic_write_text = limited_append, limited_atomic
 sys.argv[0] = "visage-local"
 main()
 """

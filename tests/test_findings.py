@@ -283,11 +283,10 @@ def greeting(smollm2, tmp_path_factory):
     return config, folder
 
 
-def test_answers_cut_for_one_judge_are_not_rejudged_by_another(greeting, tmp_path):
+def test_answers_cut_for_one_judge_are_not_rejudged_by_another(greeting):
     """keyword-paper counts 'Hello!' as a refusal, keyword does not: answers stopped at
-    'Hello!' for the first would be judged as cut fragments by the second. Refused; with
-    both judges from the start, answers stop only where both verdicts are settled."""
-    base, one = greeting
+    'Hello!' for the first would be judged as cut fragments by the second: refused."""
+    _, one = greeting
     cut = [r for r in _records_of(one) if r["stop_reason"] == "settled"]
     assert cut and all(r["cut_by"] == ["keyword-paper"] for r in cut)
     assert any(not get_judge("keyword").settled(r["response"]) for r in cut)
@@ -295,24 +294,7 @@ def test_answers_cut_for_one_judge_are_not_rejudged_by_another(greeting, tmp_pat
         rejudge(one, "keyword")
     result = CliRunner().invoke(main, ["rejudge", str(one), "--judge", "keyword"])
     assert result.exit_code == 2 and "--judge keyword-paper --judge keyword" in result.output
-
-    both = run_sweep(replace(base, also_judge=("keyword",)), SweepOptions(tmp_path / "both"))
-    records = _records_of(tmp_path / "both")
-    keyword = get_judge("keyword")
-    for r in records:
-        if r["stop_reason"] == "settled":  # stopped only once both verdicts were final
-            assert reference.refused(r["response"]) and keyword.settled(r["response"])
-            assert r["cut_by"] == ["keyword-paper", "keyword"]
-    second = RunFolder(tmp_path / "both").judged("keyword").read_summary()
-    for summary, refused in (
-        (both, reference.refused),
-        (second, lambda t: keyword.judge(t).refused),
-    ):
-        for point in summary.points:
-            answers = [r["response"] for r in records if r["alpha"] == point.alpha]
-            assert point.asr == pytest.approx(
-                100 * sum(not refused(a) for a in answers) / len(answers)
-            )
+    # with both judges from the start: tests/test_early_stop.py
 
 
 def test_one_sequence_at_a_time_early_stop_only_shortens_answers(greeting, tmp_path):

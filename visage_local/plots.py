@@ -135,7 +135,7 @@ def plot_runs_1d(runs: list[tuple[str, RunSummary]], title: str, path: Path) -> 
     ratio_ax.set_ylabel("norm ratio")
     cos_ax.axhline(0.9, color="#c0392b", linestyle=":", linewidth=1)
     cos_ax.set_ylabel("cosine")
-    cos_ax.set_xlabel("alpha")
+    cos_ax.set_xlabel("t" if all(s.interpolation for _, s in runs) else "alpha")
     for ax in (top, ratio_ax, cos_ax):
         ax.grid(alpha=0.3)
     fig.tight_layout()

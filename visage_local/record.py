@@ -251,6 +251,12 @@ class RunFolder:
         return self.path / GENERATIONS_FILE
 
     @property
+    def completed_generations(self) -> Path:
+        """generations.judge-<label>.jsonl: the points ``rejudge --complete`` generated again
+        (a rejudged view only)."""
+        return self._judged(GENERATIONS_FILE)
+
+    @property
     def point_records(self) -> Path:
         """points.jsonl."""
         return self.path / POINTS_FILE

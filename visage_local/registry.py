@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from visage_local import stores
 from visage_local.errors import ConfigError, VisageError
 from visage_local.gguf_model import file_sha256
 
@@ -84,8 +85,11 @@ def locate(entry: ModelEntry, folder: Path | None = None) -> Path | None:
 
 
 def resolve_model(spec: str | None) -> Path:
-    """A model path from the command line: a file path, a registry name, or None for the default."""
+    """A model path from the command line: a file path, a registry name, a store spec
+    (``ollama:``, ``hf:``, ``lmstudio:``; see ``stores``), or None for the default."""
     spec = spec or DEFAULT_MODEL
+    if stores.is_store_spec(spec):
+        return stores.resolve(spec)
     registry = load_registry()
     if spec in registry:
         path = locate(registry[spec])
@@ -100,8 +104,19 @@ def resolve_model(spec: str | None) -> Path:
     path = Path(spec)
     if not path.exists():
         names = ", ".join(registry)
-        raise ConfigError(f"{spec}: no such file, and not a registry model ({names})")
+        raise ConfigError(
+            f"{spec}: no such file, and not a registry model ({names}) or a store spec "
+            "(ollama:NAME[:TAG], hf:OWNER/REPO[:QUANT], lmstudio:PUBLISHER/REPO[:QUANT])"
+        )
     return path
+
+
+def model_label(spec: str | None, path: Path) -> str:
+    """What a model is called in run folder names: its store spec made folder-safe
+    (``ollama-llama3.2-1b``, not the blob's hash), else the file name without .gguf."""
+    if spec is not None and stores.is_store_spec(spec):
+        return stores.folder_name(spec)
+    return path.stem
 
 
 def fetch(name: str, folder: Path | None = None) -> Path:

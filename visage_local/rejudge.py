@@ -49,8 +49,9 @@ def check_whole(records: list[GenerationRecord], judge: Judge, run_judge: str) -
     raise ConfigError(
         f"{len(undecided)} of the {len(records)} stored answers were stopped early once "
         f"{' and '.join(by)} had settled, and {judge.name} could judge the rest of them "
-        f"differently; sweep again with --judge {by[0]} --judge {judge.name} (answers then "
-        "stop only when both are settled) or with --no-early-stop"
+        f"differently; pass --complete to generate their points again with both judges, or "
+        f"sweep again with --judge {by[0]} --judge {judge.name} (answers then stop only when "
+        "both are settled) or with --no-early-stop"
     )
 
 
@@ -82,11 +83,16 @@ def file_label(judge_name: str) -> str:
 
 
 def rejudge(
-    run_dir: str | Path, judge_name: str, threads: int | None = None
+    run_dir: str | Path,
+    judge_name: str,
+    threads: int | None = None,
+    records: list[GenerationRecord] | None = None,
 ) -> tuple[RunSummary, Path]:
     """Judge a run's generations again, without generating; write the new summary, CSV and
-    plots beside the run's own (``*.judge-<name>.*``) and return the summary and its path."""
-    summary, records = load_run(run_dir)
+    plots beside the run's own (``*.judge-<name>.*``) and return the summary and its path.
+    ``records`` replace the stored generations (``completion.complete`` gives them)."""
+    summary, stored = load_run(run_dir)
+    records = stored if records is None else records
     judged = judge_records(records, judge_name, summary.judge, threads)
     by_point: dict[tuple, list[GenerationRecord]] = defaultdict(list)
     for r in judged:

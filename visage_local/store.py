@@ -95,8 +95,8 @@ class RunStore:
 
     def append_point(self, records: list[GenerationRecord], point_record: PointRecord) -> None:
         """Append one point: its generations in one write, then its point line; fsync each."""
-        _append_jsonl(self.run.generations, records)
-        _append_jsonl(self.run.point_records, [asdict(point_record)])
+        append_jsonl(self.run.generations, records)
+        append_jsonl(self.run.point_records, [asdict(point_record)])
         self.finished[point_record.point] = records
         self.point_records[point_record.point] = point_record
 
@@ -109,7 +109,9 @@ def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def _append_jsonl(path: Path, records: list[dict]) -> None:
+def append_jsonl(path: Path, records: list[dict]) -> None:
+    """Append ``records`` as JSON lines in one write, then fsync: a crash leaves at most one
+    partial last line, which ``record.read_jsonl`` skips."""
     with open(path, "ab") as f:
         f.write("".join(json.dumps(r) + "\n" for r in records).encode())
         f.flush()

@@ -15,7 +15,6 @@ The origin is evaluated first: its answers calibrate the coherence threshold
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -232,6 +231,6 @@ def _remaining(order: PointOrder, points: list[Point], store: RunStore) -> list[
     return [p for i, p in enumerate(points) if i not in store.finished]
 
 
-def default_out_dir(model_path: str | os.PathLike, dims: int, seed: int) -> Path:
-    """runs/<model file name>-<dims>d-seed<seed>."""
-    return Path("runs") / f"{Path(model_path).stem}-{dims}d-seed{seed}"
+def default_out_dir(model_label: str, dims: int, seed: int) -> Path:
+    """runs/<model label>-<dims>d-seed<seed> (``registry.model_label``)."""
+    return Path("runs") / f"{model_label}-{dims}d-seed{seed}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from visage_local.grid import MAX_STEPS, InterpolationGrid
-from visage_local.registry import resolve_model
+from visage_local.registry import model_label, resolve_model
 
 from ._landscape import run_landscape
 from .options import evaluation_options, range_option
@@ -15,7 +15,7 @@ from .options import evaluation_options, range_option
 
 @click.command("interpolate")
 @click.argument("base")
-@click.argument("finetune", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("finetune", required=False)
 @click.option(
     "--lora",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -45,7 +45,7 @@ from .options import evaluation_options, range_option
 @evaluation_options
 def interpolate_command(
     base: str,
-    finetune: Path | None,
+    finetune: str | None,
     lora: Path | None,
     dims: int,
     steps: int,
@@ -62,15 +62,16 @@ def interpolate_command(
     if (finetune is None) == (lora is None):
         raise click.UsageError("give either FINETUNE or --lora ADAPTER")
     base_path = resolve_model(base)
-    other = finetune or lora
-    if not other.is_file():
-        raise click.UsageError(f"{other}: file not found")
+    if lora is not None and not lora.is_file():
+        raise click.UsageError(f"{lora}: file not found")
+    other = lora if lora is not None else resolve_model(finetune)
+    names = f"{model_label(base, base_path)}-{model_label(finetune, other)}"
     run_landscape(
         base_path,
         InterpolationGrid(dims, steps, extra, range_),
         seed,
         options,
-        default_out=Path("runs") / f"interp-{base_path.stem}-{other.stem}-{dims}d",
+        default_out=Path("runs") / f"interp-{names}-{dims}d",
         finetune=other,
         finetune_kind="lora" if lora is not None else "model",
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
+from visage_local.completion import complete as complete_answers
 from visage_local.judges import JUDGES
 from visage_local.rejudge import judge_agreement, rejudge
 
@@ -18,11 +20,40 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @click.command("rejudge")
 @_RUN_DIR
 @click.option("--judge", required=True, help=f"The judge to apply: {', '.join(JUDGES)}.")
+@click.option(
+    "--complete",
+    is_flag=True,
+    help="Generate again every point holding an answer that early stop cut before this "
+    "judge's verdict was settled, with the run's judges and this one, as a sweep made with "
+    "all of them would (needs the run's model; resumable). Without it such answers are "
+    "refused.",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --complete: the run's model file, when it is no longer where the run "
+    "recorded it (its sha256 must match) [default: the path the run recorded].",
+)
 @threads_option
-def rejudge_command(run_dir: Path, judge: str, threads: int) -> None:
-    """Judge a sweep's stored answers again, without generating; writes
+def rejudge_command(
+    run_dir: Path, judge: str, complete: bool, model: Path | None, threads: int
+) -> None:
+    """Judge a sweep's stored answers again, without generating (unless --complete); writes
     summary.judge-<name>.json beside the run's own summary."""
-    summary, path = rejudge(run_dir, judge, threads)
+    records = None
+    if complete:
+        with tqdm(unit="point", desc="complete", leave=False) as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            records = complete_answers(run_dir, judge, model, threads, advance)
+        if bar.total:
+            click.echo(f"generated {bar.total} points again to complete their cut answers")
+    elif model is not None:
+        raise click.UsageError("--model is for --complete")
+    summary, path = rejudge(run_dir, judge, threads, records)
     click.echo(f"{'alpha':>8} {'beta':>8} {'ASR':>6}")
     for r in summary.points:
         beta = "" if r.beta is None else f"{r.beta:+.3f}"

@@ -7,7 +7,7 @@ import click
 from visage_local import reference
 from visage_local.grid import MAX_STEPS, Grid
 from visage_local.planning import AdaptiveEdges
-from visage_local.registry import resolve_model
+from visage_local.registry import model_label, resolve_model
 from visage_local.sweep import default_out_dir
 
 from ._landscape import run_landscape
@@ -73,7 +73,7 @@ def sweep_command(
         Grid(dims, steps or preset_value(options, "steps") or reference.STEPS, range_),
         seed,
         options,
-        default_out=default_out_dir(model_path, dims, seed),
+        default_out=default_out_dir(model_label(model, model_path), dims, seed),
         n_directions=n_directions,
         order=AdaptiveEdges() if adaptive else None,
         budget_minutes=budget_minutes,

@@ -1,0 +1,118 @@
+"""A run's SweepConfig rebuilt from its folder, so that a run can be continued exactly.
+
+Everything that determines a run's results is in its folder: summary.json (paths and
+labels), config.json (the hashed result settings) and generations.jsonl (the prompt
+texts in order). ``config_of_run`` rebuilds the SweepConfig from them and then checks
+that it hashes to the stored settings, naming the ones that do not match (a model file
+that changed, an attack template edited since, other package versions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from visage_local.attacks import load_attack
+from visage_local.capability import CapabilitySettings, builtin_questions, load_questions
+from visage_local.chat import BUILTIN_SYSTEM_PROMPTS, SystemPrompt
+from visage_local.engine import EngineSettings
+from visage_local.errors import ConfigError
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import grid_from_description
+from visage_local.prompts import PromptSet
+from visage_local.record import GenerationRecord, RunFolder, RunSummary
+from visage_local.settings import SweepConfig, result_config
+
+
+def config_of_run(
+    run_dir: str | os.PathLike, model: str | os.PathLike | None = None, threads: int | None = None
+) -> SweepConfig:
+    """The SweepConfig that wrote ``run_dir`` (with ``model`` instead of the recorded path,
+    if given); ConfigError naming each setting that cannot be rebuilt as it was."""
+    folder = RunFolder(Path(run_dir))
+    summary = folder.read_summary()
+    try:
+        stored = json.loads(folder.config.read_text())["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{folder.config}: missing or damaged; the run cannot be rebuilt") from e
+    model_path = Path(model if model is not None else summary.model)
+    if not model_path.is_file():
+        raise ConfigError(f"{model_path}: the run's model is not there; pass --model PATH")
+    finetune, kind, first_direction = _directions(summary)
+    engine = EngineSettings(max_sequences=summary.batch_size, flash_attn=summary.flash_attn)
+    config = SweepConfig(
+        model_path=model_path,
+        prompts=_prompts(summary, folder.read_generations()),
+        grid=grid_from_description(summary.grid),
+        seed=summary.seed,
+        max_new_tokens=summary.max_new_tokens,
+        system_prompt=_system_prompt(summary.system_prompt, stored.get("system_prompt_text", "")),
+        judge=summary.judge,
+        also_judge=tuple(stored.get("also_judge", ())),
+        attack=load_attack(summary.attack),
+        benign=summary.benign is not None,
+        coherence=stored.get("coherence") is not None,
+        early_stop=summary.early_stop,
+        requant=summary.requant,
+        engine=engine if threads is None else replace(engine, threads=threads),
+        first_direction=first_direction,
+        finetune=finetune,
+        finetune_kind=kind,
+        capability=_capability(summary.capability),
+    )
+    base = GGUFModel(model_path)
+    described = [d.describe() for d in config.directions(base)]
+    rebuilt = json.loads(json.dumps(result_config(config, base, described)))
+    differing = sorted(k for k in set(stored) | set(rebuilt) if stored.get(k) != rebuilt.get(k))
+    if differing:
+        raise ConfigError(
+            f"{run_dir}: the run cannot be repeated exactly here: {', '.join(differing)} "
+            "differ from what it was made with"
+        )
+    return config
+
+
+def _prompts(summary: RunSummary, records: list[GenerationRecord]) -> PromptSet:
+    """The harmful prompts in order, as the run stored them with its answers."""
+    if not records:
+        raise ConfigError("the run has no finished point to read its prompts from")
+    first = records[0]["point"]
+    harmful = sorted(
+        (r for r in records if r["point"] == first and r.get("set", "harmful") == "harmful"),
+        key=lambda r: r["prompt_index"],
+    )
+    return PromptSet(summary.prompts, tuple(r["prompt"] for r in harmful))
+
+
+def _system_prompt(label: str, text: str) -> SystemPrompt:
+    if label in ("default", "none", *BUILTIN_SYSTEM_PROMPTS):
+        return SystemPrompt.parse(label)
+    return SystemPrompt("text", text)
+
+
+def _directions(summary: RunSummary) -> tuple[Path | None, str, int]:
+    """(finetune path, its kind, index of the first random direction) of the run."""
+    first = summary.directions[0]
+    if first["kind"] == "random":
+        return None, "model", int(first["index"])
+    randoms = [d for d in summary.directions if d["kind"] == "random"]
+    index = int(randoms[0]["index"]) if randoms else 0
+    if first["kind"] == "lora":
+        return Path(first["adapter"]), "lora", index
+    return Path(first["finetune"]), "model", index
+
+
+def _capability(described: dict | None) -> CapabilitySettings | None:
+    if described is None:
+        return None
+    builtin = builtin_questions()
+    questions = builtin if described["mcq"] == builtin.source else load_questions(described["mcq"])
+    text = described.get("perplexity_text")
+    return CapabilitySettings(
+        kl_prompts=described["kl_prompts"],
+        kl_tokens=described["kl_tokens"],
+        questions=questions,
+        text_path=Path(text) if text else None,
+    )
