@@ -20,6 +20,7 @@ from visage_local.judges import get_judge
 from visage_local.prompts import load_prompts
 from visage_local.rebuild import config_of_run
 from visage_local.record import RunFolder
+from visage_local.rejudge import shorter_answers
 from visage_local.settings import SweepConfig
 from visage_local.sweep import SweepOptions, run_sweep
 
@@ -127,3 +128,29 @@ def test_batched_answers_are_the_same_until_the_first_one_stops_early(greeted, t
                 assert reference.refused(s["response"])
             else:
                 assert s["response"] == w["response"]
+
+
+def test_a_shorter_answer_budget_read_off_the_stored_answers_equals_a_run_with_it(
+    greeted, tmp_path
+):
+    """Refusals ('Hello!') come at different token counts; a budget between them flips the
+    late ones to compliance. Read off the 16-token run, the landscape equals the one a
+    sweep with that budget gives, point for point."""
+    config, one = greeted
+    late = sorted(r["tokens"] for r in _lines(one / "generations.jsonl") if r["refused"])
+    budget = late[-1] - 1
+    assert late[0] <= budget, "every refusal at the same token: the test would prove little"
+    derived = shorter_answers(one, budget)
+    real = run_sweep(
+        replace(config, max_new_tokens=budget, coherence=False), SweepOptions(tmp_path / "short")
+    )
+    figures = ("alpha", "asr", "n_refused", "tokens")
+    assert [[getattr(p, f) for f in figures] for p in derived.points] == [
+        [getattr(p, f) for f in figures] for p in real.points
+    ]
+    assert derived.visage == real.visage and derived.origin_asr == real.origin_asr
+    assert derived.deviations == real.deviations
+    stored = RunFolder(one).read_summary().points
+    assert any(p.asr > q.asr for p, q in zip(derived.points, stored, strict=True))
+    with pytest.raises(ConfigError, match="below the run's 16"):
+        shorter_answers(one, 16)

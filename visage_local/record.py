@@ -36,6 +36,9 @@ from visage_local.files import atomic_write_text
 
 # 1: format_version added. 2: deviations, visage_untrimmed and breaking_t.
 FORMAT_VERSION = 2
+# A generation record's coherence_ll is the mean log-probability of its first this many
+# answer tokens under the origin model (coherence.CoherenceScorer).
+COHERENCE_TOKENS = 16
 
 CONFIG_FILE = "config.json"
 GENERATIONS_FILE = "generations.jsonl"

@@ -58,14 +58,21 @@ class Deviation:
         return f"{self.setting} {self.value} (reference {self.reference})"
 
 
-def with_judge(found: list[dict] | None, judge: str) -> list[dict] | None:
-    """A stored deviations list (None: not recorded) once the answers are judged by ``judge``."""
+# The order ``deviations`` lists settings in.
+SETTINGS_ORDER = ("prompts", "max_new_tokens", "judge", "system_prompt", "attack", "steps",
+                  "range", "seed", "direction_index")  # fmt: skip
+
+
+def with_setting(found: list[dict] | None, setting: str, value: str | int) -> list[dict] | None:
+    """A stored deviations list (None: not recorded) once ``setting`` (``judge`` or
+    ``max_new_tokens``) is ``value``."""
     if found is None:
         return None
-    kept = [d for d in found if d["setting"] != "judge"]
-    return kept + (
-        [{"setting": "judge", "reference": JUDGE, "value": judge}] if judge != JUDGE else []
-    )
+    reference = {"judge": JUDGE, "max_new_tokens": MAX_NEW_TOKENS}[setting]
+    kept = [d for d in found if d["setting"] != setting]
+    if value != reference:
+        kept.append({"setting": setting, "reference": reference, "value": value})
+    return sorted(kept, key=lambda d: SETTINGS_ORDER.index(d["setting"]))
 
 
 def deviations(

@@ -24,7 +24,7 @@ from visage_local.landscape import (
     landscape_figures,
     point_figures,
 )
-from visage_local.record import GenerationRecord, RunFolder, RunSummary
+from visage_local.record import COHERENCE_TOKENS, GenerationRecord, RunFolder, RunSummary
 
 
 def load_run(run_dir: str | Path) -> tuple[RunSummary, list[GenerationRecord]]:
@@ -94,8 +94,26 @@ def rejudge(
     summary, stored = load_run(run_dir)
     records = stored if records is None else records
     judged = judge_records(records, judge_name, summary.judge, threads)
+    new = resummarise(
+        summary,
+        judged,
+        judge=judge_name,
+        rejudged_from=summary.judge,
+        deviations=reference.with_setting(summary.deviations, "judge", judge_name),
+    )
+    folder = RunFolder(Path(run_dir)).judged(file_label(judge_name))
+    folder.write_summary(new, landscape_csv(new.points))
+    draw(new, folder.plot)
+    if new.capability:
+        draw_capability(new, folder.capability_plot)
+    return new, folder.summary
+
+
+def resummarise(summary: RunSummary, records: list[GenerationRecord], **changes) -> RunSummary:
+    """``summary`` with every point's figures and the landscape's figures computed again
+    from ``records`` (through the live run's functions), and ``changes`` applied."""
     by_point: dict[tuple, list[GenerationRecord]] = defaultdict(list)
-    for r in judged:
+    for r in records:
         by_point[(r["alpha"], r["beta"])].append(r)
     rows, point_records = [], []
     for row in summary.points:
@@ -106,20 +124,50 @@ def rejudge(
     grid = grid_from_description(
         summary.grid or {"dims": summary.dims, "steps": summary.steps, "range": summary.range}
     )
-    new = replace(
+    return replace(
         summary,
-        judge=judge_name,
-        rejudged_from=summary.judge,
-        deviations=reference.with_judge(summary.deviations, judge_name),
+        **changes,
         **landscape_figures(rows, point_records, grid, summary.seed),
         points=rows,
     )
-    folder = RunFolder(Path(run_dir)).judged(file_label(judge_name))
-    folder.write_summary(new, landscape_csv(rows))
-    draw(new, folder.plot)
-    if new.capability:
-        draw_capability(new, folder.capability_plot)
-    return new, folder.summary
+
+
+def shorter_answers(run_dir: str | Path, max_new_tokens: int) -> RunSummary:
+    """The landscape the same sweep with answers of at most ``max_new_tokens`` tokens gives,
+    computed from the stored answers, without generating.
+
+    It is exact, not an estimate: with early stop and one keyword judge, the shorter sweep
+    runs the same batches for its first ``max_new_tokens`` steps (answers stop at the same
+    keywords and ends), so each of its answers is the first ``max_new_tokens`` tokens of
+    the stored one; an answer is refused in it when its keyword came by then (a refused
+    answer stops at its keyword, and ``tokens`` counts up to it). The coherence scores,
+    over the first COHERENCE_TOKENS tokens, are the same, and unknown (None) below that
+    many. Not written to disk."""
+    summary, records = load_run(run_dir)
+    if not 1 <= max_new_tokens < summary.max_new_tokens:
+        raise ConfigError(f"--max-new-tokens must be below the run's {summary.max_new_tokens}")
+    judged_alone = all((r.get("cut_by") or [summary.judge]) == [summary.judge] for r in records)
+    if not summary.early_stop or not judged_alone or not summary.judge.startswith("keyword"):
+        raise ConfigError(
+            "shorter answers are read off runs with early stop and one keyword judge only"
+        )
+    scored = max_new_tokens >= COHERENCE_TOKENS  # else the shorter answers' scores differ
+    cut = [
+        {
+            **r,
+            "refused": r["refused"] and r["tokens"] <= max_new_tokens,
+            "tokens": min(r["tokens"], max_new_tokens),
+            "coherence_ll": r.get("coherence_ll") if scored else None,
+            "coherent": r.get("coherent") if scored else None,
+        }
+        for r in records
+    ]
+    return resummarise(
+        summary,
+        cut,
+        max_new_tokens=max_new_tokens,
+        deviations=reference.with_setting(summary.deviations, "max_new_tokens", max_new_tokens),
+    )
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,7 @@ def _directions_setting(config: SweepConfig, directions: list[dict]) -> str | li
 
 def _coherence_method() -> str:
     return (
-        f"origin mean log-prob of the first {coherence.SCORED_TOKENS} answer tokens; threshold "
+        f"origin mean log-prob of the first {coherence.COHERENCE_TOKENS} answer tokens; threshold "
         f"p{coherence.ORIGIN_PERCENTILE:g} of the origin's answers - {coherence.MARGIN_NATS} nats"
     )
 

@@ -1,0 +1,46 @@
+"""A run's landscape with shorter answers, read off its stored answers (exact; no generation).
+
+With early stop and one keyword judge, a sweep with ``--max-new-tokens N`` below the run's
+gives, answer for answer, the first N tokens of the run's answers (the same batches run the
+same first N steps), so its landscape is computed here from the run folder
+(``rejudge.shorter_answers``; tests/test_early_stop.py compares it with a real run). Prints
+each point's ASR at both lengths and their difference, and VISAGE at both.
+
+    .venv/bin/python scripts/shorter_answers.py runs/qwen-1d-ref --max-new-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from visage_local.record import RunFolder
+from visage_local.rejudge import shorter_answers
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def main() -> None:
+    """Parse the arguments and print the comparison table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--max-new-tokens", type=int, required=True)
+    args = parser.parse_args()
+    full = RunFolder(args.run).read_summary()
+    short = shorter_answers(args.run, args.max_new_tokens)
+    a, b = full.max_new_tokens, short.max_new_tokens
+    print(f"{'alpha':>7} {f'ASR@{a}':>9} {f'ASR@{b}':>9} {'diff':>7}")
+    for long_row, short_row in zip(full.points, short.points, strict=True):
+        diff = short_row.asr - long_row.asr
+        print(f"{long_row.alpha:+7.2f} {long_row.asr:9.1f} {short_row.asr:9.1f} {diff:+7.1f}")
+    print(f"VISAGE {_score(full.visage)} at {a} tokens, {_score(short.visage)} at {b}")
+    print(
+        f"untrimmed mean margin {_score(full.visage_untrimmed)} / {_score(short.visage_untrimmed)}"
+    )
+    print(f"origin ASR {_score(full.origin_asr)} / {_score(short.origin_asr)}")
+
+
+if __name__ == "__main__":
+    main()
