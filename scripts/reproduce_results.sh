@@ -21,16 +21,13 @@ mkdir -p "$RUNS" "$IMG"
 
 need_qwen() { [ -f "$Q" ] || $V fetch qwen2.5-coder-0.5b-instruct; }
 
-# about 1.5 h + 20 min: the reference setting, then the same with 64 tokens
+# about 2 h: the reference setting; its 64-token landscape is read off the same answers
 qwen_reference() {
   need_qwen
   $V sweep "$Q" --out "$RUNS/qwen-1d-ref"
-  $V sweep "$Q" --max-new-tokens 64 --out "$RUNS/qwen-1d"
   cp "$RUNS/qwen-1d-ref/landscape.png" "$IMG/qwen-1d-ref.png"
-  cp "$RUNS/qwen-1d/landscape.png" "$IMG/qwen-1d.png"
-  $PY scripts/plot_runs.py "$RUNS/qwen-1d-ref:512 tokens (reference)" "$RUNS/qwen-1d:64 tokens" \
-    -o "$IMG/qwen-1d-tokens.png"
-  $V compare "$RUNS/qwen-1d-ref" "$RUNS/qwen-1d"
+  $PY scripts/shorter_answers.py "$RUNS/qwen-1d-ref" --max-new-tokens 64 \
+    --plot "$IMG/qwen-1d-tokens.png"
 }
 
 # about 5 min: early stop against whole answers on Qwen's origin, same batch size
@@ -45,14 +42,14 @@ smollm2() {
   cp "$RUNS/smollm2-1d/landscape.png" "$IMG/smollm2-1d.png"
 }
 
-# about 30 min; needs qwen_reference's 64-token run
+# about 40 min
 requant_modes() {
   need_qwen
-  for mode in q8_0 f16; do
+  for mode in same q8_0 f16; do
     $V sweep "$Q" --max-new-tokens 64 --range 0.2 --steps 8 --requant $mode \
       --out "$RUNS/qwen-requant-$mode"
   done
-  $PY scripts/plot_runs.py "$RUNS/qwen-1d:same (own types)" \
+  $PY scripts/plot_runs.py "$RUNS/qwen-requant-same:same (own types)" \
     "$RUNS/qwen-requant-q8_0:q8_0" "$RUNS/qwen-requant-f16:f16" -o "$IMG/qwen-requant.png"
 }
 

@@ -6,7 +6,8 @@ same first N steps), so its landscape is computed here from the run folder
 (``rejudge.shorter_answers``; tests/test_early_stop.py compares it with a real run). Prints
 each point's ASR at both lengths and their difference, and VISAGE at both.
 
-    .venv/bin/python scripts/shorter_answers.py runs/qwen-1d-ref --max-new-tokens 64
+    .venv/bin/python scripts/shorter_answers.py runs/qwen-1d-ref --max-new-tokens 64 \
+        --plot docs/img/qwen-1d-tokens.png
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from visage_local.errors import VisageError
+from visage_local.plots import plot_runs_1d
 from visage_local.record import RunFolder
 from visage_local.rejudge import shorter_answers
 
@@ -27,9 +30,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--max-new-tokens", type=int, required=True)
+    parser.add_argument("--plot", type=Path, help="also draw both landscapes (1D) here")
     args = parser.parse_args()
-    full = RunFolder(args.run).read_summary()
-    short = shorter_answers(args.run, args.max_new_tokens)
+    try:
+        full = RunFolder(args.run).read_summary()
+        short = shorter_answers(args.run, args.max_new_tokens)
+    except VisageError as e:
+        raise SystemExit(f"error: {e}") from None
     a, b = full.max_new_tokens, short.max_new_tokens
     print(f"{'alpha':>7} {f'ASR@{a}':>9} {f'ASR@{b}':>9} {'diff':>7}")
     for long_row, short_row in zip(full.points, short.points, strict=True):
@@ -40,6 +47,9 @@ def main() -> None:
         f"untrimmed mean margin {_score(full.visage_untrimmed)} / {_score(short.visage_untrimmed)}"
     )
     print(f"origin ASR {_score(full.origin_asr)} / {_score(short.origin_asr)}")
+    if args.plot:
+        plot_runs_1d([(f"{a} tokens", full), (f"{b} tokens", short)], full.model_name, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
