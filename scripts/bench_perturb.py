@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from visage_local.directions import is_excluded
+from visage_local.directions import TensorSelection
 from visage_local.gguf_model import GGUFModel
 
 MiB = 1 << 20
@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = GGUFModel(args.model)
-    targets = [t for t in model.tensors if not is_excluded(t.name)]
+    targets = [t for t in model.tensors if not TensorSelection().excludes(t.name)]
     largest = max(t.n_elements for t in targets) * 4
     whole = sum(t.n_elements for t in targets) * 4
     exe = [sys.executable, "-m", "visage_local.cli"]

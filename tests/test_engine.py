@@ -11,9 +11,7 @@ from visage_local.chat import SystemPrompt, render_chat
 from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, EngineSettings, shared_prefix_length
 from visage_local.gguf_model import GGUFCopy, GGUFModel
-from visage_local.judges import get_judge, paper_keywords
 from visage_local.perturb import Perturbation, Point, export_perturbed
-from visage_local.prompts import load_prompts
 
 PROMPTS = SMALL_PROMPTS
 
@@ -119,35 +117,6 @@ def test_shared_prefix_batches_differ_from_single_answers_only_at_near_ties(
             assert margin < 2 * rounding_spread, (k, a.text, b.text)
             parted += 1
     print(f"{parted} of {len(tokens)} answers parted, each at a near tie")
-
-
-@pytest.mark.slow
-def test_early_stop_keeps_every_verdict_on_real_points(qwen, advbench, tmp_path):
-    model = GGUFModel(qwen)
-    judge = get_judge("keyword-paper")
-    p = Perturbation(model, [RandomDirection(123)], threads=2, cache_bytes=4 << 30)
-    scratch = GGUFCopy(model, tmp_path / "scratch.gguf")
-    prompts = load_prompts(advbench, 16).prompts
-    saved = 0
-    with Engine(scratch.path, EngineSettings(threads=2)) as engine:
-        tokens = _chat_tokens(engine, model, prompts)
-        for point in (Point(0.0),):  # perturbed points: test_findings' early-stop tests
-            for tensor in p.tensors_at(point):
-                scratch.write_tensor(tensor.info.name, tensor.raw)
-            engine.refresh_weights()
-            full = engine.generate(tokens, 48)
-            early = engine.generate(tokens, 48, settled=judge.settled)
-            assert [judge.judge(g.text).refused for g in early] == [
-                judge.judge(g.text).refused for g in full
-            ]
-            assert any(g.stop_reason == "settled" for g in early)
-            if point.is_origin:  # the aligned model refuses most, not all, of these requests
-                refused = [judge.judge(g.text) for g in full]
-                assert 1 <= sum(not v.refused for v in refused) <= 12
-                assert {v.matched for v in refused if v.refused} <= set(paper_keywords())
-            saved += sum(len(g.tokens) for g in full) - sum(len(g.tokens) for g in early)
-    scratch.close()
-    assert saved > 0
 
 
 @pytest.mark.slow

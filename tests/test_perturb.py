@@ -7,14 +7,17 @@ import hashlib
 import llama_cpp
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import GGUF_PY_CODED, write_tiny_gguf
 from gguf import GGMLQuantizationType, quants
 
 from visage_local import quant
-from visage_local.directions import RandomDirection
+from visage_local.cli.main import main
+from visage_local.directions import RandomDirection, selection
 from visage_local.engine import Engine, EngineSettings
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf_model import GGUFModel, write_retyped
 from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.record import RunFolder
 
 
 def test_origin_returns_the_original_bytes(tiny_gguf):
@@ -123,25 +126,40 @@ def test_interrupted_export_leaves_no_partial_file(tiny_gguf, tmp_path):
 
 
 def test_unsupported_tensor_type_is_refused_unless_excluded(tmp_path):
-    # TQ1_0 is a ggml type visage-local does not requantise; write one raw tensor of it.
-    path = write_tiny_gguf(tmp_path / "t.gguf", [GGMLQuantizationType.Q8_0], n_per_row=256)
-    model = GGUFModel(path)
-    assert all(quant.is_supported(t.qtype) for t in model.tensors)
+    # NVFP4: a type ggml encodes but no independent decoder checks; write one raw tensor of it.
     from gguf import GGUFWriter
 
     writer = GGUFWriter(str(tmp_path / "u.gguf"), "llama")
-    raw = np.zeros((2, 54), dtype=np.uint8)  # 2 rows of one TQ1_0 block (256 values, 54 bytes)
+    raw = np.zeros((2, 144), dtype=np.uint8)  # 2 rows of one NVFP4 block (64 values, 144 bytes)
     writer.add_tensor(
-        "blk.0.ffn_up.weight", raw, raw_shape=raw.shape, raw_dtype=GGMLQuantizationType.TQ1_0
+        "blk.0.ffn_up.weight", raw, raw_shape=raw.shape, raw_dtype=GGMLQuantizationType.NVFP4
     )
+    writer.add_tensor("blk.0.ffn_down.weight", np.ones((2, 64), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     model = GGUFModel(tmp_path / "u.gguf")
-    with pytest.raises(quant.UnsupportedTensorType, match="blk.0.ffn_up.weight"):
+    with pytest.raises(quant.UnsupportedTensorType, match="blk.0.ffn_up.weight.*--exclude"):
         Perturbation(model, [RandomDirection(1)])
-    Perturbation(model, [RandomDirection(1, exclude=("norm", "ffn_up"))])
+    Perturbation(model, [RandomDirection(1, 0, selection(exclude=("ffn_up",)))])
+    cli = CliRunner()
+    refused = cli.invoke(main, ["perturb", str(tmp_path / "u.gguf"), "--alpha", "0.1",
+                                "-o", str(tmp_path / "p.gguf")])  # fmt: skip
+    assert refused.exit_code != 0 and "NVFP4" in refused.output
+    assert "Traceback" not in refused.output
+    done = cli.invoke(main, ["perturb", str(tmp_path / "u.gguf"), "--alpha", "0.1",
+                             "--exclude", "ffn_up", "-o", str(tmp_path / "p.gguf")])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    moved = GGUFModel(tmp_path / "p.gguf")
+    assert np.array_equal(moved.raw(moved.tensor("blk.0.ffn_up.weight")), raw)
+    assert not np.array_equal(
+        moved.raw(moved.tensor("blk.0.ffn_down.weight")),
+        model.raw(model.tensor("blk.0.ffn_down.weight")),
+    )
+    listed = cli.invoke(main, ["inspect", str(tmp_path / "u.gguf"), "--exclude", "ffn_up"])
+    assert "left alone    1 tensors (exclude: norm, ffn_up)" in listed.output
+    assert "  blk.0.ffn_up.weight" in listed.output
 
 
 @pytest.mark.slow
@@ -162,6 +180,52 @@ def test_perturbed_gguf_loads_in_llama_cpp_and_generates(which, request, tmp_pat
         original_logits = engine.logits_after(prompt)
     assert np.isfinite(perturbed_logits).all()
     assert not np.allclose(perturbed_logits, original_logits)
+
+
+# The types added for community uploads (IQ*, TQ*, MXFP4), one tensor each in a real model.
+# IQ1_S, IQ2_XS and IQ2_S are checked on tiny tensors only (test_quant.py): ggml's encoder
+# takes 4-14 s per million values for them here, too slow to run twice on a real tensor.
+UPLOAD_TYPES = [GGMLQuantizationType[name] for name in (
+    "IQ1_M", "IQ2_XXS", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4")]  # fmt: skip
+
+
+def test_every_upload_type_is_perturbed_and_llama_cpp_generates_with_it(smollm2, tmp_path):
+    """SmolLM2 with the ffn_down tensor of layer k re-encoded by ggml into the k-th type,
+    perturbed in those types, then loaded and run by stock llama-cpp-python."""
+    source = GGUFModel(smollm2)
+    retype = {f"blk.{k}.ffn_down.weight": qtype for k, qtype in enumerate(UPLOAD_TYPES)}
+
+    def data(info):
+        if info.name not in retype:
+            return source.raw(info)
+        return quant.quantize(source.dequantize(info), retype[info.name], threads=2)
+
+    origin = tmp_path / "types.gguf"
+    write_retyped(source, origin, retype, data)
+    model = GGUFModel(origin)
+    only = selection(include=tuple(retype))  # the other tensors have their own tests
+    p = Perturbation(model, [RandomDirection(123, 0, only)], threads=2)
+    moved = GGUFModel(export_perturbed(p, Point(0.1), tmp_path / "moved.gguf"))
+    for name, qtype in retype.items():
+        before, after = model.tensor(name), moved.tensor(name)
+        assert before.qtype == after.qtype == qtype
+        assert not np.array_equal(model.raw(before), moved.raw(after)), qtype.name
+    llm = llama_cpp.Llama(str(moved.path), n_ctx=256, n_threads=2, verbose=False)
+    text = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
+    assert text["usage"]["completion_tokens"] >= 1
+    del llm
+
+    iq2 = next(name for name, qtype in retype.items() if qtype.name == "IQ2_XXS")
+    result = CliRunner().invoke(
+        main,
+        ["sweep", str(origin), "--include", iq2, "--steps", "1", "--limit", "1",
+         "--max-new-tokens", "2", "--no-coherence", "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: IQ2_XXS tensors are requantised with a uniform importance matrix" in (
+        result.output
+    )
+    assert RunFolder(tmp_path / "run").read_summary().uniform_imatrix == ["IQ2_XXS"]
 
 
 def test_f16_requant_follows_the_direction_and_same_mode_warns_at_small_alpha(tiny_gguf, tmp_path):

@@ -18,20 +18,30 @@ A tensor's direction can also be produced in blocks of rows from the same stream
 (``scale``: one pass over the stream): a model's largest tensor then never
 needs its direction in memory whole.
 
-Tensors whose name contains an excluded pattern (by default ``norm``: RMSNorm
-and LayerNorm weights, as in the reference code's blacklist) get no direction.
+Tensors a ``TensorSelection`` leaves out get no direction: by default those whose
+name contains ``norm`` (RMSNorm and LayerNorm weights, as in the reference code's
+blacklist); ``--exclude`` adds patterns, ``--include`` keeps only matching tensors.
+Tensors that exist only in GGUF files (``GGUF_ONLY``: RoPE frequency factors, which a
+Hugging Face checkpoint computes rather than stores) are never moved.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 # The reference code's blacklist: tensors whose (lower-case) name contains one of these.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("norm",)
+
+# GGUF tensors with no counterpart in the checkpoint the reference perturbs: llama.cpp's
+# precomputed RoPE frequency factors (Llama 3.x, Phi-3 and others with long-context RoPE).
+# No selection moves them.
+GGUF_ONLY: tuple[str, ...] = ("rope_freqs.weight", "rope_factors_long.weight",
+                              "rope_factors_short.weight")  # fmt: skip
 
 _NORM_CHUNK_ELEMENTS = 1 << 22
 
@@ -94,10 +104,38 @@ def layer_scale(weights_norm: float, gaussian_norm: float) -> np.float32:
     return np.float32(weights_norm / gaussian_norm if gaussian_norm > 0 else 0.0)
 
 
-def is_excluded(tensor_name: str, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> bool:
-    """True when the tensor is left unperturbed (its lower-case name contains a pattern)."""
-    lowered = tensor_name.lower()
-    return any(pattern.lower() in lowered for pattern in exclude)
+def matches(tensor_name: str, pattern: str) -> bool:
+    """True when ``pattern`` names the tensor: a glob over the whole name when it holds
+    ``*``, ``?`` or ``[``, else a part of the name; case does not matter."""
+    name, pattern = tensor_name.lower(), pattern.lower()
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern in name
+
+
+@dataclass(frozen=True)
+class TensorSelection:
+    """Which tensors a direction moves: none that an ``exclude`` pattern matches and, when
+    ``include`` is given, only those one of its patterns matches."""
+
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    include: tuple[str, ...] = ()
+
+    def excludes(self, tensor_name: str) -> bool:
+        """True when the tensor is left unperturbed (GGUF-only tensors always are)."""
+        if tensor_name in GGUF_ONLY or any(matches(tensor_name, p) for p in self.exclude):
+            return True
+        return bool(self.include) and not any(matches(tensor_name, p) for p in self.include)
+
+    def describe(self) -> str:
+        """``exclude: norm`` (and ``; include: ...`` when given), as summaries record it."""
+        text = f"exclude: {', '.join(self.exclude)}" if self.exclude else "exclude: nothing"
+        return text + (f"; include: {', '.join(self.include)}" if self.include else "")
+
+
+def selection(exclude: tuple[str, ...] = (), include: tuple[str, ...] = ()) -> TensorSelection:
+    """The default exclusions plus a user's ``--exclude`` patterns, and ``--include``."""
+    return TensorSelection(DEFAULT_EXCLUDE + tuple(exclude), tuple(include))
 
 
 @dataclass(frozen=True)
@@ -106,11 +144,11 @@ class RandomDirection:
 
     seed: int
     index: int = 0
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    tensors: TensorSelection = field(default_factory=TensorSelection)
 
     def excludes(self, tensor_name: str) -> bool:
         """True when this direction is zero on the tensor."""
-        return is_excluded(tensor_name, self.exclude)
+        return self.tensors.excludes(tensor_name)
 
     def gaussian(self, tensor_name: str, shape: tuple[int, int]) -> np.ndarray:
         """The raw standard Gaussian draw for one tensor (shape (rows, values per row))."""
@@ -153,5 +191,5 @@ class RandomDirection:
             "seed": self.seed,
             "index": self.index,
             "normalisation": "layer",
-            "exclude": list(self.exclude),
-        }
+            "exclude": list(self.tensors.exclude),
+        } | ({"include": list(self.tensors.include)} if self.tensors.include else {})

@@ -2,7 +2,7 @@
 
 visage-local quantises and dequantises with the very kernels llama.cpp uses, so a
 perturbed tensor is encoded exactly as `llama-quantize` (without an importance
-matrix) would encode it. Only five functions are bound; they are thread-safe and
+matrix; with a uniform one for the types that require one) would encode it. Only five functions are bound; they are thread-safe and
 ctypes releases the GIL while they run, so row chunks run in parallel threads.
 """
 
@@ -123,7 +123,8 @@ def run_parallel(tasks: list, threads: int) -> None:
 def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
     """Quantise float32 ``values`` of shape (rows, n_per_row) into the raw bytes of ``type_id``.
 
-    Returns a uint8 array of shape (rows, row_size) laid out as in a GGUF file.
+    Returns a uint8 array of shape (rows, row_size) laid out as in a GGUF file. Types that
+    need an importance matrix (``requires_imatrix``) are encoded with a uniform one.
     """
     src = np.ascontiguousarray(values, dtype=np.float32)
     if src.ndim != 2:
@@ -133,8 +134,10 @@ def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
         raise ValueError(
             f"{type_name(type_id)} needs rows of a multiple of {block_size(type_id)} values"
         )
-    if requires_imatrix(type_id):
-        raise ValueError(f"{type_name(type_id)} cannot be quantised without an importance matrix")
+    # Types ggml will not encode without an importance matrix get a uniform one: every
+    # column weighs the same, which is what the other types assume without one.
+    uniform = np.ones(n_per_row, dtype=np.float32) if requires_imatrix(type_id) else None
+    imatrix = None if uniform is None else uniform.ctypes.data
     bytes_per_row = row_size(type_id, n_per_row)
     dst = np.empty((n_rows, bytes_per_row), dtype=np.uint8)
     lib = _lib()
@@ -150,7 +153,7 @@ def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
                 0,
                 count,
                 n_per_row,
-                None,
+                imatrix,
             )
 
         return call

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from visage_local import quant
-from visage_local.directions import DEFAULT_EXCLUDE, is_excluded
+from visage_local.directions import TensorSelection
 from visage_local.gguf_model import GGUFModel
 
 
@@ -29,11 +29,13 @@ class ModelReport:
     chat_template: bool = False
 
 
-def inspect_model(model: GGUFModel, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> ModelReport:
-    """Describe ``model``: sizes by type, which tensors a sweep perturbs and which it leaves alone."""
+def inspect_model(model: GGUFModel, tensors: TensorSelection | None = None) -> ModelReport:
+    """Describe ``model``: sizes by type, which tensors a sweep perturbs (``tensors``, by
+    default every one but the norms) and which it leaves alone."""
+    tensors = tensors or TensorSelection()
     bytes_by_type: Counter[str] = Counter()
     tensors_by_type: Counter[str] = Counter()
-    perturbed = [t for t in model.tensors if not is_excluded(t.name, exclude)]
+    perturbed = [t for t in model.tensors if not tensors.excludes(t.name)]
     for t in model.tensors:
         bytes_by_type[t.qtype.name] += t.n_bytes
         tensors_by_type[t.qtype.name] += 1
@@ -48,7 +50,7 @@ def inspect_model(model: GGUFModel, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) 
         tensors_by_type=dict(tensors_by_type.most_common()),
         perturbed_tensors=len(perturbed),
         perturbed_parameters=sum(t.n_elements for t in perturbed),
-        excluded=[t.name for t in model.tensors if is_excluded(t.name, exclude)],
+        excluded=[t.name for t in model.tensors if tensors.excludes(t.name)],
         unsupported=[
             f"{t.name} ({t.qtype.name})" for t in perturbed if not quant.is_supported(t.qtype)
         ],

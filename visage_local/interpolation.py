@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from visage_local.directions import TensorSelection
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
+
+NO_SELECTION = TensorSelection(exclude=())  # every tensor: a finetune may change norms too
 
 
 def check_pair(base: GGUFModel, finetune: GGUFModel) -> None:
@@ -53,13 +56,20 @@ def check_pair(base: GGUFModel, finetune: GGUFModel) -> None:
 class FinetuneDirection:
     """theta_finetune - theta_base on every tensor."""
 
-    def __init__(self, finetune_path: str | os.PathLike, threads: int = 1):
+    def __init__(
+        self,
+        finetune_path: str | os.PathLike,
+        threads: int = 1,
+        tensors: TensorSelection = NO_SELECTION,
+    ):
         self.finetune = GGUFModel(finetune_path)
         self.threads = threads
+        self.tensors = tensors
 
     def excludes(self, tensor_name: str) -> bool:
-        """Never: a finetune may change any tensor, norms included."""
-        return False
+        """Only when the user leaves the tensor out: a finetune may change any tensor,
+        norms included."""
+        return self.tensors.excludes(tensor_name)
 
     def tensor(self, tensor_name: str, weights: np.ndarray) -> np.ndarray | None:
         """The difference on one tensor, given the base model's dequantised weights."""
@@ -77,15 +87,21 @@ class FinetuneDirection:
             "kind": "finetune - base",
             "finetune": str(self.finetune.path),
             "finetune_sha256": self.finetune.sha256,
-        }
+        } | _selection_setting(self.tensors)
 
 
 class LoraDirection:
     """scale * B @ A on the tensors a LoRA adapter targets, zero elsewhere."""
 
-    def __init__(self, adapter_path: str | os.PathLike, base: GGUFModel):
+    def __init__(
+        self,
+        adapter_path: str | os.PathLike,
+        base: GGUFModel,
+        tensors: TensorSelection = NO_SELECTION,
+    ):
         self.adapter = GGUFModel(adapter_path)
         self.path = Path(adapter_path)
+        self.tensors = tensors
         kind = self.adapter.metadata("general.type")
         if kind != "adapter" or self.adapter.metadata("adapter.type") != "lora":
             raise ConfigError(
@@ -126,8 +142,8 @@ class LoraDirection:
         return float(self.alpha) / rank if self.alpha else 1.0
 
     def excludes(self, tensor_name: str) -> bool:
-        """True for tensors the adapter does not target."""
-        return tensor_name not in self.pairs
+        """True for tensors the adapter does not target, or the user leaves out."""
+        return tensor_name not in self.pairs or self.tensors.excludes(tensor_name)
 
     def tensor(self, tensor_name: str, weights: np.ndarray) -> np.ndarray | None:
         """scale * B @ A for a targeted tensor, None otherwise."""
@@ -148,4 +164,11 @@ class LoraDirection:
             "adapter_sha256": self.adapter.sha256,
             "alpha": self.alpha,
             "tensors": len(self.pairs),
-        }
+        } | _selection_setting(self.tensors)
+
+
+def _selection_setting(tensors: TensorSelection) -> dict[str, list[str]]:
+    """The user's patterns, when given (left out otherwise, as before they existed)."""
+    return {
+        k: list(v) for k, v in (("exclude", tensors.exclude), ("include", tensors.include)) if v
+    }

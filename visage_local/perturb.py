@@ -237,6 +237,17 @@ class Perturbation:
         """The type the tensor is written in."""
         return self.retype.get(info.name, info.qtype)
 
+    def uniform_imatrix_types(self) -> list[str]:
+        """The output types requantised with a uniform importance matrix (ggml needs one for
+        them; the file itself was most likely made with a measured one)."""
+        return sorted(
+            {
+                qtype.name
+                for info in self.targets
+                if quant.uses_uniform_imatrix(qtype := self.output_type(info))
+            }
+        )
+
     def extra_bytes(self) -> int:
         """How many more bytes the model takes in this requant mode than in its own types."""
         return sum(

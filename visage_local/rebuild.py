@@ -17,6 +17,7 @@ from pathlib import Path
 from visage_local.attacks import load_attack
 from visage_local.capability import CapabilitySettings, builtin_questions, load_questions
 from visage_local.chat import BUILTIN_SYSTEM_PROMPTS, SystemPrompt
+from visage_local.directions import DEFAULT_EXCLUDE
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
@@ -41,6 +42,7 @@ def config_of_run(
     if not model_path.is_file():
         raise ConfigError(f"{model_path}: the run's model is not there; pass --model PATH")
     finetune, kind, first_direction = _directions(summary)
+    exclude, include = _tensor_patterns(summary.directions[0])
     engine = EngineSettings(max_sequences=summary.batch_size, flash_attn=summary.flash_attn)
     config = SweepConfig(
         model_path=model_path,
@@ -58,6 +60,8 @@ def config_of_run(
         requant=summary.requant,
         engine=engine if threads is None else replace(engine, threads=threads),
         first_direction=first_direction,
+        exclude=exclude,
+        include=include,
         finetune=finetune,
         finetune_kind=kind,
         capability=_capability(summary.capability),
@@ -102,6 +106,14 @@ def _directions(summary: RunSummary) -> tuple[Path | None, str, int]:
     if first["kind"] == "lora":
         return Path(first["adapter"]), "lora", index
     return Path(first["finetune"]), "model", index
+
+
+def _tensor_patterns(first: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The user's --exclude and --include patterns, as the first direction records them."""
+    exclude = list(first.get("exclude", []))
+    if first["kind"] == "random":  # the default exclusions come first
+        exclude = exclude[len(DEFAULT_EXCLUDE) :]
+    return tuple(exclude), tuple(first.get("include", []))
 
 
 def _capability(described: dict | None) -> CapabilitySettings | None:

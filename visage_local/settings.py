@@ -18,7 +18,7 @@ from visage_local.attacks import Attack
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
 from visage_local.capability import CapabilitySettings
 from visage_local.chat import DEFAULT_SYSTEM, SystemPrompt
-from visage_local.directions import RandomDirection
+from visage_local.directions import GGUF_ONLY, RandomDirection, TensorSelection, selection
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
@@ -29,7 +29,7 @@ from visage_local.perturb import Direction, Perturbation
 from visage_local.prompts import PromptSet, builtin_benign, select_prompts
 from visage_local.reference import Deviation
 
-DIRECTIONS_TEXT = "random, layer-normalised, exclude: norm"
+DIRECTIONS_TEXT = "random, layer-normalised, "  # + the tensor selection
 DEFAULT_LIMIT = reference.PROMPT_LIMIT  # prompts of the set a sweep uses unless told otherwise
 
 
@@ -53,6 +53,8 @@ class SweepConfig:
     engine: EngineSettings = field(default_factory=EngineSettings)
     memory_budget_mb: int = 4096
     first_direction: int = 0
+    exclude: tuple[str, ...] = ()  # tensors left alone besides the default (norms)
+    include: tuple[str, ...] = ()  # when given: only the tensors these name are moved
     finetune: Path | None = None  # interpolation: a finetuned model or a LoRA adapter
     finetune_kind: str = "model"  # "model" or "lora"
     capability: CapabilitySettings | None = None
@@ -66,16 +68,20 @@ class SweepConfig:
     def directions(self, base: GGUFModel) -> list[Direction]:
         """The directions of the grid's axes. Random: indices first_direction, +1, ... of the
         seed. Interpolation: the finetune's direction, then (2D) random index first_direction."""
+        randoms = selection(self.exclude, self.include)
         if self.finetune is None:
             return [
-                RandomDirection(self.seed, self.first_direction + i) for i in range(self.grid.dims)
+                RandomDirection(self.seed, self.first_direction + i, randoms)
+                for i in range(self.grid.dims)
             ]
+        chosen = TensorSelection(self.exclude, self.include)
         if self.finetune_kind == "lora":
-            first: Direction = LoraDirection(self.finetune, base)
+            first: Direction = LoraDirection(self.finetune, base, chosen)
         else:
-            first = FinetuneDirection(self.finetune, self.engine.threads)
-        randoms = [RandomDirection(self.seed, self.first_direction)] if self.grid.dims == 2 else []
-        return [first, *randoms]
+            first = FinetuneDirection(self.finetune, self.engine.threads, chosen)
+        if self.grid.dims == 1:
+            return [first]
+        return [first, RandomDirection(self.seed, self.first_direction, randoms)]
 
     def deviations(self) -> list[Deviation]:
         """The settings in which this sweep differs from the paper's reference setting."""
@@ -141,6 +147,13 @@ def requant_extra_bytes(config: SweepConfig) -> int:
     return Perturbation(model, [RandomDirection(config.seed)], requant=config.requant).extra_bytes()
 
 
+def uniform_imatrix_types(config: SweepConfig) -> list[str]:
+    """The tensor types the sweep requantises with a uniform importance matrix."""
+    model = GGUFModel(config.model_path)
+    directions = config.directions(model)
+    return Perturbation(model, directions, requant=config.requant).uniform_imatrix_types()
+
+
 def n_sequences(config: SweepConfig) -> int:
     """Prompts evaluated at every point: the harmful ones, and the benign ones if asked for."""
     return len(config.prompts.prompts) + (
@@ -167,7 +180,7 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
             "model_sha256": model.sha256,
             **config.grid.describe(),
             "seed": config.seed,
-            "directions": _directions_setting(config, directions),
+            "directions": _directions_setting(config, model, directions),
             "prompts_sha256": config.prompts.sha256,
             "n_prompts": len(config.prompts.prompts),
             "judge": config.judge,
@@ -189,11 +202,17 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
     )
 
 
-def _directions_setting(config: SweepConfig, directions: list[dict]) -> str | list[dict]:
+def _directions_setting(
+    config: SweepConfig, model: GGUFModel, directions: list[dict]
+) -> str | list[dict]:
     if config.finetune is not None:
         return directions
-    return DIRECTIONS_TEXT + (
-        f", from index {config.first_direction}" if config.first_direction else ""
+    gguf_only = [t.name for t in model.tensors if t.name in GGUF_ONLY]
+    return (
+        DIRECTIONS_TEXT
+        + selection(config.exclude, config.include).describe()
+        + (f", GGUF-only left alone: {', '.join(gguf_only)}" if gguf_only else "")
+        + (f", from index {config.first_direction}" if config.first_direction else "")
     )
 
 

@@ -34,6 +34,7 @@ from visage_local.landscape import (
     point_figures,
     point_rows,
 )
+from visage_local.perturb import Perturbation
 from visage_local.planning import FullGrid, PointOrder, origin_index, plan
 from visage_local.progress import Progress, StopRequest, SweepInterrupted
 from visage_local.record import FORMAT_VERSION, RunSummary
@@ -76,6 +77,7 @@ class _Run:
     progress: Progress
     started: float
     on_point: OnPoint | None
+    uniform_imatrix: list[str]  # output types requantised with a uniform importance matrix
 
     def record(self, result: PointResult, seconds: float) -> None:
         """Append a finished point, rewrite the summary, report progress."""
@@ -140,6 +142,7 @@ class _Run:
             config_hash=store.hash,
             versions=versions(),
             deviations=[asdict(d) for d in config.deviations()],
+            uniform_imatrix=self.uniform_imatrix or None,
         )
         return summary, landscape_csv(rows)
 
@@ -178,6 +181,7 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
         Progress(order.name, options.budget_minutes),
         started,
         options.on_point,
+        Perturbation(model, directions, requant=config.requant).uniform_imatrix_types(),
     )
     if options.ray is not None:
         from visage_local.cluster import run_on_ray

@@ -35,6 +35,7 @@ from visage_local.settings import (
     n_sequences,
     requant_extra_bytes,
     sweep_config,
+    uniform_imatrix_types,
 )
 from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
@@ -97,10 +98,20 @@ def run_landscape(
         early_stop=options["early_stop"],
         requant=options["requant"],
         memory_budget_mb=options["memory_budget_mb"],
+        exclude=options["exclude"],
+        include=options["include"],
         finetune=finetune,
         finetune_kind=finetune_kind,
         capability=capability_settings(options),
     )
+    uniform = uniform_imatrix_types(config)
+    if uniform:
+        click.echo(
+            f"note: {', '.join(uniform)} tensors are requantised with a uniform importance "
+            "matrix (ggml needs one for these types; the file was most likely made with a "
+            "measured one); summary.json lists them under uniform_imatrix",
+            err=True,
+        )
     if GGUFModel(model_path).chat_template is None:
         click.echo(
             "note: the model has no chat template; prompts use visage-local's plain "

@@ -8,14 +8,14 @@ from dataclasses import asdict
 import click
 from tqdm import tqdm
 
-from visage_local.directions import RandomDirection
+from visage_local.directions import GGUF_ONLY, RandomDirection, TensorSelection, selection
 from visage_local.gguf_model import GGUFModel
 from visage_local.inspection import inspect_model
 from visage_local.perturb import Perturbation, Point, PointDisplacement
 from visage_local.registry import resolve_model
 
 from ._common import echo_json, human_bytes
-from .options import requant_option, seed_option
+from .options import requant_option, seed_option, tensor_options
 
 
 @click.command("inspect")
@@ -26,17 +26,19 @@ from .options import requant_option, seed_option
 @click.option("--beta", type=float, default=None, help="With --fidelity: a 2D point.")
 @seed_option
 @requant_option
-def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> None:
+@tensor_options
+def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant, exclude, include) -> None:
     """Describe MODEL (a GGUF path or registry name; default: the embedded SmolLM2).
 
     With --fidelity: how far requantisation lets the weights follow the intended
     step alpha*d1 (+ beta*d2), as a norm ratio and a cosine, overall and per kind.
     """
     source = GGUFModel(resolve_model(model))
+    tensors = selection(exclude, include)
     if fidelity:
-        _fidelity(source, Point(alpha, beta), seed, requant, as_json)
+        _fidelity(source, Point(alpha, beta), seed, requant, tensors, as_json)
         return
-    report = inspect_model(source)
+    report = inspect_model(source, tensors)
     if as_json:
         echo_json(asdict(report))
         return
@@ -52,7 +54,12 @@ def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> Non
     click.echo(
         f"perturbed     {report.perturbed_tensors} tensors, {report.perturbed_parameters:,} parameters"
     )
-    click.echo(f"left alone    {len(report.excluded)} tensors (names containing 'norm')")
+    gguf_only = [name for name in report.excluded if name in GGUF_ONLY]
+    also = f"; GGUF-only: {', '.join(gguf_only)}" if gguf_only else ""
+    click.echo(f"left alone    {len(report.excluded)} tensors ({tensors.describe()}{also})")
+    if exclude or include:
+        for name in report.excluded:
+            click.echo(f"  {name}")
     if report.unsupported:
         click.echo(f"UNSUPPORTED   {', '.join(report.unsupported)}")
     click.echo(
@@ -61,8 +68,15 @@ def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant) -> Non
     click.echo(f"sha256        {report.sha256}")
 
 
-def _fidelity(source: GGUFModel, point: Point, seed: int, requant: str, as_json: bool) -> None:
-    directions = [RandomDirection(seed, i) for i in range(1 if point.beta is None else 2)]
+def _fidelity(
+    source: GGUFModel,
+    point: Point,
+    seed: int,
+    requant: str,
+    tensors: TensorSelection,
+    as_json: bool,
+) -> None:
+    directions = [RandomDirection(seed, i, tensors) for i in range(1 if point.beta is None else 2)]
     perturbation = Perturbation(source, directions, threads=os.cpu_count() or 1, requant=requant)
     with tqdm(
         total=len(perturbation.targets),

@@ -57,6 +57,29 @@ dims_option = click.option(
     help="1: a line along one direction; 2: a plane spanned by two.",
 )
 
+exclude_option = click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="PATTERN",
+    help="Leave tensors whose name contains PATTERN (or matches it as a glob: *, ?, [) "
+    "unperturbed, besides norms. Repeat for several. [default: only norms]",
+)
+include_option = click.option(
+    "--include",
+    "include",
+    multiple=True,
+    metavar="PATTERN",
+    help="Perturb only tensors whose name contains PATTERN (or matches it as a glob); "
+    "repeat for several. [default: every tensor not excluded]",
+)
+
+
+def tensor_options(command):
+    """--exclude and --include: which tensors the directions move."""
+    return exclude_option(include_option(command))
+
+
 _EVALUATION_OPTIONS = [
     click.option(
         "--prompts",
@@ -188,6 +211,8 @@ _EVALUATION_OPTIONS = [
         help="Stop a response once the judge's verdict is settled (verdicts are unchanged).",
     ),
     requant_option,
+    exclude_option,
+    include_option,
     click.option(
         "--batch-size",
         type=click.IntRange(1, 256),

@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from visage_local.directions import RandomDirection
+from visage_local.directions import RandomDirection, selection
 from visage_local.gguf_model import GGUFModel
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.registry import resolve_model
 
-from .options import requant_option, seed_option, threads_option
+from .options import requant_option, seed_option, tensor_options, threads_option
 
 
 @click.command("perturb")
@@ -27,6 +27,7 @@ from .options import requant_option, seed_option, threads_option
     help="Seed of direction 2 (default: --seed).",
 )
 @requant_option
+@tensor_options
 @click.option(
     "-o",
     "--out",
@@ -36,12 +37,16 @@ from .options import requant_option, seed_option, threads_option
     help="The GGUF file to write (the point's weights, in the model's own types by default).",
 )
 @threads_option
-def perturb_command(model, alpha, beta, seed, direction2_seed, requant, out, threads) -> None:
+def perturb_command(
+    model, alpha, beta, seed, direction2_seed, requant, exclude, include, out, threads
+) -> None:
     """Write MODEL perturbed to theta + alpha*d1 (+ beta*d2) as a GGUF file."""
     source = GGUFModel(resolve_model(model))
-    directions = [RandomDirection(seed, 0)]
+    tensors = selection(exclude, include)
+    directions = [RandomDirection(seed, 0, tensors)]
     if beta is not None:
-        directions.append(RandomDirection(seed if direction2_seed is None else direction2_seed, 1))
+        second = seed if direction2_seed is None else direction2_seed
+        directions.append(RandomDirection(second, 1, tensors))
     perturbation = Perturbation(source, directions, threads=threads, requant=requant)
     with tqdm(total=len(perturbation.targets), unit="tensor", desc="perturb") as bar:
         export_perturbed(perturbation, Point(alpha, beta), out, on_tensor=lambda _: bar.update())
