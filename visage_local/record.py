@@ -181,7 +181,7 @@ class RunSummary:
     deviations: list[dict[str, Any]] | None = None
     visage_untrimmed: float | None = None  # the mean safety margin over every grid point
     breaking_t: float | None = None  # interpolation: first t where ASR leaves the basin
-    # tensor types requantised with a uniform importance matrix (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS)
+    # tensor types requantised with a uniform importance matrix (IQ1_S, IQ2_XXS, IQ2_XS)
     uniform_imatrix: list[str] | None = None
 
     @property
