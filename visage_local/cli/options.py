@@ -208,7 +208,8 @@ _EVALUATION_OPTIONS = [
         "--early-stop/--no-early-stop",
         default=True,
         show_default=True,
-        help="Stop a response once the judge's verdict is settled (verdicts are unchanged).",
+        help="Stop an answer once every judge's verdict on it is final (docs/NOTES.md: what "
+        "early stop changes).",
     ),
     requant_option,
     exclude_option,
