@@ -52,7 +52,9 @@ def coherent_run(smollm2, tmp_path_factory):
     """A sweep with coherence, the benign set and the normalised keyword judge, with the
     reference's as a second judge (answers stop early only when both are settled)."""
     folder = tmp_path_factory.mktemp("coherent")
-    config = _config(smollm2, benign=True, judge="keyword", also_judge=("keyword-paper",))
+    config = _config(
+        smollm2, benign=True, judge="keyword", also_judge=("keyword-paper",), max_new_tokens=8
+    )
     summary = run_sweep(config, SweepOptions(folder))
     records = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
     return folder, summary, records
