@@ -76,8 +76,9 @@ def complete(
     todo.sort(key=lambda i: i != origin)  # the origin calibrates coherence: first
     if todo:
         with evaluator(config, GGUFModel(config.model_path), folder.path) as live:
-            if origin not in todo:
-                live.calibrate(done.get(origin) or _by_point(records)[origin])
+            calibration = done.get(origin) or _by_point(records).get(origin)
+            if origin not in todo and calibration:  # a stopped run may lack its origin
+                live.calibrate(calibration)
             with StopRequest() as stop:
                 for n, i in enumerate(todo, 1):
                     result = live.evaluate(i, points[i])
