@@ -67,6 +67,17 @@ def test_usage_errors_exit_2(args, code, message):
     assert "Traceback" not in result.output
 
 
+def test_a_file_llama_cpp_cannot_load_is_named_with_llama_cpps_reason(tiny_gguf, tmp_path):
+    """tiny.gguf says it is a llama but has no hyperparameters: the error names the user's
+    file (not the scratch copy llama.cpp was given) and what llama.cpp missed."""
+    result = run("sweep", tiny_gguf, "--steps", "1", "--limit", "1", "--max-new-tokens", "2",
+                 "--out", tmp_path / "run")  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {tiny_gguf}: llama.cpp could not load this model (")
+    assert "key not found in model: llama.context_length" in line
+
+
 def test_not_a_gguf_and_truncated_gguf_are_one_line_errors(tmp_path, smollm2):
     (tmp_path / "text.gguf").write_text("hello, I am not a model")
     result = run("inspect", tmp_path / "text.gguf")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +41,35 @@ import numpy as np
 from visage_local.errors import ModelFileError
 
 _LOG_CALLBACK = None
+_GGML_LOG_LEVEL_ERROR = 4  # ggml.h: enum ggml_log_level
+_ERRORS: deque[str] = deque(maxlen=8)  # llama.cpp's latest error lines, for our messages
 
 
 def quiet_llama_logs() -> None:
-    """Silence llama.cpp's logging (it writes to stderr otherwise)."""
+    """Keep llama.cpp's logging off stderr; its error lines are kept for ``llama_error``."""
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:
 
         @llama_cpp.llama_log_callback
-        def _ignore(level, text, user_data):  # noqa: ARG001
-            return None
+        def _keep_errors(level, text, user_data):  # noqa: ARG001
+            if level == _GGML_LOG_LEVEL_ERROR:
+                _ERRORS.append(text.decode("utf-8", errors="replace").strip())
 
-        _LOG_CALLBACK = _ignore
+        _LOG_CALLBACK = _keep_errors
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+def llama_error() -> str | None:
+    """The reason llama.cpp gave for its last failure: the first error line that says
+    more than that something failed (``error loading model ...: key not found ...``)."""
+    lines = list(_ERRORS)
+    _ERRORS.clear()
+    reasons = [
+        line.split(": ", 1)[-1].removeprefix("error loading model: ")
+        for line in lines
+        if "error" in line.lower()
+    ]
+    return reasons[0] if reasons else (lines[-1] if lines else None)
 
 
 @dataclass
@@ -90,10 +107,18 @@ class EngineSettings:
 class Engine:
     """A llama.cpp model with one context, generating greedily for many prompts at once."""
 
-    def __init__(self, model_path: str | os.PathLike, settings: EngineSettings | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        settings: EngineSettings | None = None,
+        label: str | os.PathLike | None = None,
+    ):
+        """Load ``model_path``; ``label`` names the model in errors (the user's file when
+        ``model_path`` is a scratch copy of it)."""
         quiet_llama_logs()
         llama_cpp.llama_backend_init()
         self.model_path = Path(model_path)
+        self.label = str(label or model_path)
         self.settings = settings or EngineSettings()
         self._model = None
         self._ctx = None
@@ -111,12 +136,11 @@ class Engine:
         params.n_gpu_layers = self.settings.n_gpu_layers
         params.use_mmap = True
         params.use_extra_bufts = False  # repacked copies would not see in-place weight updates
+        _ERRORS.clear()
         model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
         if not model:
-            raise ModelFileError(
-                f"{self.model_path}: llama.cpp could not load this model "
-                "(unsupported architecture or damaged file)"
-            )
+            reason = llama_error() or "unsupported architecture or damaged file"
+            raise ModelFileError(f"{self.label}: llama.cpp could not load this model ({reason})")
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)

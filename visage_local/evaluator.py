@@ -113,7 +113,7 @@ def evaluator(
         for name in config.judges:
             judges.append(get_judge(name, config.engine.threads))
         scratch = GGUFCopy(model, scratch_name, perturbation.retype, perturbation.origin_bytes)
-        engine = Engine(scratch.path, config.engine)
+        engine = Engine(scratch.path, config.engine, label=model.path)
         if config.coherence:
             scorer = CoherenceScorer(model.path, config.engine)
         probe = None
