@@ -16,7 +16,6 @@ so an interrupted completion resumes where it stopped.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from visage_local.judges import check_judge_name, get_judge
 from visage_local.planning import origin_index, plan
 from visage_local.progress import StopRequest, SweepInterrupted
 from visage_local.rebuild import config_of_run
-from visage_local.record import GenerationRecord, RunFolder, read_jsonl
+from visage_local.record import GenerationRecord, RunFolder, finished_points, read_jsonl
 from visage_local.rejudge import file_label
 from visage_local.store import append_jsonl
 
@@ -69,14 +68,14 @@ def complete(
         return records  # every answer is whole to the run's own judges
     config = replace(config, also_judge=(*config.also_judge, judge_name))
     target = folder.judged(file_label(judge_name)).completed_generations
-    done = _by_point(read_jsonl(target)[0])
+    done = finished_points(read_jsonl(target)[0])
     todo = sorted(undecided_points(records, judge_name) - set(done))
     points = plan(config.grid)
     origin = origin_index(points)
     todo.sort(key=lambda i: i != origin)  # the origin calibrates coherence: first
     if todo:
         with evaluator(config, GGUFModel(config.model_path), folder.path) as live:
-            calibration = done.get(origin) or _by_point(records).get(origin)
+            calibration = done.get(origin) or finished_points(records).get(origin)
             if origin not in todo and calibration:  # a stopped run may lack its origin
                 live.calibrate(calibration)
             with StopRequest() as stop:
@@ -88,7 +87,7 @@ def complete(
                         on_point(n, len(todo))
                     if stop.requested and n < len(todo):
                         raise SweepInterrupted(target, n, len(todo))
-    return _merge(_by_point(records), done, origin)
+    return _merge(finished_points(records), done, origin)
 
 
 def _merge(
@@ -113,14 +112,3 @@ def _merge(
         else:
             merged.extend(original[point])
     return merged
-
-
-def _by_point(records: list[GenerationRecord]) -> dict[int, list[GenerationRecord]]:
-    by_point: dict[int, list[GenerationRecord]] = defaultdict(list)
-    for r in records:
-        by_point[r["point"]].append(r)
-    return {
-        p: sorted(rs, key=lambda r: r["prompt_index"])
-        for p, rs in by_point.items()
-        if len(rs) == rs[0]["n_prompts"]
-    }

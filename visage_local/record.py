@@ -342,10 +342,7 @@ class RunFolder:
     def read_generations(self) -> list[GenerationRecord]:
         """The generations of every finished point (a point cut by a crash is left out)."""
         records, _ = read_jsonl(self.generations)
-        by_point: dict[int, list[dict]] = defaultdict(list)
-        for r in records:
-            by_point[r["point"]].append(r)
-        return [r for rs in by_point.values() if len(rs) == rs[0]["n_prompts"] for r in rs]
+        return [r for rs in finished_points(records).values() for r in rs]
 
     def variants(self) -> list[RunFolder] | None:
         """The run folders listed by conditions.json, or None for a single run."""
@@ -353,6 +350,19 @@ class RunFolder:
             return None
         entries = json.loads(self.conditions.read_text())
         return [RunFolder(self.path / entry["folder"]) for entry in entries]
+
+
+def finished_points(records: list[GenerationRecord]) -> dict[int, list[GenerationRecord]]:
+    """Generation records by point, in prompt order, keeping only points with every prompt's
+    answer (a point cut by a crash is left out)."""
+    by_point: dict[int, list[GenerationRecord]] = defaultdict(list)
+    for r in records:
+        by_point[r["point"]].append(r)
+    return {
+        p: sorted(rs, key=lambda r: r["prompt_index"])
+        for p, rs in by_point.items()
+        if len(rs) == rs[0]["n_prompts"]
+    }
 
 
 def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], bool]:
