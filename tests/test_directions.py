@@ -130,7 +130,7 @@ def test_blocks_of_rows_are_the_whole_direction_byte_for_byte(smollm2):
     weights = model.dequantize(info)
     direction = RandomDirection(123)
     whole = direction.tensor(info.name, weights)
-    scale = direction.scale(info.name, weights.shape, l2_norm(weights))
+    scale = direction.scale(info.name, weights.shape, [l2_norm(weights)])
     blocks = list(direction.blocks(info.name, weights.shape, scale))
     assert len(blocks) > 1
     assert np.concatenate(blocks).tobytes() == whole.tobytes()

@@ -13,6 +13,11 @@ scales g to the norm of that tensor's dequantised weights:
 
     d = g / ||g|| * ||W||
 
+A MoE file stores a layer's experts in one 3-D tensor (``ffn_gate_exps``,
+``ffn_up_exps``, ``ffn_down_exps`` and their biases) where the checkpoint the
+reference perturbs has one tensor per expert; such a tensor is normalised per
+expert slice (``slices``), as the reference normalises each expert's tensor.
+
 A tensor's direction can also be produced in blocks of rows from the same stream
 (``blocks``), byte for byte the rows of the whole array, once its scale is known
 (``scale``: one pass over the stream): a model's largest tensor then never
@@ -104,6 +109,47 @@ def layer_scale(weights_norm: float, gaussian_norm: float) -> np.float32:
     return np.float32(weights_norm / gaussian_norm if gaussian_norm > 0 else 0.0)
 
 
+def slices(tensor_name: str, shape: tuple[int, ...]) -> int:
+    """How many separately normalised slices a tensor has: a MoE expert tensor
+    (``*_exps``) one per expert (its last GGUF dimension), any other tensor one."""
+    return shape[-1] if "_exps" in tensor_name and len(shape) > 1 else 1
+
+
+class SliceNorms:
+    """The norms of a tensor's equal slices of rows, from rows given top to bottom in
+    blocks of any size (each slice's norm the same float however the rows are split)."""
+
+    def __init__(self, n_rows: int, n_slices: int):
+        if n_rows % n_slices:
+            raise ValueError(f"{n_rows} rows do not split into {n_slices} equal slices")
+        self.rows_per_slice = n_rows // n_slices
+        self._accumulators = [NormAccumulator() for _ in range(n_slices)]
+        self._next_row = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        """The next rows of the tensor (shape (count, values per row))."""
+        done = 0
+        while done < len(rows):
+            index, within = divmod(self._next_row, self.rows_per_slice)
+            take = min(len(rows) - done, self.rows_per_slice - within)
+            self._accumulators[index].add(rows[done : done + take])
+            done += take
+            self._next_row += take
+
+    def norms(self) -> list[float]:
+        """Each slice's norm."""
+        return [a.norm() for a in self._accumulators]
+
+
+def scale_rows(block: np.ndarray, first_row: int, rows_per_slice: int, factors) -> None:
+    """Multiply rows ``first_row...`` of a tensor (``block``, in place) by their slice's factor."""
+    if len(factors) == 1:
+        block *= factors[0]
+        return
+    index = (first_row + np.arange(len(block))) // rows_per_slice
+    block *= np.asarray(factors, dtype=np.float32)[index][:, None]
+
+
 def matches(tensor_name: str, pattern: str) -> bool:
     """True when ``pattern`` names the tensor: a glob over the whole name when it holds
     ``*``, ``?`` or ``[``, else a part of the name; case does not matter."""
@@ -155,33 +201,44 @@ class RandomDirection:
         stream = tensor_stream(self.seed, self.index, tensor_name)
         return stream.standard_normal(shape, dtype=np.float32)
 
-    def tensor(self, tensor_name: str, weights: np.ndarray) -> np.ndarray | None:
-        """The direction on one tensor, given its dequantised weights; None when excluded."""
+    def tensor(self, tensor_name: str, weights: np.ndarray, n_slices: int = 1) -> np.ndarray | None:
+        """The direction on one tensor, given its dequantised weights (rows, values per row)
+        in ``n_slices`` equal slices of rows normalised apart; None when excluded."""
         if self.excludes(tensor_name):
             return None
         g = self.gaussian(tensor_name, weights.shape)
-        g *= layer_scale(l2_norm(weights), l2_norm(g))
+        rows = len(weights) // n_slices
+        factors = [
+            layer_scale(
+                l2_norm(weights[i * rows : (i + 1) * rows]), l2_norm(g[i * rows : (i + 1) * rows])
+            )
+            for i in range(n_slices)
+        ]
+        scale_rows(g, 0, rows, factors)
         return g
 
-    def scale(self, tensor_name: str, shape: tuple[int, int], weights_norm: float) -> np.float32:
-        """The factor ``tensor`` multiplies the Gaussian draw by, from the weights' norm,
-        drawing the Gaussian in blocks (one pass, no whole-tensor array)."""
-        accumulator = NormAccumulator()
-        for block in self.blocks(tensor_name, shape, np.float32(1)):
-            accumulator.add(block)
-        return layer_scale(weights_norm, accumulator.norm())
+    def scale(
+        self, tensor_name: str, shape: tuple[int, int], weights_norms: list[float]
+    ) -> list[np.float32]:
+        """The factor ``tensor`` multiplies each slice of the Gaussian draw by, from the
+        weights' slice norms, drawing the Gaussian in blocks (one pass, no whole array)."""
+        norms = SliceNorms(shape[0], len(weights_norms))
+        for block in self.blocks(tensor_name, shape, [np.float32(1)]):
+            norms.add(block)
+        return [layer_scale(w, g) for w, g in zip(weights_norms, norms.norms(), strict=True)]
 
     def blocks(
-        self, tensor_name: str, shape: tuple[int, int], scale: np.float32
+        self, tensor_name: str, shape: tuple[int, int], factors: list[np.float32]
     ) -> Iterator[np.ndarray]:
         """The direction on one tensor in blocks of rows, top to bottom, each the same
-        bytes as those rows of ``tensor`` when ``scale`` is the tensor's own."""
+        bytes as those rows of ``tensor`` when ``factors`` are the tensor's own."""
         rows, per_row = shape
         block_rows = direction_block_rows(per_row)
+        rows_per_slice = rows // len(factors)
         stream = tensor_stream(self.seed, self.index, tensor_name)
         for first in range(0, rows, block_rows):
             g = stream.standard_normal((min(block_rows, rows - first), per_row), dtype=np.float32)
-            g *= scale
+            scale_rows(g, first, rows_per_slice, factors)
             yield g
 
     def describe(self) -> dict[str, object]:

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from visage_local import quant
-from visage_local.directions import TensorSelection
+from visage_local.directions import TensorSelection, slices
 from visage_local.gguf_model import GGUFModel
 
 
@@ -27,6 +27,7 @@ class ModelReport:
     excluded: list[str]
     unsupported: list[str] = field(default_factory=list)
     chat_template: bool = False
+    per_expert: dict[str, int] = field(default_factory=dict)  # MoE tensor -> its experts
 
 
 def inspect_model(model: GGUFModel, tensors: TensorSelection | None = None) -> ModelReport:
@@ -55,4 +56,5 @@ def inspect_model(model: GGUFModel, tensors: TensorSelection | None = None) -> M
             f"{t.name} ({t.qtype.name})" for t in perturbed if not quant.is_supported(t.qtype)
         ],
         chat_template=model.chat_template is not None,
+        per_expert={t.name: n for t in perturbed if (n := slices(t.name, t.shape)) > 1},
     )

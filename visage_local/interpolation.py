@@ -71,8 +71,9 @@ class FinetuneDirection:
         norms included."""
         return self.tensors.excludes(tensor_name)
 
-    def tensor(self, tensor_name: str, weights: np.ndarray) -> np.ndarray | None:
-        """The difference on one tensor, given the base model's dequantised weights."""
+    def tensor(self, tensor_name: str, weights: np.ndarray, n_slices: int = 1) -> np.ndarray | None:
+        """The difference on one tensor, given the base model's dequantised weights (not
+        normalised, so ``n_slices`` changes nothing)."""
         target = self.finetune.dequantize(self.finetune.tensor(tensor_name), self.threads)
         return target.reshape(weights.shape) - weights
 
@@ -145,8 +146,9 @@ class LoraDirection:
         """True for tensors the adapter does not target, or the user leaves out."""
         return tensor_name not in self.pairs or self.tensors.excludes(tensor_name)
 
-    def tensor(self, tensor_name: str, weights: np.ndarray) -> np.ndarray | None:
-        """scale * B @ A for a targeted tensor, None otherwise."""
+    def tensor(self, tensor_name: str, weights: np.ndarray, n_slices: int = 1) -> np.ndarray | None:
+        """scale * B @ A for a targeted tensor, None otherwise (not normalised, so
+        ``n_slices`` changes nothing)."""
         pair = self.pairs.get(tensor_name)
         if pair is None:
             return None

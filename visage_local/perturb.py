@@ -27,7 +27,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from visage_local import ggml, quant
-from visage_local.directions import NormAccumulator, RandomDirection, direction_block_rows
+from visage_local.directions import RandomDirection, SliceNorms, direction_block_rows, slices
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel, TensorInfo, atomic_copy
 from visage_local.grid import Point
@@ -135,8 +135,10 @@ class Direction(Protocol):
         """True when the direction is zero on the tensor."""
         ...
 
-    def tensor(self, tensor_name: str, weights: np.ndarray) -> np.ndarray | None:
-        """The direction on one tensor (float32, the weights' shape), or None when zero."""
+    def tensor(self, tensor_name: str, weights: np.ndarray, n_slices: int = 1) -> np.ndarray | None:
+        """The direction on one tensor (float32, the weights' shape), or None when zero;
+        ``n_slices``: equal slices of rows normalised apart (MoE experts), where the
+        direction is normalised at all."""
         ...
 
     def describe(self) -> dict[str, object]:
@@ -178,7 +180,7 @@ class Perturbation:
         }
         self._cache_left = cache_bytes
         self._cache: dict[str, list[np.ndarray | None]] = {}
-        self._scales: dict[str, list[np.float32 | None]] = {}
+        self._scales: dict[str, list[list[np.float32] | None]] = {}
 
     def _directions(self, info: TensorInfo) -> tuple[list[np.ndarray | None], np.ndarray | None]:
         """The directions on one tensor, whole, and its dequantised weights when they had
@@ -191,7 +193,8 @@ class Perturbation:
         if cached is not None:
             return cached, None
         weights = self.model.dequantize(info, self.threads)
-        dirs = [d.tensor(info.name, weights) for d in self.directions]
+        n_slices = slices(info.name, info.shape)
+        dirs = [d.tensor(info.name, weights, n_slices) for d in self.directions]
         size = sum(d.nbytes for d in dirs if d is not None)
         if size <= self._cache_left:
             self._cache_left -= size
@@ -215,16 +218,17 @@ class Perturbation:
             return False
         return info.n_elements * 4 * len(live) > self._cache_left
 
-    def _scales_of(self, info: TensorInfo) -> list[np.float32 | None]:
-        """Each direction's layer-normalisation factor on the tensor (computed once)."""
+    def _scales_of(self, info: TensorInfo) -> list[list[np.float32] | None]:
+        """Each direction's layer-normalisation factors on the tensor, one per slice
+        (computed once)."""
         if info.name not in self._scales:
             shape = (info.n_rows, info.n_per_row)
-            weights = NormAccumulator()
+            weights = SliceNorms(info.n_rows, slices(info.name, info.shape))
             for first, count in _blocks(info):
                 weights.add(self._dequantize_rows(info, first, count))
-            norm = weights.norm()
+            norms = weights.norms()
             self._scales[info.name] = [
-                None if d.excludes(info.name) else d.scale(info.name, shape, norm)
+                None if d.excludes(info.name) else d.scale(info.name, shape, norms)
                 for d in self.directions
             ]
         return self._scales[info.name]

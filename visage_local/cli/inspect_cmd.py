@@ -60,6 +60,12 @@ def inspect_command(model, as_json, fidelity, alpha, beta, seed, requant, exclud
     if exclude or include:
         for name in report.excluded:
             click.echo(f"  {name}")
+    if report.per_expert:
+        experts = sorted(set(report.per_expert.values()))
+        click.echo(
+            f"per expert    {len(report.per_expert)} MoE tensors normalised per expert slice "
+            f"({', '.join(map(str, experts))} experts), as the checkpoint's one tensor per expert"
+        )
     if report.unsupported:
         click.echo(f"UNSUPPORTED   {', '.join(report.unsupported)}")
     click.echo(
