@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from visage_local.gguf_model import GGUFModel
@@ -11,6 +16,7 @@ KV_BYTES_PER_VALUE = 2  # llama.cpp's default f16 cache
 LOGIT_BYTES = 4
 MEMORY_SHARE = 0.25  # of the memory available when the sweep starts
 TYPICAL_PROMPT_TOKENS = 96  # a chat-formatted harmful request, with a system prompt
+MEMINFO = Path("/proc/meminfo")  # Linux only
 
 
 def kv_bytes_per_token(model: GGUFModel) -> int:
@@ -27,14 +33,76 @@ def kv_bytes_per_token(model: GGUFModel) -> int:
 
 
 def available_memory() -> int:
-    """MemAvailable from /proc/meminfo, or 8 GiB where it cannot be read."""
+    """Bytes new allocations can take without swapping: MemAvailable on Linux, ullAvailPhys
+    on Windows, free + inactive + speculative pages on macOS, free pages elsewhere; 8 GiB
+    where none can be read."""
+    for probe in (_meminfo, _windows, _macos, _sysconf):
+        if value := probe():
+            return value
+    return 8 << 30
+
+
+def _meminfo() -> int | None:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in MEMINFO.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
-    return 8 << 30
+    return None
+
+
+def _windows() -> int | None:
+    if os.name != "nt":
+        return None
+
+    class Status(ctypes.Structure):
+        _fields_ = [("dwLength", ctypes.c_uint32), ("dwMemoryLoad", ctypes.c_uint32)] + [
+            (name, ctypes.c_uint64)
+            for name in (
+                "total",
+                "avail",
+                "total_page",
+                "avail_page",
+                "total_virtual",
+                "avail_virtual",
+                "avail_extended_virtual",
+            )  # fmt: skip
+        ]
+
+    status = Status(dwLength=ctypes.sizeof(Status))
+    if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
+        return None
+    return int(status.avail)
+
+
+def _macos() -> int | None:
+    if sys.platform != "darwin":
+        return None
+    try:
+        text = subprocess.run(["vm_stat"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return parse_vm_stat(text)
+
+
+def parse_vm_stat(text: str) -> int | None:
+    """Free, inactive and speculative pages times the page size, from macOS's vm_stat."""
+    size = re.search(r"page size of (\d+) bytes", text)
+    pages = {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^Pages ([a-z ]+):\s+(\d+)\.", text, re.M)
+    }
+    wanted = ("free", "inactive", "speculative")
+    if size is None or not all(k in pages for k in wanted):
+        return None
+    return int(size.group(1)) * sum(pages[k] for k in wanted)
+
+
+def _sysconf() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def auto_batch_size(model: GGUFModel, n_prompts: int, tokens_per_sequence: int) -> int:

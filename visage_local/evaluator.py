@@ -49,17 +49,27 @@ class PointOutcome:
 
 
 def scratch_folder(size: int, fallback: Path) -> Path:
-    """RAM-backed /dev/shm when it has room for the scratch model, else ``fallback``."""
+    """RAM-backed /dev/shm when it has room for the scratch model, else ``fallback`` (on
+    disk: macOS and Windows have no /dev/shm)."""
     usable = SCRATCH_DIR.is_dir() and os.access(SCRATCH_DIR, os.W_OK)
     if usable and shutil.disk_usage(SCRATCH_DIR).free > 2 * size:
         return SCRATCH_DIR
     return fallback
 
 
+def scratch_size(model: GGUFModel, perturbation: Perturbation) -> int:
+    """Bytes the scratch copy of ``model`` takes (more when ``--requant`` widens tensors)."""
+    return model.path.stat().st_size + perturbation.extra_bytes()
+
+
 def remove_orphaned_scratch(folder: Path) -> list[Path]:
     """Delete scratch copies left in ``folder`` by processes that no longer exist (a sweep or a
-    Ray worker killed with SIGKILL cannot clean up); return what was deleted."""
-    removed = []
+    Ray worker killed with SIGKILL cannot clean up); return what was deleted.
+
+    POSIX only: on Windows ``os.kill(pid, 0)`` terminates the process it would probe."""
+    removed: list[Path] = []
+    if os.name != "posix":
+        return removed
     for path in folder.glob(f"{SCRATCH_PREFIX}*-*.gguf"):
         pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -101,7 +111,7 @@ def evaluator(
         cache_bytes=config.memory_budget_mb << 20,
         requant=config.requant,
     )
-    folder = scratch_folder(model.path.stat().st_size + perturbation.extra_bytes(), spill_folder)
+    folder = scratch_folder(scratch_size(model, perturbation), spill_folder)
     remove_orphaned_scratch(folder)
     fd, scratch_name = tempfile.mkstemp(
         prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".gguf", dir=folder

@@ -1,7 +1,7 @@
 """Open a GGUF file: metadata, tensors, sha256; write a copy with new tensor bytes.
 
 The header is parsed by ``gguf_header`` (long token lists stay in the file) and
-tensor bytes are read on demand with ``pread``, so opening a model costs neither
+tensor bytes are read on demand (seek and read), so opening a model costs neither
 a copy of its weights nor resident pages of them. A perturbed model that keeps
 every tensor's type is written as a byte copy of the input whose tensor data
 regions are overwritten in place, which keeps metadata, tensor order, alignment
@@ -225,8 +225,9 @@ class GGUFCopy:
     tensors are stored in other types: the header is written anew (same metadata,
     same tensor order) and every tensor's initial bytes come from ``initial``.
     Tensor bytes written later keep each tensor's size, so the header stays
-    valid. Writes go through ``pwrite`` into the page cache, so a llama.cpp model
-    that maps the file sees every write at once, and this process maps nothing.
+    valid. Writes go through ``pwrite`` (seek and write where the system has none)
+    into the page cache, so a llama.cpp model that maps the file sees every write at
+    once, and this process maps nothing.
     """
 
     def __init__(
@@ -246,7 +247,7 @@ class GGUFCopy:
         else:
             shutil.copyfile(source.path, self.path)
             self.tensors = {t.name: t for t in source.tensors}  # a byte copy: same offsets
-        self._fd: int | None = os.open(self.path, os.O_RDWR)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
 
     def write_tensor(self, name: str, raw: np.ndarray) -> None:
         """Overwrite one tensor's data with ``raw`` (same number of bytes)."""
@@ -256,16 +257,30 @@ class GGUFCopy:
             raise ValueError(
                 f"tensor {name!r}: {data.size} bytes given, the file holds {info.n_bytes}"
             )
-        view = memoryview(data)
-        written = 0
-        while written < data.size:
-            written += os.pwrite(self._fd, view[written:], info.offset + written)
+        write_at(self._fd, memoryview(data), info.offset)
 
     def close(self) -> None:
         """Close the file (the bytes written are in the page cache, visible to mappings)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+# os.pwrite is POSIX only (not on Windows); tests turn it off to run the other route.
+HAS_PWRITE = hasattr(os, "pwrite")
+
+
+def write_at(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at byte ``offset`` of the open file ``fd``: with pwrite, or a
+    seek and writes where the system has no pwrite."""
+    written = 0
+    if HAS_PWRITE:
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], offset + written)
+        return
+    os.lseek(fd, offset, os.SEEK_SET)
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def write_retyped(

@@ -23,7 +23,7 @@ from visage_local.conditions import (
     run_variants,
 )
 from visage_local.engine import EngineSettings
-from visage_local.evaluator import PointOutcome
+from visage_local.evaluator import SCRATCH_DIR, PointOutcome, scratch_folder
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
 from visage_local.landscape import deviation_text, headline
@@ -121,11 +121,17 @@ def run_landscape(
     if config.requant != "same":
         click.echo(
             f"requant {config.requant}: the perturbed model takes "
-            f"{requant_extra_bytes(config) / 2**20:.0f} MiB more than in its own types "
-            "(in RAM while the sweep runs)",
+            f"{requant_extra_bytes(config) / 2**20:.0f} MiB more than in its own types",
             err=True,
         )
     out_dir = options["out_dir"] or default_out
+    scratch = model_path.stat().st_size + requant_extra_bytes(config)
+    where = scratch_folder(scratch, out_dir)
+    click.echo(
+        f"scratch copy of the model: {scratch / 2**20:.0f} MiB in "
+        + ("RAM (/dev/shm)" if where == SCRATCH_DIR else f"{where} on disk, removed at the end"),
+        err=True,
+    )
     if n_directions > 1:
         variants = direction_variants(config, n_directions)
     else:

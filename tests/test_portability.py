@@ -1,0 +1,115 @@
+"""What macOS and Windows laptops lack, forced on Linux: /dev/shm, os.pwrite, /proc/meminfo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from visage_local import batching, evaluator, gguf_model, synthetic
+from visage_local.cli.main import main
+from visage_local.engine import EngineSettings
+from visage_local.grid import Grid
+from visage_local.prompts import load_prompts
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
+
+# vm_stat on an Apple-silicon Mac (macOS 14), as printed.
+VM_STAT = """Mach Virtual Memory Statistics: (page size of 16384 bytes)
+Pages free:                                4242.
+Pages active:                            185402.
+Pages inactive:                          183231.
+Pages speculative:                         1312.
+Pages throttled:                              0.
+Pages wired down:                        102871.
+Pages purgeable:                           3017.
+"Translation faults":                 482934755.
+Pages copy-on-write:                   18640427.
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A small Qwen3-shaped Q4_K_M model (random weights: the answers are noise, and the
+    same noise both ways)."""
+    folder = tmp_path_factory.mktemp("small")
+    source = synthetic.write_model(folder / "qwen3.gguf", "qwen3")
+    return synthetic.requantize(source, folder / "qwen3.Q4_K_M.gguf", "Q4_K_M")
+
+
+def _sweep(model: Path, out: Path):
+    config = SweepConfig(
+        model_path=model,
+        prompts=load_prompts("builtin", 3),
+        grid=Grid(1, 2, 0.5),
+        max_new_tokens=6,
+        engine=EngineSettings(threads=2),
+    )
+    return run_sweep(config, SweepOptions(out))
+
+
+def test_a_sweep_without_dev_shm_or_pwrite_gives_the_same_landscape(small, tmp_path, monkeypatch):
+    """With no /dev/shm the scratch copy lives in the run folder (and is gone after); with
+    no os.pwrite tensors are written with a seek and writes; answers and ASR are the same."""
+    linux = _sweep(small, tmp_path / "linux")
+    seen: list[Path] = []
+    original = evaluator.scratch_folder
+
+    def spy(size: int, fallback: Path) -> Path:
+        seen.append(original(size, fallback))
+        return seen[-1]
+
+    monkeypatch.setattr(evaluator, "SCRATCH_DIR", tmp_path / "no-dev-shm")
+    monkeypatch.setattr(evaluator, "scratch_folder", spy)
+    monkeypatch.setattr(gguf_model, "HAS_PWRITE", False)
+    laptop = _sweep(small, tmp_path / "laptop")
+    assert seen == [tmp_path / "laptop"]
+    assert not list((tmp_path / "laptop").glob("*.gguf"))
+    assert [p.asr for p in laptop.points] == [p.asr for p in linux.points]
+
+    def answers(folder: Path) -> list[tuple]:
+        lines = (folder / "generations.jsonl").read_text().splitlines()
+        return [(r["alpha"], r["prompt_index"], r["response"]) for r in map(json.loads, lines)]
+
+    assert answers(tmp_path / "laptop") == answers(tmp_path / "linux")
+
+
+def test_perturb_writes_the_same_file_without_pwrite(small, tmp_path, monkeypatch):
+    runner = CliRunner()
+    args = ["perturb", str(small), "--alpha", "0.2"]
+    assert runner.invoke(main, [*args, "-o", str(tmp_path / "a.gguf")]).exit_code == 0
+    monkeypatch.setattr(gguf_model, "HAS_PWRITE", False)
+    assert runner.invoke(main, [*args, "-o", str(tmp_path / "b.gguf")]).exit_code == 0
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+
+
+def test_free_memory_without_proc_meminfo(monkeypatch):
+    """Without /proc/meminfo the free pages the system reports are used: the kernel's
+    MemFree, read independently here, within 5% of the machine's memory."""
+    fields = {
+        line.split(":")[0]: int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+    }
+    monkeypatch.setattr(batching, "MEMINFO", Path("/nonexistent/meminfo"))
+    free = batching.available_memory()
+    assert abs(free - fields["MemFree"]) < 0.05 * fields["MemTotal"]
+
+
+def test_macos_vm_stat_is_read_as_free_inactive_and_speculative_pages():
+    assert batching.parse_vm_stat(VM_STAT) == 16384 * (4242 + 183231 + 1312)
+    assert batching.parse_vm_stat("Mach Virtual Memory Statistics:\nPages free: 12.\n") is None
+
+
+def test_the_sweep_says_where_the_scratch_copy_goes(small, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluator, "SCRATCH_DIR", tmp_path / "no-dev-shm")
+    out = tmp_path / "run"
+    shown = CliRunner().invoke(
+        main,
+        ["sweep", str(small), "--out", str(out), "--limit", "1", "--max-new-tokens", "2",
+         "--steps", "1"],
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    size = small.stat().st_size / 2**20
+    assert f"scratch copy of the model: {size:.0f} MiB in {out} on disk" in shown.output
