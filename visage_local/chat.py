@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from visage_local import reasoning
 from visage_local.errors import ConfigError, ModelFileError
 
 if TYPE_CHECKING:
@@ -120,8 +121,10 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    variables: dict[str, object] | None = None,
 ) -> str:
-    """Render ``messages`` with an untrusted chat template in a sandbox."""
+    """Render ``messages`` with an untrusted chat template in a sandbox; ``variables`` are
+    more names the template may read (``enable_thinking`` ...)."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -132,6 +135,7 @@ def render_chat(
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
+            **(variables or {}),
         )
     except jinja2.exceptions.SecurityError as e:
         raise ModelFileError(f"the model's chat template tried an unsafe operation: {e}") from e
@@ -145,12 +149,29 @@ def render_chat(
 DEFAULT_SYSTEM = SystemPrompt("default")
 
 
-def prompt_tokens(
-    engine: Engine, template: str | None, system: SystemPrompt, user_text: str
-) -> list[int]:
-    """One user turn as every part of visage-local feeds it to a model: ``system``'s
-    messages through the model's chat template (FALLBACK_TEMPLATE when it has none),
-    tokenized by the engine."""
+def render_prompt(
+    engine: Engine,
+    template: str | None,
+    system: SystemPrompt,
+    user_text: str,
+    thinking: str | None = None,
+) -> str:
+    """One user turn as every part of visage-local renders it: ``system``'s messages through
+    the model's chat template (FALLBACK_TEMPLATE when it has none); ``thinking`` (``off``
+    or ``on``) sets what reasoning templates read to think or not."""
+    variables = None if thinking is None else reasoning.template_variables(thinking)
     messages = system.messages(user_text)
-    text = render_chat(template or FALLBACK_TEMPLATE, messages, engine.bos_text, engine.eos_text)
-    return engine.tokenize(text)
+    return render_chat(
+        template or FALLBACK_TEMPLATE, messages, engine.bos_text, engine.eos_text, True, variables
+    )
+
+
+def prompt_tokens(
+    engine: Engine,
+    template: str | None,
+    system: SystemPrompt,
+    user_text: str,
+    thinking: str | None = None,
+) -> list[int]:
+    """``render_prompt``'s text, tokenized by the engine."""
+    return engine.tokenize(render_prompt(engine, template, system, user_text, thinking))

@@ -23,6 +23,11 @@ feeds. When early stop ends sequences, the active ones are moved into the
 lowest streams and fed in stream order (``_compact``), so a point whose aligned
 model refuses most prompts within a few tokens decodes its remaining answers at
 the cost of their own number, not of the whole group.
+
+Reasoning: given a ``Reasoning`` plan, each answer's reasoning (``reasoning.py``)
+has its own budget; when it is spent, or the model ends inside it, the syntax's
+closing text is fed token by token instead of the model's choice, and the answer
+that follows gets ``max_new_tokens`` and the early-stop predicate to itself.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
 from visage_local.errors import ModelFileError
+from visage_local.reasoning import ANSWER, ReasoningSyntax, ReasoningTracker
 
 _LOG_CALLBACK = None
 _GGML_LOG_LEVEL_ERROR = 4  # ggml.h: enum ggml_log_level
@@ -74,11 +80,23 @@ def llama_error() -> str | None:
 
 @dataclass
 class Generation:
-    """One greedy answer."""
+    """One greedy answer: its tokens and text after any reasoning, and the reasoning."""
 
     tokens: list[int]
     text: str
     stop_reason: str  # "eog", "length" or "settled"
+    reasoning: str | None = None  # markers included; None when the model did not reason
+    reasoning_tokens: list[int] = field(default_factory=list)  # forced closing included
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """How answers of a reasoning model are generated: its syntax, the reasoning budget,
+    and for each prompt whether the template left the model inside reasoning."""
+
+    syntax: ReasoningSyntax
+    max_tokens: int
+    inside: list[bool]
 
 
 @dataclass
@@ -244,15 +262,16 @@ class Engine:
         """True when the model wants a BOS token in front of every prompt."""
         return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of a rendered prompt, special tokens parsed, BOS added once if the model wants it."""
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        """Tokens of a rendered prompt, special tokens parsed, BOS added once if the model
+        wants it (and ``add_bos``)."""
         bos = self.bos_text
-        if self.adds_bos and bos and text.startswith(bos):
+        if add_bos and self.adds_bos and bos and text.startswith(bos):
             text = text[len(bos) :]
         data = text.encode("utf-8")
         capacity = len(data) + 16
         buf = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, True)
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, True)
         if n < 0:
             raise ModelFileError("tokenization failed")
         return list(buf[:n])
@@ -272,17 +291,23 @@ class Engine:
         prompts: Sequence[Sequence[int]],
         max_new_tokens: int,
         settled: Callable[[str], bool] | None = None,
+        reasoning: Reasoning | None = None,
     ) -> list[Generation]:
         """Greedy answers to tokenized prompts, ``max_sequences`` decoded together at a time.
 
-        ``settled(text_so_far)`` may stop a sequence early once it returns True.
+        ``settled(answer_so_far)`` may stop a sequence early once it returns True.
+        With ``reasoning``, reasoning is kept apart from the answer (module docstring).
         """
         results: list[Generation] = []
         self.last_stats = GenerationStats()
         group = max(1, min(self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences()))
         for start in range(0, len(prompts), group):
+            part = None
+            if reasoning is not None:
+                inside = reasoning.inside[start : start + group]
+                part = Reasoning(reasoning.syntax, reasoning.max_tokens, inside)
             results.extend(
-                self._generate_group(prompts[start : start + group], max_new_tokens, settled)
+                self._generate_group(prompts[start : start + group], max_new_tokens, settled, part)
             )
         return results
 
@@ -422,9 +447,13 @@ class Engine:
             out[start : start + len(part)] = last[:, list(columns)]
         return out
 
-    def _generate_group(self, prompts, max_new_tokens, settled) -> list[Generation]:
+    def _generate_group(self, prompts, max_new_tokens, settled, reasoning) -> list[Generation]:
         n = len(prompts)
         longest = max(len(p) for p in prompts)
+        closing: list[int] = []
+        if reasoning is not None:
+            closing = self.tokenize(reasoning.syntax.forced_close, add_bos=False)
+            longest += reasoning.max_tokens + len(closing)
         self._ensure_context(n, longest + max_new_tokens + 1)
         batch = llama_cpp.llama_batch_init(max(512, n), 0, 1)
         try:
@@ -433,7 +462,9 @@ class Engine:
             self.last_stats.prefill_s += time.perf_counter() - start
             shared = shared_prefix_length(prompts) if n > 1 else 0
             self.last_stats.prefill_tokens += sum(len(p) for p in prompts) - (n - 1) * shared
-            return self._decode_loop(batch, prompts, first_logits, max_new_tokens, settled)
+            return self._decode_loop(
+                batch, prompts, first_logits, max_new_tokens, settled, reasoning, closing
+            )
         finally:
             llama_cpp.llama_batch_free(batch)
 
@@ -478,28 +509,45 @@ class Engine:
         return last
 
     def _decode_loop(
-        self, batch, prompts, first_logits, max_new_tokens, settled
+        self, batch, prompts, first_logits, max_new_tokens, settled, reasoning, closing
     ) -> list[Generation]:
         n = len(prompts)
         tokens: list[list[int]] = [[] for _ in range(n)]
-        pieces: list[bytearray] = [bytearray() for _ in range(n)]
+        pieces: list[bytearray] = [bytearray() for _ in range(n)]  # the answer's text
         stop: list[str | None] = [None] * n
         positions = [len(p) for p in prompts]
         next_tokens = np.argmax(first_logits, axis=1)
         active = list(range(n))
         slots = list(range(n))  # the KV sequence that holds each prompt's keys and values
+        reasoners = [
+            None if reasoning is None else _Reasoner(
+                ReasoningTracker(reasoning.syntax, reasoning.inside[s]), reasoning.max_tokens, closing
+            )
+            for s in range(n)
+        ]  # fmt: skip
         while active:
             still = []
             for seq in active:
                 tok = int(next_tokens[seq])
+                thinker = reasoners[seq]
+                thinking = thinker is not None and not thinker.done
+                if thinking:
+                    tok = thinker.next_token(tok)
                 if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
-                    stop[seq] = "eog"
-                    continue
+                    if not thinking:
+                        stop[seq] = "eog"
+                        continue
+                    tok = thinker.close_after_end()
                 tokens[seq].append(tok)
                 pieces[seq] += self._piece(tok, False)
+                if thinking and thinker.step(self._piece(tok, True), len(tokens[seq])):
+                    if thinker.done:  # the answer starts after this token
+                        pieces[seq].clear()
+                    still.append(seq)
+                    continue
                 if settled is not None and settled(pieces[seq].decode("utf-8", errors="replace")):
                     stop[seq] = "settled"
-                elif len(tokens[seq]) >= max_new_tokens:
+                elif len(tokens[seq]) - _answer_from(thinker) >= max_new_tokens:
                     stop[seq] = "length"
                 else:
                     still.append(seq)
@@ -525,10 +573,7 @@ class Engine:
             picked = np.argmax(logits, axis=1)
             for i, seq in enumerate(active):
                 next_tokens[seq] = picked[i]
-        return [
-            Generation(tokens[s], pieces[s].decode("utf-8", errors="replace"), stop[s] or "length")
-            for s in range(n)
-        ]
+        return [_generation(tokens[s], pieces[s], stop[s], reasoners[s]) for s in range(n)]
 
     def _compact(self, active: list[int], slots: list[int]) -> None:
         """Move the keys and values of active sequences into the lowest KV sequences.
@@ -555,6 +600,64 @@ class Engine:
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")
+
+
+@dataclass
+class _Reasoner:
+    """One sequence's reasoning while it decodes: its phase, its budget, the closing tokens
+    still to feed, and where its answer starts."""
+
+    tracker: ReasoningTracker
+    budget: int
+    closing: list[int]
+    forced: list[int] = field(default_factory=list)
+    done: bool = False
+    answer_from: int = 0  # tokens before this index are reasoning
+
+    def next_token(self, chosen: int) -> int:
+        """The token to feed: the closing's next one while it is being fed, else the model's."""
+        return self.forced.pop(0) if self.forced else chosen
+
+    def close_after_end(self) -> int:
+        """The model ended inside its reasoning: feed the closing instead (its first token
+        now), so that an answer follows."""
+        self.tracker.force_thinking()
+        self.forced = self.closing[1:]
+        return self.closing[0]
+
+    def step(self, piece: bytes, n_tokens: int) -> bool:
+        """Account for the token just added (``n_tokens`` generated so far, special tokens
+        rendered in ``piece``); False when it is the answer's first token (no reasoning)."""
+        self.tracker.add(piece.decode("utf-8", errors="replace"))
+        if self.forced:
+            return True
+        if self.tracker.phase == ANSWER:
+            self.done = True
+            if self.tracker.reasoned:
+                self.answer_from = n_tokens
+            return self.tracker.reasoned
+        if n_tokens >= self.budget:
+            if n_tokens < self.budget + len(self.closing):
+                self.tracker.force_thinking()
+                self.forced = list(self.closing)
+            else:  # the closing was fed yet not seen: the answer starts here
+                self.done = True
+                self.answer_from = n_tokens
+        return True
+
+
+def _answer_from(thinker: _Reasoner | None) -> int:
+    return 0 if thinker is None else thinker.answer_from
+
+
+def _generation(tokens, piece, stop, thinker: _Reasoner | None) -> Generation:
+    text = piece.decode("utf-8", errors="replace")
+    start = _answer_from(thinker)
+    if thinker is None or start == 0:
+        return Generation(tokens, text, stop or "length")
+    return Generation(
+        tokens[start:], text, stop or "length", thinker.tracker.reasoning, tokens[:start]
+    )
 
 
 _SCORE_CHUNK = 128  # tokens per decode call when scoring: every one of them returns logits

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from visage_local import coherence, metrics
+from visage_local import coherence, metrics, reasoning
 from visage_local.capability import CapabilityProbe
-from visage_local.chat import prompt_tokens
+from visage_local.chat import render_prompt
 from visage_local.coherence import CoherenceScorer
-from visage_local.engine import Engine, Generation, GenerationStats
+from visage_local.engine import Engine, Generation, GenerationStats, Reasoning
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Point
 from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
@@ -86,12 +86,20 @@ def remove_orphaned_scratch(folder: Path) -> list[Path]:
 
 def render_prompts(
     engine: Engine, model: GGUFModel, config: SweepConfig, items: list[PromptItem]
-) -> list[list[int]]:
-    """Every prompt through the model's chat template (or the fallback), tokenized."""
-    return [
-        prompt_tokens(engine, model.chat_template, config.system_prompt, item.presented)
+) -> tuple[list[list[int]], Reasoning | None]:
+    """Every prompt through the model's chat template (or the fallback), tokenized; and,
+    for a reasoning model, how its reasoning is kept apart from its answers."""
+    template = model.chat_template
+    texts = [
+        render_prompt(engine, template, config.system_prompt, item.presented, config.thinking)
         for item in items
     ]
+    syntax = reasoning.syntax_of(template)
+    plan = None
+    if syntax is not None:
+        inside = [reasoning.starts_inside(syntax, text) for text in texts]
+        plan = Reasoning(syntax, config.max_thinking_tokens, inside)
+    return [engine.tokenize(text) for text in texts], plan
 
 
 @contextlib.contextmanager
@@ -131,9 +139,9 @@ def evaluator(
             probe = CapabilityProbe(config.capability, model, engine)
             probe.calibrate()  # the scratch copy still holds the origin's weights
         items = prompt_items(config)
-        tokens = render_prompts(engine, model, config, items)
+        tokens, plan = render_prompts(engine, model, config, items)
         yield PointEvaluator(
-            config, perturbation, scratch, engine, items, tokens, judges, scorer, probe
+            config, perturbation, scratch, engine, items, tokens, judges, scorer, probe, plan
         )
     finally:
         for part in (engine, scorer, scratch):
@@ -167,6 +175,7 @@ class PointEvaluator:
     judges: list[Judge]  # the run's judge first; every one of them settles an early stop
     scorer: CoherenceScorer | None
     probe: CapabilityProbe | None
+    reasoning: Reasoning | None = None  # a reasoning model's answers: reasoning kept apart
     threshold: float | None = None
 
     def calibrate(self, origin_records: list[dict]) -> None:
@@ -179,14 +188,20 @@ class PointEvaluator:
         displacement = self._move_weights(point)
         t1 = time.monotonic()
         settled = settled_for_all(self.judges) if self.config.early_stop else None
-        generations = self.engine.generate(self.tokens, self.config.max_new_tokens, settled)
+        generations = self.engine.generate(
+            self.tokens, self.config.max_new_tokens, settled, self.reasoning
+        )
         t2 = time.monotonic()
         verdicts = self.judges[0].judge_many(
             [item.prompt for item in self.items], [g.text for g in generations]
         )
         scores = [None] * len(generations)
         if self.scorer is not None:
-            scores = self.scorer.scores(self.tokens, [g.tokens for g in generations])
+            # an answer is scored as the continuation of its prompt and its reasoning
+            contexts = [
+                p + g.reasoning_tokens for p, g in zip(self.tokens, generations, strict=True)
+            ]
+            scores = self.scorer.scores(contexts, [g.tokens for g in generations])
             if point.is_origin:
                 self.threshold = coherence.calibrate(scores)
         t3 = time.monotonic()
@@ -262,4 +277,8 @@ class PointEvaluator:
             "stop_reason": gen.stop_reason,
             # an answer stopped early: the judges whose verdicts were settled when it stopped
             "cut_by": [j.name for j in self.judges] if gen.stop_reason == "settled" else None,
-        }
+        } | (
+            {"reasoning": gen.reasoning, "reasoning_tokens": len(gen.reasoning_tokens)}
+            if self.reasoning is not None
+            else {}
+        )

@@ -14,6 +14,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from visage_local import reasoning
 from visage_local.attacks import load_attack
 from visage_local.capability import CapabilitySettings, builtin_questions, load_questions
 from visage_local.chat import BUILTIN_SYSTEM_PROMPTS, SystemPrompt
@@ -65,6 +66,10 @@ def config_of_run(
         finetune=finetune,
         finetune_kind=kind,
         capability=_capability(summary.capability),
+        thinking=stored.get("thinking", reasoning.DEFAULT_THINKING),
+        max_thinking_tokens=stored.get(
+            "max_thinking_tokens", reasoning.DEFAULT_MAX_THINKING_TOKENS
+        ),
     )
     base = GGUFModel(model_path)
     described = [d.describe() for d in config.directions(base)]

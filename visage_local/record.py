@@ -74,6 +74,9 @@ class GenerationRecord(TypedDict):
     tokens: int
     stop_reason: str  # "eog", "length", or "settled" (stopped early: see cut_by)
     cut_by: NotRequired[list[str] | None]  # format 2: the judges settled when it stopped
+    # reasoning models only: the reasoning before the response (None when there was none)
+    reasoning: NotRequired[str | None]
+    reasoning_tokens: NotRequired[int]
 
 
 @dataclass

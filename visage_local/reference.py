@@ -30,6 +30,7 @@ JUDGE = "keyword-paper"
 DIRECTION_INDEX = 0
 SYSTEM_PROMPT = "default"  # the model's own chat template
 ATTACK = "none"
+THINKING = "off"  # reasoning models asked not to think: the paper's models did not
 
 # --preset quick: a first look (11 points instead of 21, 20 prompts instead of 80, 64 tokens
 # instead of 512: at most 1/61 of the tokens; docs/BENCHMARKS.md has its measured cost).
@@ -59,8 +60,8 @@ class Deviation:
 
 
 # The order ``deviations`` lists settings in.
-SETTINGS_ORDER = ("prompts", "max_new_tokens", "judge", "system_prompt", "attack", "steps",
-                  "range", "seed", "direction_index")  # fmt: skip
+SETTINGS_ORDER = ("prompts", "max_new_tokens", "judge", "system_prompt", "attack", "thinking",
+                  "steps", "range", "seed", "direction_index")  # fmt: skip
 
 
 def with_setting(found: list[dict] | None, setting: str, value: str | int) -> list[dict] | None:
@@ -87,6 +88,7 @@ def deviations(
     grid: dict | None,
     seed: int | None,
     direction_index: int | None,
+    thinking: str = THINKING,
 ) -> list[Deviation]:
     """Every setting that differs from the reference. ``grid``, ``seed`` and
     ``direction_index`` are None for landscapes that have no random-direction reference
@@ -105,6 +107,7 @@ def deviations(
     check("judge", JUDGE, judge)
     check("system_prompt", SYSTEM_PROMPT, system_prompt)
     check("attack", ATTACK, attack)
+    check("thinking", THINKING, thinking)
     if grid is not None:
         check("steps", STEPS, grid["steps"])
         check("range", RANGE, grid["range"])

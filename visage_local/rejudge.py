@@ -151,6 +151,11 @@ def shorter_answers(run_dir: str | Path, max_new_tokens: int) -> RunSummary:
         raise ConfigError(
             "shorter answers are read off runs with early stop and one keyword judge only"
         )
+    if any(r.get("reasoning") for r in records):
+        raise ConfigError(
+            "shorter answers are not read off a reasoning model's run: its answers start at "
+            "different steps, so a shorter sweep would decode other batches"
+        )
     scored = max_new_tokens >= COHERENCE_TOKENS  # else the shorter answers' scores differ
     cut = [
         {

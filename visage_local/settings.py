@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from visage_local import coherence, reference
+from visage_local import coherence, reasoning, reference
 from visage_local.attacks import Attack
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
 from visage_local.capability import CapabilitySettings
@@ -58,12 +58,18 @@ class SweepConfig:
     finetune: Path | None = None  # interpolation: a finetuned model or a LoRA adapter
     finetune_kind: str = "model"  # "model" or "lora"
     capability: CapabilitySettings | None = None
+    thinking: str = reasoning.DEFAULT_THINKING  # reasoning models: "off" or "on"
+    max_thinking_tokens: int = reasoning.DEFAULT_MAX_THINKING_TOKENS
 
     def __post_init__(self):
         if self.seed < 0:
             raise ConfigError("--seed must be a non-negative integer")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ConfigError("--max-new-tokens must be between 1 and 4096")
+        if self.thinking not in reasoning.THINKING_MODES:
+            raise ConfigError(f"--thinking must be one of {', '.join(reasoning.THINKING_MODES)}")
+        if not 1 <= self.max_thinking_tokens <= 32768:
+            raise ConfigError("--max-thinking-tokens must be between 1 and 32768")
 
     def directions(self, base: GGUFModel) -> list[Direction]:
         """The directions of the grid's axes. Random: indices first_direction, +1, ... of the
@@ -97,7 +103,12 @@ class SweepConfig:
             grid=self.grid.describe() if random else None,
             seed=self.seed if random else None,
             direction_index=self.first_direction if random else None,
+            thinking=self.thinking if self.reasons() else reference.THINKING,
         )
+
+    def reasons(self) -> bool:
+        """True when the model's chat template has a reasoning syntax (``--thinking`` applies)."""
+        return reasoning.syntax_of(GGUFModel(self.model_path).chat_template) is not None
 
     @property
     def judges(self) -> tuple[str, ...]:
@@ -199,6 +210,11 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
         | ({"capability": config.capability.describe()} if config.capability else {})
         | ({"flash_attn": True} if config.engine.flash_attn else {})
         | ({"also_judge": list(config.also_judge)} if config.also_judge else {})
+        | (
+            {"thinking": config.thinking, "max_thinking_tokens": config.max_thinking_tokens}
+            if reasoning.syntax_of(model.chat_template)
+            else {}
+        )
     )
 
 

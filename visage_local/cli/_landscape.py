@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from visage_local import reference
+from visage_local import reasoning, reference
 from visage_local.attacks import load_attack
 from visage_local.chat import SystemPrompt
 from visage_local.conditions import (
@@ -89,6 +89,8 @@ def run_landscape(
         options["batch_size"],
         seed=seed,
         max_new_tokens=max_new_tokens,
+        thinking=options["thinking"],
+        max_thinking_tokens=options["max_thinking_tokens"],
         system_prompt=conditions[0].system_prompt,
         judge=(options["judges"] or (reference.JUDGE,))[0],
         also_judge=tuple(options["judges"][1:]),
@@ -110,6 +112,19 @@ def run_landscape(
             f"note: {', '.join(uniform)} tensors are requantised with a uniform importance "
             "matrix (ggml needs one for these types; the file was most likely made with a "
             "measured one); summary.json lists them under uniform_imatrix",
+            err=True,
+        )
+    syntax = reasoning.syntax_of(GGUFModel(model_path).chat_template)
+    if syntax is not None:
+        click.echo(
+            f"reasoning model ({syntax.name}): thinking {config.thinking}, up to "
+            f"{config.max_thinking_tokens} reasoning tokens; the judge reads only the answer "
+            "after the reasoning",
+            err=True,
+        )
+    elif config.thinking == "on":
+        click.echo(
+            "note: the chat template has no reasoning syntax; --thinking on changes nothing",
             err=True,
         )
     if GGUFModel(model_path).chat_template is None:

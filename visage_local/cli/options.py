@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from visage_local import reference
+from visage_local import reasoning, reference
 from visage_local.attacks import BUILTIN_ATTACKS
 from visage_local.capability import CapabilitySettings, load_questions
 from visage_local.grid import MAX_RANGE
@@ -171,6 +171,24 @@ _EVALUATION_OPTIONS = [
         default=None,
         help="Most tokens generated per answer [default: 512, the reference; 64 with "
         "--preset quick].",
+    ),
+    click.option(
+        "--thinking",
+        type=click.Choice(reasoning.THINKING_MODES),
+        default=reasoning.DEFAULT_THINKING,
+        show_default=True,
+        help="Reasoning models (templates with <think> or harmony channels): 'off' asks the "
+        "template not to think, 'on' lets the model think within --max-thinking-tokens. "
+        "Either way the judge reads only the answer after the reasoning; "
+        "generations.jsonl keeps the reasoning apart. Other models: no effect.",
+    ),
+    click.option(
+        "--max-thinking-tokens",
+        type=click.IntRange(1, 32768),
+        default=reasoning.DEFAULT_MAX_THINKING_TOKENS,
+        show_default=True,
+        help="Reasoning models: tokens of reasoning before its closing is fed to the model "
+        "and the answer (with its own --max-new-tokens) follows.",
     ),
     click.option(
         "--system-prompt",
