@@ -112,11 +112,11 @@ def test_a_hugging_face_repo_resolves_from_the_cache_by_quant_or_file(stores, gg
         resolve_model("hf:owner/Tiny-GGUF:IQ2_M")
     with pytest.raises(ConfigError, match="nothing is downloaded"):
         resolve_model("hf:owner/Other-GGUF")
-    _hf_download(stores["hf"], "owner/Big-GGUF", {
+    big = _hf_download(stores["hf"], "owner/Big-GGUF", {
         "Big-Q4_0-00001-of-00002.gguf": ggufs["q4"], "Big-Q4_0-00002-of-00002.gguf": ggufs["q8"],
     })  # fmt: skip
-    with pytest.raises(ConfigError, match="split GGUF .2 parts"):
-        resolve_model("hf:owner/Big-GGUF:Q4_0")
+    # a split model is named by its first part (test_split.py reads it as one)
+    assert resolve_model("hf:owner/Big-GGUF:Q4_0") == big / "Big-Q4_0-00001-of-00002.gguf"
 
 
 def test_models_scan_lists_every_store_with_what_each_file_holds(stores, ggufs):

@@ -59,7 +59,7 @@ def scratch_folder(size: int, fallback: Path) -> Path:
 
 def scratch_size(model: GGUFModel, perturbation: Perturbation) -> int:
     """Bytes the scratch copy of ``model`` takes (more when ``--requant`` widens tensors)."""
-    return model.path.stat().st_size + perturbation.extra_bytes()
+    return model.size + perturbation.extra_bytes()
 
 
 def remove_orphaned_scratch(folder: Path) -> list[Path]:

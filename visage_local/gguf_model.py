@@ -7,6 +7,11 @@ every tensor's type is written as a byte copy of the input whose tensor data
 regions are overwritten in place, which keeps metadata, tensor order, alignment
 and padding identical to the original file. Only when tensors change type
 (``--requant``) is the file written anew with gguf-py's ``GGUFWriter``.
+
+A split model (``NAME-00001-of-00003.gguf`` and its siblings, as llama.cpp's
+gguf-split writes them) is read as one: any part names it, metadata comes from the
+first part, tensors from the part that holds each. Copies of it are written as one
+merged file, which llama.cpp loads alike.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +51,8 @@ class TensorInfo:
     shape: tuple[int, ...]  # GGUF order: shape[0] (ne0) is the number of values per row
     n_elements: int
     n_bytes: int
-    offset: int  # absolute byte offset of the tensor data in the file
+    offset: int  # absolute byte offset of the tensor data in its file
+    part: int = 0  # the file of a split model that holds it (0: the first, or the only one)
 
     @property
     def n_per_row(self) -> int:
@@ -58,19 +65,54 @@ class TensorInfo:
         return self.n_elements // self.shape[0]
 
 
+SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def split_parts(path: Path) -> list[Path]:
+    """Every file of the model ``path`` names: its parts, first to last, when it is one part of
+    a split model, else ``[path]``. A missing part is an error naming it."""
+    match = SPLIT_NAME.match(path.name)
+    if match is None:
+        return [path]
+    count = int(match["count"])
+    parts = [
+        path.with_name(f"{match['prefix']}-{i:05d}-of-{count:05d}.gguf")
+        for i in range(1, count + 1)
+    ]
+    missing = [p.name for p in parts if not p.exists()]
+    if missing:
+        raise ModelFileError(f"{path}: split model without its part {', '.join(missing)}")
+    return parts
+
+
 class GGUFModel:
-    """A GGUF model file: its header, parsed once, and its tensors, read on demand."""
+    """A GGUF model: its header, parsed once, and its tensors, read on demand. ``path``
+    may name any part of a split model (``path`` is then its first part)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.parts = split_parts(Path(path))
+        self.path = self.parts[0]
         self._header = _read_header(self.path)
         self.tensors: list[TensorInfo] = [_tensor_info(self.path, e) for e in self._header.tensors]
+        for index, part in enumerate(self.parts[1:], start=1):
+            header = _read_header(part)
+            self.tensors += [_tensor_info(part, e, index) for e in header.tensors]
         self._by_name = {t.name: t for t in self.tensors}
         self._check_tensors()
 
+    @property
+    def is_split(self) -> bool:
+        """True for a model stored in several files."""
+        return len(self.parts) > 1
+
+    @property
+    def size(self) -> int:
+        """Bytes of the model's file, or files."""
+        return sum(p.stat().st_size for p in self.parts)
+
     def _check_tensors(self) -> None:
         """Refuse tensor tables that cannot describe real data (a damaged or hostile header)."""
-        size = self.path.stat().st_size
+        sizes = [p.stat().st_size for p in self.parts]
         if len(self._by_name) != len(self.tensors):
             raise ModelFileError(f"{self.path}: two tensors share a name")
         for t in self.tensors:
@@ -78,9 +120,9 @@ class GGUFModel:
                 raise ModelFileError(
                     f"{self.path}: tensor {t.name!r} has an invalid shape {t.shape}"
                 )
-            if t.offset < 0 or t.offset + t.n_bytes > size:
+            if t.offset < 0 or t.offset + t.n_bytes > sizes[t.part]:
                 raise ModelFileError(
-                    f"{self.path}: tensor {t.name!r} runs past the end of the file"
+                    f"{self.parts[t.part]}: tensor {t.name!r} runs past the end of the file"
                 )
 
     def tensor(self, name: str) -> TensorInfo:
@@ -141,8 +183,8 @@ class GGUFModel:
 
     @cached_property
     def sha256(self) -> str:
-        """Hex sha256 of the whole file."""
-        return file_sha256(self.path)
+        """Hex sha256 of the whole file (of a split model: of its parts' bytes in order)."""
+        return file_sha256(*self.parts)
 
     def raw(self, info: TensorInfo) -> np.ndarray:
         """A copy of the tensor's bytes, uint8 of shape (rows, bytes per row).
@@ -158,12 +200,14 @@ class GGUFModel:
         flat = np.empty(count * row_bytes, dtype=np.uint8)
         start = info.offset + first * row_bytes
         view, got = memoryview(flat), 0
-        with self.path.open("rb", buffering=0) as f:
+        with self.parts[info.part].open("rb", buffering=0) as f:
             f.seek(start)
             while got < flat.size and (n := f.readinto(view[got:])):
                 got += n
         if got != flat.size:
-            raise ModelFileError(f"{self.path}: tensor {info.name!r} runs past the end of the file")
+            raise ModelFileError(
+                f"{self.parts[info.part]}: tensor {info.name!r} runs past the end of the file"
+            )
         return flat.reshape(count, row_bytes)
 
     def dequantize(self, info: TensorInfo, threads: int = 1) -> np.ndarray:
@@ -185,7 +229,7 @@ def _read_header(path: Path) -> GGUFHeader:
         raise ModelFileError(f"{path}: malformed GGUF header (declares absurd sizes)") from e
 
 
-def _tensor_info(path: Path, entry: TensorEntry) -> TensorInfo:
+def _tensor_info(path: Path, entry: TensorEntry, part: int = 0) -> TensorInfo:
     try:
         qtype = GGMLQuantizationType(entry.type_id)
     except ValueError:
@@ -206,15 +250,17 @@ def _tensor_info(path: Path, entry: TensorEntry) -> TensorInfo:
         n_elements=n_elements,
         n_bytes=n_elements * type_size // block,
         offset=entry.offset,
+        part=part,
     )
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def file_sha256(*paths: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file (of several: of their bytes one after the other), read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -239,10 +285,10 @@ class GGUFCopy:
     ):
         self.source = source
         self.path = Path(path)
-        if retype:
-            if initial is None:
+        if retype or source.is_split:  # written anew (a split model: merged into one file)
+            if retype and initial is None:
                 raise ValueError("a retyped copy needs the initial bytes of its tensors")
-            write_retyped(source, self.path, retype, initial)
+            write_retyped(source, self.path, retype or {}, initial or source.raw)
             self.tensors = {t.name: t for t in GGUFModel(self.path).tensors}
         else:
             shutil.copyfile(source.path, self.path)
@@ -292,8 +338,9 @@ def write_retyped(
 ) -> None:
     """Write ``source`` to ``path`` with some tensors in other types.
 
-    Metadata and tensor order are kept, except string values named in ``overrides``;
-    ``data(info)`` gives each tensor's bytes in its new type (``info`` is the source tensor).
+    Metadata and tensor order are kept, except string values named in ``overrides`` and
+    a split model's ``split.*`` keys (the copy is one file); ``data(info)`` gives each
+    tensor's bytes in its new type (``info`` is the source tensor).
     """
     overrides = overrides or {}
     writer = GGUFWriter(str(path), source.architecture)
@@ -301,7 +348,7 @@ def write_retyped(
     if alignment:
         writer.data_alignment = int(alignment)
     for key, value, value_type, item_type in source.metadata_items():
-        if key == Keys.General.ARCHITECTURE or key in overrides:
+        if key == Keys.General.ARCHITECTURE or key in overrides or key.startswith("split."):
             continue
         writer.add_key_value(key, value, value_type, sub_type=item_type)
     for key, value in overrides.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from visage_local import stores
 from visage_local.errors import ConfigError, VisageError
-from visage_local.gguf_model import file_sha256
+from visage_local.gguf_model import SPLIT_NAME, file_sha256
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 MODELS_DIR_ENV = "VISAGE_MODELS_DIR"
@@ -113,10 +113,12 @@ def resolve_model(spec: str | None) -> Path:
 
 def model_label(spec: str | None, path: Path) -> str:
     """What a model is called in run folder names: its store spec made folder-safe
-    (``ollama-llama3.2-1b``, not the blob's hash), else the file name without .gguf."""
+    (``ollama-llama3.2-1b``, not the blob's hash), else the file name without .gguf (and
+    without a split model's ``-00001-of-00003``)."""
     if spec is not None and stores.is_store_spec(spec):
         return stores.folder_name(spec)
-    return path.stem
+    split = SPLIT_NAME.match(path.name)
+    return split["prefix"] if split else path.stem
 
 
 def fetch(name: str, folder: Path | None = None) -> Path:

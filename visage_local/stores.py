@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visage_local.errors import ConfigError
+from visage_local.gguf_model import SPLIT_NAME
 
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 OLLAMA_REGISTRY = "registry.ollama.ai"
 PREFIXES = ("ollama:", "hf:", "lmstudio:")
-SPLIT_PART = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,19 @@ def _hf_snapshot(root: Path, repo: str) -> Path | None:
 
 
 def _ggufs(folder: Path) -> list[Path]:
-    """The model GGUFs in a folder and below it (multimodal projectors left out)."""
+    """The model GGUFs in a folder and below it (multimodal projectors left out; a split
+    model by its first part)."""
     return sorted(
-        p for p in folder.rglob("*.gguf") if p.is_file() and not p.name.lower().startswith("mmproj")
+        p
+        for p in folder.rglob("*.gguf")
+        if p.is_file() and not p.name.lower().startswith("mmproj") and _whole_or_first(p)
     )
+
+
+def _whole_or_first(path: Path) -> bool:
+    """True for a model's file, or the first part of a split model."""
+    match = SPLIT_NAME.match(path.name)
+    return match is None or int(match["part"]) == 1
 
 
 def _words(path: Path) -> set[str]:
@@ -184,11 +193,6 @@ def _pick(spec: str, folder: Path, selector: str) -> Path:
         chosen = files
     if len(chosen) == 1:
         return chosen[0]
-    if chosen and all(SPLIT_PART.search(p.name) for p in chosen):
-        raise ConfigError(
-            f"{spec}: a split GGUF ({len(chosen)} parts) is not read yet; merge it with "
-            "llama.cpp's llama-gguf-split --merge and pass the merged file"
-        )
     names = ", ".join(relative.values()) or "no GGUF file"
     found = f"matches {len(chosen)} files" if chosen else "matches nothing"
     raise ConfigError(f"{spec} {found} in {folder} ({names}); add :QUANT or :FILE")

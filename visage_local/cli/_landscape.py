@@ -140,7 +140,7 @@ def run_landscape(
             err=True,
         )
     out_dir = options["out_dir"] or default_out
-    scratch = model_path.stat().st_size + requant_extra_bytes(config)
+    scratch = GGUFModel(model_path).size + requant_extra_bytes(config)
     where = scratch_folder(scratch, out_dir)
     click.echo(
         f"scratch copy of the model: {scratch / 2**20:.0f} MiB in "

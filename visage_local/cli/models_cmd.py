@@ -66,6 +66,7 @@ def _describe(found: StoredModel) -> dict:
         by_bytes[t.qtype.name] = by_bytes.get(t.qtype.name, 0) + t.n_bytes
     types = sorted(by_bytes, key=by_bytes.__getitem__, reverse=True)
     return row | {
+        "size": model.size,
         "architecture": model.architecture,
         "parameters": model.parameter_count,
         "types": types,
