@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from gguf import GGUFWriter
 
 from visage_local import synthetic
 from visage_local.cli.main import main
@@ -134,3 +135,30 @@ def test_slice_norms_do_not_depend_on_how_rows_are_given():
         for part in np.split(rows, cuts):
             norms.add(part)
         assert norms.norms() == expected
+
+
+def test_an_architecture_llama_cpp_lacks_is_one_line_naming_it(sources, tmp_path):
+    """A well-formed GGUF of an architecture llama.cpp does not know: inspect reads it, a
+    sweep stops with one line naming the file and llama.cpp's reason, exit 1."""
+    source = GGUFModel(sources["qwen3"])
+    path = tmp_path / "strange.gguf"
+    writer = GGUFWriter(str(path), "strangeformer")
+    for key, value, value_type, item_type in source.metadata_items():
+        if key != "general.architecture":
+            key = key.replace("qwen3.", "strangeformer.", 1)
+            writer.add_key_value(key, value, value_type, sub_type=item_type)
+    for info in source.tensors:
+        raw = source.raw(info).reshape(*info.shape[:0:-1], -1)
+        writer.add_tensor(info.name, raw, raw_shape=raw.shape, raw_dtype=info.qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    runner = CliRunner()
+    assert runner.invoke(main, ["inspect", str(path)]).exit_code == 0
+    args = ["sweep", str(path), "--steps", "1", "--limit", "1", "--max-new-tokens", "2"]
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {path}: llama.cpp could not load this model (")
+    assert "unknown model architecture: 'strangeformer'" in line
