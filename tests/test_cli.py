@@ -78,6 +78,18 @@ def test_a_file_llama_cpp_cannot_load_is_named_with_llama_cpps_reason(tiny_gguf,
     assert "key not found in model: llama.context_length" in line
 
 
+def test_verbose_shows_llama_cpps_whole_log(tiny_gguf, tmp_path):
+    args = ["sweep", tiny_gguf, "--steps", "1", "--limit", "1", "--max-new-tokens", "2"]
+    quiet = run(*args, "--out", tmp_path / "a")
+    loud = run("-v", *args, "--out", tmp_path / "b")
+    assert quiet.exit_code == loud.exit_code == 1
+    assert "llama_model_loader: loaded meta data" not in quiet.output
+    assert "llama_model_loader: loaded meta data" in loud.output
+    assert loud.output.strip().splitlines()[-1] == quiet.output.strip().splitlines()[-1].replace(
+        str(tmp_path / "a"), str(tmp_path / "b")
+    )
+
+
 def test_not_a_gguf_and_truncated_gguf_are_one_line_errors(tmp_path, smollm2):
     (tmp_path / "text.gguf").write_text("hello, I am not a model")
     result = run("inspect", tmp_path / "text.gguf")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -49,20 +50,30 @@ from visage_local.reasoning import ANSWER, ReasoningSyntax, ReasoningTracker
 _LOG_CALLBACK = None
 _GGML_LOG_LEVEL_ERROR = 4  # ggml.h: enum ggml_log_level
 _ERRORS: deque[str] = deque(maxlen=8)  # llama.cpp's latest error lines, for our messages
+_SHOW_LOG = [False]  # set by show_llama_logs (the CLI's -v)
 
 
 def quiet_llama_logs() -> None:
-    """Keep llama.cpp's logging off stderr; its error lines are kept for ``llama_error``."""
+    """Keep llama.cpp's logging off stderr (unless ``show_llama_logs``); its error lines
+    are kept for ``llama_error``."""
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:
 
         @llama_cpp.llama_log_callback
         def _keep_errors(level, text, user_data):  # noqa: ARG001
+            line = text.decode("utf-8", errors="replace")
             if level == _GGML_LOG_LEVEL_ERROR:
-                _ERRORS.append(text.decode("utf-8", errors="replace").strip())
+                _ERRORS.append(line.strip())
+            if _SHOW_LOG[0]:
+                sys.stderr.write(line)
 
         _LOG_CALLBACK = _keep_errors
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+def show_llama_logs(show: bool = True) -> None:
+    """Write llama.cpp's whole log to stderr (its error lines are kept either way)."""
+    _SHOW_LOG[0] = show
 
 
 def llama_error() -> str | None:

@@ -10,6 +10,7 @@ import traceback
 import click
 
 from visage_local import __version__
+from visage_local.engine import show_llama_logs
 from visage_local.errors import VisageError
 
 from .compare_cmd import compare_command
@@ -56,8 +57,10 @@ def _fail(message: str, code: int, debug: bool) -> None:
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="visage-local")
 @click.option("--debug", is_flag=True, help="Show a traceback when a command fails.")
-def main(debug: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's whole log on stderr.")
+def main(debug: bool, verbose: bool) -> None:
     """Measure how robust a quantized LLM's safety is to changes of its weights."""
+    show_llama_logs(verbose)
 
 
 main.add_command(inspect_command)
