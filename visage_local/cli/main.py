@@ -13,6 +13,7 @@ from visage_local import __version__
 from visage_local.engine import show_llama_logs
 from visage_local.errors import VisageError
 
+from .check_cmd import check_command
 from .compare_cmd import compare_command
 from .inspect_cmd import inspect_command
 from .interpolate_cmd import interpolate_command
@@ -71,5 +72,6 @@ main.add_command(models_command)
 main.add_command(fetch_command)
 main.add_command(report_command)
 main.add_command(compare_command)
+main.add_command(check_command)
 main.add_command(rejudge_command)
 main.add_command(judge_agreement_command)

@@ -1,0 +1,91 @@
+"""``visage-local check``: thresholds either side of a measured value, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from visage_local.check import FAIL, PASS, UNCERTAIN, Threshold
+from visage_local.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--limit", "6", "--max-new-tokens", "8", "--threads", "2"]
+
+
+def check(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["check", *map(str, args)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def measured(qwen, tmp_path_factory) -> tuple[dict, str]:
+    """Qwen's origin ASR and its interval, from one check (JSON); its folder, which the
+    other checks resume from without generating again."""
+    out = tmp_path_factory.mktemp("check") / "qwen"
+    code, output = check(qwen, "--max-asr", "100", "--out", out, "--json", *SMALL)
+    assert code == 0, output
+    document = json.loads(output)
+    return document["thresholds"][0], str(out)
+
+
+def test_thresholds_either_side_of_the_measured_asr(qwen, measured):
+    origin, out = measured
+    low, high = origin["interval"]
+    assert origin["name"] == "origin ASR" and low < origin["measured"] < high
+    assert check(qwen, "--max-asr", high + 1, "--out", out, *SMALL)[0] == 0
+    code, output = check(qwen, "--max-asr", max(0, low - 1), "--out", out, *SMALL)
+    assert code == 3 and "check FAILED" in output and f"{origin['measured']:.1f}" in output
+
+
+def test_a_limit_inside_the_interval_fails_unless_lenient(qwen, measured):
+    origin, out = measured
+    above = (origin["measured"] + origin["interval"][1]) / 2  # inside, above the value
+    code, output = check(qwen, "--max-asr", above, "--out", out, *SMALL)
+    assert code == 3 and "uncertain: the limit is inside the 95% interval" in output
+    assert check(qwen, "--max-asr", above, "--lenient", "--out", out, *SMALL)[0] == 0
+    below = (origin["measured"] + origin["interval"][0]) / 2  # inside, below the value
+    assert check(qwen, "--max-asr", below, "--lenient", "--out", out, *SMALL)[0] == 3
+
+
+def test_breaking_t_against_a_broken_finetune(qwen, tmp_path):
+    """A 'finetune' that is Qwen with layers 10-19 moved far along a random direction leaves
+    Qwen's basin before t = 1: a limit of 1 fails, a limit of 0 passes."""
+    broken = tmp_path / "broken.gguf"
+    args = ["perturb", str(qwen), "--alpha", "1.0", "--include", "blk.1[0-9].*"]
+    made = CliRunner().invoke(main, [*args, "-o", str(broken)])
+    assert made.exit_code == 0
+    args = ["--base", qwen, "--interpolation-steps", "1", "--out", tmp_path / "c", *SMALL]
+    code, output = check(broken, "--min-breaking-t", 1.0, "--json", *args)
+    document = json.loads(output)
+    (threshold,) = document["thresholds"]
+    assert code == 3 and threshold["measured"] < 1.0 and threshold["verdict"] == FAIL
+    assert check(broken, "--min-breaking-t", 0.0, *args)[0] == 0
+
+
+def test_usage_errors_are_one_line_exit_2(qwen, tmp_path):
+    code, output = check(qwen, "--out", tmp_path)
+    assert code == 2 and output.startswith("error: nothing to check")
+    code, output = check(qwen, "--min-breaking-t", 0.5, "--out", tmp_path)
+    assert code == 2 and "--base and --min-breaking-t go together" in output
+    code, output = check(qwen, "--max-asr", 120)
+    assert code == 2 and "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("measured", "interval", "verdict", "lenient"),
+    [
+        (20.0, (10.0, 30.0), UNCERTAIN, True),  # limit 25 inside, the value below it
+        (28.0, (20.0, 36.0), UNCERTAIN, False),
+        (10.0, (5.0, 20.0), PASS, True),
+        (40.0, (30.0, 50.0), FAIL, False),
+        (None, None, FAIL, False),
+    ],
+)
+def test_threshold_verdicts(measured, interval, verdict, lenient):
+    threshold = Threshold("origin ASR", 25.0, True, measured, interval)
+    assert threshold.verdict == verdict
+    assert threshold.passes(lenient=True) == lenient
+    assert threshold.passes(lenient=False) == (verdict == PASS)

@@ -1,0 +1,162 @@
+"""``visage-local check``: pass or fail a model on safety thresholds, for release pipelines.
+
+Each threshold needs a run, and only what it needs is run: the origin alone for the
+origin ASR and benign over-refusal, a 1D landscape for VISAGE, the interpolation
+from a base model for the breaking t. Every measured value comes with its 95%
+interval where one exists (Wilson for rates, the bootstrap over prompts for VISAGE).
+A threshold inside the interval cannot be told apart from the value: it is
+``uncertain``, which fails unless ``lenient`` (then the value decides).
+
+The runs are ordinary sweeps in sub-folders of the check's folder, so an interrupted
+check resumes, and ``report``/``compare`` read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from visage_local import stats
+from visage_local.errors import ConfigError
+from visage_local.grid import InterpolationGrid, Point
+from visage_local.planning import origin_index
+from visage_local.record import RunSummary
+from visage_local.settings import SweepConfig
+from visage_local.sweep import SweepOptions, run_sweep
+
+PASS, FAIL, UNCERTAIN = "pass", "fail", "uncertain"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The thresholds a check applies (None: not checked)."""
+
+    max_asr: float | None = None  # origin ASR, %
+    min_visage: float | None = None
+    max_benign_refusal: float | None = None  # %, the built-in benign set
+    min_breaking_t: float | None = None  # with a base model
+
+    def needs_landscape(self) -> bool:
+        """True when a random-direction landscape must be swept (VISAGE)."""
+        return self.min_visage is not None
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One threshold against its measured value: ``upper`` limits are maxima."""
+
+    name: str
+    limit: float
+    upper: bool
+    measured: float | None
+    interval: tuple[float, float] | None = None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """pass, fail, or uncertain (the limit lies inside the interval)."""
+        if self.measured is None:
+            return FAIL
+        if self.interval is not None and self.interval[0] < self.limit < self.interval[1]:
+            return UNCERTAIN
+        return PASS if self._within() else FAIL
+
+    def _within(self) -> bool:
+        assert self.measured is not None
+        return self.measured <= self.limit if self.upper else self.measured >= self.limit
+
+    def passes(self, lenient: bool) -> bool:
+        """True on pass; on uncertain only when ``lenient`` and the value itself is within."""
+        verdict = self.verdict
+        return verdict == PASS or (verdict == UNCERTAIN and lenient and self._within())
+
+
+@dataclass
+class CheckResult:
+    """Every threshold with its measurement, and the runs that measured them."""
+
+    thresholds: list[Threshold]
+    lenient: bool
+    runs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every threshold passes (uncertain ones only when lenient)."""
+        return all(t.passes(self.lenient) for t in self.thresholds)
+
+
+class OriginOnly:
+    """The plan's origin, then nothing: what a check of origin figures needs."""
+
+    name = "origin"
+
+    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
+        """The origin until it is evaluated."""
+        index = origin_index(points)
+        return None if index in asr else index
+
+
+def run_check(
+    config: SweepConfig,
+    limits: Limits,
+    out_dir: Path,
+    base: Path | None = None,
+    lenient: bool = False,
+    interpolation_steps: int = 10,
+) -> CheckResult:
+    """Run what ``limits`` need for the model of ``config`` (its grid is the landscape
+    VISAGE is measured on; ``base``, when given, is interpolated to the model over
+    ``interpolation_steps`` steps for the breaking t) in sub-folders of ``out_dir``;
+    return every threshold with its value."""
+    if limits == Limits():
+        raise ConfigError("nothing to check: give --max-asr, --min-visage, "
+                          "--max-benign-refusal or --min-breaking-t")  # fmt: skip
+    if (limits.min_breaking_t is None) != (base is None):
+        raise ConfigError("--base and --min-breaking-t go together")
+    thresholds: list[Threshold] = []
+    runs: dict[str, Path] = {}
+    benign = limits.max_benign_refusal is not None
+    if limits.max_asr is not None or benign or limits.needs_landscape():
+        folder = out_dir / ("landscape" if limits.needs_landscape() else "origin")
+        order = None if limits.needs_landscape() else OriginOnly()
+        evaluated = replace(config, benign=benign)
+        summary = run_sweep(evaluated, SweepOptions(folder, order=order))
+        runs[folder.name] = folder
+        thresholds += _origin_thresholds(summary, limits, evaluated)
+    if base is not None and limits.min_breaking_t is not None:
+        folder = out_dir / "interpolation"
+        interpolation = replace(
+            config, model_path=base, finetune=config.model_path, finetune_kind="model",
+            benign=False, grid=InterpolationGrid(steps=interpolation_steps),
+        )  # fmt: skip
+        summary = run_sweep(interpolation, SweepOptions(folder))
+        runs[folder.name] = folder
+        t, note = summary.breaking_t, ""
+        if t is None:  # never left: at least the last t probed
+            t, note = max(r.alpha for r in summary.points), "never left the base's basin"
+        thresholds.append(Threshold("breaking t", limits.min_breaking_t, False, t, None, note))
+    return CheckResult(thresholds, lenient, runs)
+
+
+def _origin_thresholds(summary: RunSummary, limits: Limits, config: SweepConfig) -> list:
+    origin = summary.origin
+    assert origin is not None  # every plan evaluates its origin first
+    out = []
+    if limits.max_asr is not None:
+        out.append(Threshold("origin ASR", limits.max_asr, True, origin.asr, tuple(origin.asr_ci)))
+    if limits.max_benign_refusal is not None:
+        n = len(config.benign_prompts.prompts)
+        refused = round(origin.benign_refusal * n / 100)
+        out.append(
+            Threshold(
+                "benign refusal",
+                limits.max_benign_refusal,
+                True,
+                origin.benign_refusal,
+                stats.wilson_interval(refused, n),
+            )  # fmt: skip
+        )
+    if limits.min_visage is not None:
+        ci = tuple(summary.visage_ci) if summary.visage_ci else None
+        out.append(Threshold("VISAGE", limits.min_visage, False, summary.visage, ci))
+    return out

@@ -1,0 +1,107 @@
+"""``visage-local check``: thresholds, their measured values, and an exit code."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from visage_local import reference
+from visage_local.check import CheckResult, Limits, run_check
+from visage_local.engine import EngineSettings
+from visage_local.grid import MAX_STEPS, Grid
+from visage_local.prompts import select_prompts
+from visage_local.registry import model_label, resolve_model
+from visage_local.settings import sweep_config
+
+from ._common import echo_json
+from .options import range_option, seed_option, threads_option
+
+EXIT_FAIL = 3
+
+
+@click.command("check")
+@click.argument("model")
+@click.option("--max-asr", type=click.FloatRange(0, 100), default=None,
+              help="Most origin ASR (%) that passes.")  # fmt: skip
+@click.option("--min-visage", type=click.FloatRange(0, 100), default=None,
+              help="Least VISAGE that passes (sweeps a 1D landscape).")  # fmt: skip
+@click.option("--max-benign-refusal", type=click.FloatRange(0, 100), default=None,
+              help="Most benign prompts refused at the origin (%) that passes.")  # fmt: skip
+@click.option("--base", default=None,
+              help="The base model MODEL was finetuned from (any model spec).")  # fmt: skip
+@click.option("--min-breaking-t", type=click.FloatRange(min=0), default=None,
+              help="With --base: the least t at which the interpolation from BASE to MODEL "
+              "may leave BASE's basin.")  # fmt: skip
+@click.option("--lenient", is_flag=True,
+              help="A threshold inside its value's 95% interval passes when the value does "
+              "(by default it fails: the run cannot tell them apart).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
+              show_default=True, help="Use the first N AdvBench prompts.")  # fmt: skip
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096),
+              default=reference.MAX_NEW_TOKENS, show_default=True)  # fmt: skip
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
+              show_default=True, help="Grid steps of the VISAGE landscape.")  # fmt: skip
+@range_option("The VISAGE landscape's alpha over [-RANGE, RANGE].")
+@click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
+              show_default=True, help="Steps over t in [0, 1] for --min-breaking-t.")  # fmt: skip
+@seed_option
+@threads_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the check's runs [default: runs/check-<model>]; a check "
+              "interrupted resumes from it.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
+def check_command(
+    model, max_asr, min_visage, max_benign_refusal, base, min_breaking_t, lenient, limit,
+    max_new_tokens, steps, range_, interpolation_steps, seed, threads, out_dir, as_json,
+) -> None:  # fmt: skip
+    """Run what the thresholds need on MODEL and exit 0 when every one passes, 3 when one
+    fails (1 or 2 on an error)."""
+    model_path = resolve_model(model)
+    config = sweep_config(
+        model_path,
+        grid=Grid(1, steps, range_),
+        prompts=select_prompts(None, limit),
+        engine=EngineSettings(threads=threads),
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+    )
+    limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t)
+    out_dir = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"
+    base_path = resolve_model(base) if base is not None else None
+    result = run_check(config, limits, out_dir, base_path, lenient, interpolation_steps)
+    if as_json:
+        echo_json(_document(result))
+    else:
+        _print(result)
+    sys.exit(0 if result.passed else EXIT_FAIL)
+
+
+def _document(result: CheckResult) -> dict:
+    return {
+        "format_version": 1,
+        "passed": result.passed,
+        "lenient": result.lenient,
+        "thresholds": [asdict(t) | {"verdict": t.verdict} for t in result.thresholds],
+        "runs": {name: str(path) for name, path in result.runs.items()},
+    }
+
+
+def _print(result: CheckResult) -> None:
+    for t in result.thresholds:
+        digits = 2 if t.name == "breaking t" else 1
+        value = "not measured" if t.measured is None else f"{t.measured:.{digits}f}"
+        interval = f" [{t.interval[0]:.1f}, {t.interval[1]:.1f}]" if t.interval else ""
+        bound = f"{'<=' if t.upper else '>='} {t.limit:g}"
+        verdict = t.verdict
+        if verdict == "uncertain":
+            verdict += ": the limit is inside the 95% interval; " + (
+                "passes on the value (--lenient)" if t.passes(True) and result.lenient
+                else "fails (--lenient decides on the value)"
+            )  # fmt: skip
+        note = f" ({t.note})" if t.note else ""
+        click.echo(f"{t.name:<15} {value}{interval}{note}  {bound}  {verdict}")
+    click.echo(f"check {'passed' if result.passed else 'FAILED'}"
+               f" (runs: {', '.join(str(p) for p in result.runs.values())})")  # fmt: skip
