@@ -139,3 +139,27 @@ def test_second_ctrl_c_stops_at_once_without_a_corrupt_file(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in stderr
     json.loads((out / "summary.json").read_text())  # complete JSON, whatever the moment
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_resumed_run_keeps_the_batch_size_it_started_with(tmp_path):
+    """The batch size chosen from free memory is kept on resume (another day, other free
+    memory); one given explicitly that differs is still refused, as it changes results."""
+    from click.testing import CliRunner
+
+    from visage_local import synthetic
+    from visage_local.cli.main import main
+
+    source = synthetic.write_model(tmp_path / "f16.gguf", "qwen3")
+    model = synthetic.requantize(source, tmp_path / "model.gguf", "Q4_K_M")
+    args = ["sweep", str(model), "--limit", "3", "--steps", "2", "--max-new-tokens", "3",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(main, [*args, "--batch-size", "1"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(main, args)  # free memory would choose 3
+    assert again.exit_code == 0, again.output
+    assert "resuming with the run's batch size, 1" in again.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["batch_size"] == 1
+    other = runner.invoke(main, [*args, "--batch-size", "2"])
+    assert other.exit_code == 2 and "other settings (batch_size)" in other.output

@@ -16,12 +16,34 @@ from pathlib import Path
 
 from visage_local.errors import ConfigError, VisageError
 from visage_local.files import atomic_write_text
-from visage_local.record import GenerationRecord, PointRecord, RunFolder, RunSummary, read_jsonl
+from visage_local.record import (
+    CONFIG_FILE,
+    GenerationRecord,
+    PointRecord,
+    RunFolder,
+    RunSummary,
+    read_jsonl,
+)
 
 
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON form of a configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def stored_batch_size(folder: str | os.PathLike) -> int | None:
+    """The batch size a run in ``folder`` (or in its sub-folders, one per variant) was
+    started with, or None when there is none: a resumed run keeps it, whatever the memory
+    free today would choose."""
+    folder = Path(folder)
+    for path in [folder / CONFIG_FILE, *sorted(folder.glob(f"*/{CONFIG_FILE}"))]:
+        try:
+            value = json.loads(path.read_text())["config"]["batch_size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -37,6 +37,7 @@ from visage_local.settings import (
     sweep_config,
     uniform_imatrix_types,
 )
+from visage_local.store import stored_batch_size
 from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
 from .options import capability_settings, preset_value
@@ -75,6 +76,12 @@ def run_landscape(
     )
     if options["ray_address"] is None and options["workers"] != 2:
         raise click.UsageError("--workers needs --ray")
+    out_dir = options["out_dir"] or default_out
+    batch_size = options["batch_size"]
+    if batch_size is None and not options["overwrite"]:
+        batch_size = stored_batch_size(out_dir)
+        if batch_size is not None:
+            click.echo(f"resuming with the run's batch size, {batch_size}", err=True)
     config = sweep_config(
         model_path,
         grid,
@@ -86,7 +93,7 @@ def run_landscape(
             n_gpu_layers=options["n_gpu_layers"],
             flash_attn=options["flash_attn"],
         ),
-        options["batch_size"],
+        batch_size,
         seed=seed,
         max_new_tokens=max_new_tokens,
         thinking=options["thinking"],
@@ -139,7 +146,6 @@ def run_landscape(
             f"{requant_extra_bytes(config) / 2**20:.0f} MiB more than in its own types",
             err=True,
         )
-    out_dir = options["out_dir"] or default_out
     scratch = GGUFModel(model_path).size + requant_extra_bytes(config)
     where = scratch_folder(scratch, out_dir)
     click.echo(
