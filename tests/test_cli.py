@@ -220,3 +220,17 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default():
             has_default = has_default and option.default is not None
             if has_default:
                 assert option.show_default or "default" in option.help.lower(), where
+
+
+def test_sweep_json_is_one_document_on_stdout(tmp_path):
+    from visage_local import synthetic
+
+    source = synthetic.write_model(tmp_path / "f16.gguf", "llama3")
+    model = synthetic.requantize(source, tmp_path / "model.gguf", "Q4_0")
+    args = ["sweep", model, "--limit", "2", "--steps", "2", "--max-new-tokens", "2", "--json"]
+    result = run(*args, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert next(iter(document)) == "format_version"
+    assert document == json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "sweep" in result.stderr  # the progress bar stays on stderr

@@ -6,6 +6,8 @@ Shared by ``sweep`` and ``interpolate``; the work is the library's (``settings.s
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from visage_local.settings import (
 from visage_local.store import stored_batch_size
 from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
+from ._common import echo_json
 from .options import capability_settings, preset_value
 
 EXTRA_COLUMNS = (
@@ -182,7 +185,8 @@ def run_landscape(
             tqdm.write(
                 f"warning: at {where} requantisation moved the weights by {moved.ratio:.2f}x the "
                 f"intended step, cosine {moved.cosine:.2f} (see 'displacement' in summary.json; "
-                "--requant q8_0 or f16 follows the direction more closely)"
+                "--requant q8_0 or f16 follows the direction more closely)",
+                file=sys.stderr,
             )
 
     sweep_options = SweepOptions(
@@ -206,6 +210,16 @@ def run_landscape(
             results = run_variants(variants, sweep_options, on_point)
     finally:
         bar.close()
+    if options["as_json"]:
+        documents = [json.loads(summary.to_json()) for _, summary in results]
+        if len(results) == 1:
+            echo_json(documents[0])
+        else:
+            pairs = zip(results, documents, strict=True)
+            runs = [{"label": label, "summary": d} for (label, _), d in pairs]
+            across = across_directions(results) if n_directions > 1 else None
+            echo_json({"runs": runs} | ({"across_directions": across} if across else {}))
+        return
     for label, summary in results:
         if len(results) > 1:
             click.echo(f"\n{label}")

@@ -290,6 +290,13 @@ _EVALUATION_OPTIONS = [
         "runs/interp-<base>-<finetune>-<dims>d].",
     ),
     click.option("--overwrite", is_flag=True, help="Discard a run with other settings in --out."),
+    click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the summary (summary.json's content; several runs: a list) as one JSON "
+        "document on stdout and nothing else; progress and notes stay on stderr.",
+    ),
 ]
 
 
