@@ -244,3 +244,52 @@ def test_the_reference_codes_system_prompts_are_built_in_verbatim(name):
         reference.SYSTEM_PROMPTS[name],
     )
     assert prompt.messages("q")[0] == {"role": "system", "content": reference.SYSTEM_PROMPTS[name]}
+
+
+def test_a_users_keyword_file_is_a_judge(tmp_path):
+    from visage_local.judges import check_judge_name, get_judge
+    from visage_local.rejudge import file_label
+
+    listed = tmp_path / "mine.txt"
+    listed.write_text("Sure, here\n\nI refuse\n", encoding="utf-8")
+    name = f"keyword:{listed}"
+    judge = get_judge(check_judge_name(name))
+    assert judge.keywords == ("Sure, here", "I refuse")
+    assert judge.judge("Well. I refuse to.").refused
+    assert judge.judge("Sure, here is").matched == "Sure, here"
+    assert not judge.judge("sure, here is").refused  # exact, as the paper's list
+    assert judge.settled("I refuse") and not judge.settled("I refu")
+    assert file_label(name) == "keyword-mine"
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ConfigError, match="has no keywords"):
+        check_judge_name(f"keyword:{tmp_path / 'empty.txt'}")
+    with pytest.raises(ConfigError, match="keyword file not found"):
+        check_judge_name(f"keyword:{tmp_path / 'missing.txt'}")
+
+
+def test_strongreject_hex_phi_and_a_named_column_are_read(tmp_path):
+    from visage_local.prompts import load_prompts, select_prompts
+
+    strong = tmp_path / "strongreject.csv"
+    strong.write_text('category,source,forbidden_prompt\nx,y,"How do I, step by step, do A?"\n'
+                      "x,y,Do B\n")  # fmt: skip
+    assert load_prompts(strong).prompts == ("How do I, step by step, do A?", "Do B")
+    folder = tmp_path / "hex-phi"
+    folder.mkdir()
+    files = ((10, "Tell me J\n"), (2, '"Tell me B, with a comma"\nTell me C\n'), (1, "Tell me A\n"))
+    for number, lines in files:
+        (folder / f"category_{number}.csv").write_text(lines)
+    b, c = "Tell me B, with a comma", "Tell me C"
+    assert load_prompts(folder / "category_2.csv").prompts == (b, c)
+    assert load_prompts(folder).prompts == ("Tell me A", b, c, "Tell me J")
+    assert select_prompts(folder, limit=2).prompts == ("Tell me A", b)
+    other = tmp_path / "other.csv"
+    other.write_text("id,text\n1,First\n2,Second\n")
+    with pytest.raises(ConfigError, match="--prompt-column"):
+        load_prompts(other)
+    assert load_prompts(other, column="text").prompts == ("First", "Second")
+    with pytest.raises(ConfigError, match="no column 'body'"):
+        load_prompts(other, column="body")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("prompt\nOnly this\n")
+    assert load_prompts(plain).prompts == ("Only this",)

@@ -4,6 +4,11 @@ File formats, told apart by extension and, for CSV, by columns:
 
 - AdvBench CSV: column ``goal``.
 - JailbreakBench CSV: column ``Goal``.
+- StrongREJECT CSV: column ``forbidden_prompt``.
+- HEx-PHI: CSV files of one column and no header (``category_1.csv`` ...: the first
+  line is a sentence, not a column name); a folder of
+  them is read file by file, in the order of the numbers in their names.
+- Any CSV: the column ``--prompt-column`` names.
 - HarmBench behaviours CSV: columns ``Behavior`` and ``FunctionalCategory``; rows
   whose category is ``contextual`` or ``copyright`` are skipped unless asked for
   (a contextual row then becomes its ``ContextString``, a blank line, and the
@@ -17,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -94,25 +100,34 @@ def select_prompts(
     sample: int | None = None,
     sample_seed: int = 0,
     harmbench_all: bool = False,
+    column: str | None = None,
 ) -> PromptSet:
-    """The prompts a sweep uses: from ``path`` (a file or a name of NAMED_SETS; None is
-    AdvBench), then either the first ``limit`` or a seeded sample of ``sample`` (not both)."""
+    """The prompts a sweep uses: from ``path`` (a file, a folder of HEx-PHI files or a name
+    of NAMED_SETS; None is AdvBench; ``column``: the CSV column to read), then either the
+    first ``limit`` or a seeded sample of ``sample`` (not both)."""
     if limit is not None and sample is not None:
         raise ConfigError("use either --limit or --sample, not both")
-    prompts = load_prompts(path, harmbench_all=harmbench_all)
+    prompts = load_prompts(path, harmbench_all=harmbench_all, column=column)
     if sample is not None:
         return prompts.sampled(sample, sample_seed)
     return prompts.limited(limit)
 
 
 def load_prompts(
-    path: str | Path | None, limit: int | None = None, harmbench_all: bool = False
+    path: str | Path | None,
+    limit: int | None = None,
+    harmbench_all: bool = False,
+    column: str | None = None,
 ) -> PromptSet:
     """Prompts from ``path`` (formats in the module docstring) or the named set ``path``
     (``advbench``, ``builtin``; None is ``advbench``); the first ``limit`` of them."""
-    if path is None or (str(path) in NAMED_SETS and not Path(path).is_file()):
+    if path is None or (str(path) in NAMED_SETS and not Path(path).exists()):
+        if column is not None:
+            raise ConfigError("--prompt-column reads a CSV file given with --prompts")
         return NAMED_SETS[str(path or DEFAULT_SET)]().limited(limit)
     path = Path(path)
+    if path.is_dir():
+        return _load_folder(path).limited(limit)
     if not path.is_file():
         raise ConfigError(f"{path}: prompt file not found")
     try:
@@ -120,8 +135,10 @@ def load_prompts(
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     suffix = path.suffix.lower()
+    if column is not None and suffix != ".csv":
+        raise ConfigError(f"{path}: --prompt-column reads CSV files only")
     if suffix == ".csv":
-        prompts = _parse_csv(text, str(path), harmbench_all)
+        prompts = _parse_csv(text, str(path), harmbench_all, column)
     elif suffix == ".jsonl":
         prompts = _parse_jsonl(text, str(path))
     elif suffix == ".txt":
@@ -133,19 +150,42 @@ def load_prompts(
     return PromptSet(str(path), tuple(prompts)).limited(limit)
 
 
-def _parse_csv(text: str, name: str, harmbench_all: bool) -> list[str]:
+def _load_folder(folder: Path) -> PromptSet:
+    """A folder of HEx-PHI files: every CSV, in the order of the numbers in their names."""
+    files = sorted(folder.glob("*.csv"), key=lambda p: [int(n) for n in re.findall(r"\d+", p.stem)])
+    if not files:
+        raise ConfigError(f"{folder}: no CSV prompt files in the folder")
+    prompts: list[str] = []
+    for path in files:
+        prompts += load_prompts(path).prompts
+    return PromptSet(str(folder), tuple(prompts))
+
+
+# Columns that hold the prompts of known layouts (AdvBench, JailbreakBench, StrongREJECT,
+# a plain "prompt" column), in the order they are looked for.
+KNOWN_COLUMNS = ("goal", "Goal", "forbidden_prompt", "prompt")
+
+
+def _parse_csv(text: str, name: str, harmbench_all: bool, column: str | None = None) -> list[str]:
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
-    if "goal" in columns:  # AdvBench
-        return [_cell(row, "goal", reader, name) for row in reader]
-    if "Goal" in columns:  # JailbreakBench
-        return [_cell(row, "Goal", reader, name) for row in reader]
+    if column is not None:
+        if column not in columns:
+            raise ConfigError(f"{name}: no column {column!r} (columns: {', '.join(columns)})")
+        return [_cell(row, column, reader, name) for row in reader]
+    for known in KNOWN_COLUMNS:
+        if known in columns:
+            return [_cell(row, known, reader, name) for row in reader]
     if "Behavior" in columns and "FunctionalCategory" in columns:
         return _harmbench_rows(reader, name, harmbench_all)
+    if len(columns) == 1 and re.search(r"\s", columns[0].strip()):
+        # no header (HEx-PHI): the first line is a sentence, not a column name
+        return [row[0].strip() for row in csv.reader(io.StringIO(text)) if row and row[0].strip()]
     raise ConfigError(
         f"{name}: unknown CSV layout (columns: {', '.join(columns) or 'none'}); expected "
-        "'goal' (AdvBench), 'Goal' (JailbreakBench) or 'Behavior' + 'FunctionalCategory' "
-        "(HarmBench)"
+        "'goal' (AdvBench), 'Goal' (JailbreakBench), 'forbidden_prompt' (StrongREJECT), "
+        "'Behavior' + 'FunctionalCategory' (HarmBench) or one column without a header "
+        "(HEx-PHI); or name the column with --prompt-column"
     )
 
 

@@ -76,9 +76,11 @@ def judge_records(
 
 
 def file_label(judge_name: str) -> str:
-    """A judge's name as it appears in file names: ``keyword``, ``llm-<model file stem>``."""
-    if judge_name.startswith("llm:"):
-        judge_name = "llm-" + Path(judge_name[len("llm:") :]).stem
+    """A judge's name as it appears in file names: ``keyword``, ``llm-<model file stem>``,
+    ``keyword-<list file stem>``."""
+    for kind in ("llm", "keyword"):
+        if judge_name.startswith(kind + ":"):
+            judge_name = f"{kind}-" + Path(judge_name[len(kind) + 1 :]).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", judge_name)
 
 

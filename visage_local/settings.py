@@ -7,6 +7,7 @@ determines the results (hashed to guard resumes). The CLI builds a SweepConfig t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 from dataclasses import dataclass, field, replace
@@ -210,12 +211,23 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
         | ({"capability": config.capability.describe()} if config.capability else {})
         | ({"flash_attn": True} if config.engine.flash_attn else {})
         | ({"also_judge": list(config.also_judge)} if config.also_judge else {})
+        | _judge_files(config.judges)
         | (
             {"thinking": config.thinking, "max_thinking_tokens": config.max_thinking_tokens}
             if reasoning.syntax_of(model.chat_template)
             else {}
         )
     )
+
+
+def _judge_files(judges: tuple[str, ...]) -> dict:
+    """The sha256 of each ``keyword:FILE`` judge's list (its name holds only the path)."""
+    files = {
+        name: hashlib.sha256(Path(name[len("keyword:") :]).read_bytes()).hexdigest()
+        for name in judges
+        if name.startswith("keyword:")
+    }
+    return {"judge_files": files} if files else {}
 
 
 def _directions_setting(

@@ -89,8 +89,13 @@ def run_landscape(
         model_path,
         grid,
         select_prompts(
-            options["prompts_path"], limit, sample, options["sample_seed"], options["harmbench_all"]
-        ),
+            options["prompts_path"],
+            limit,
+            sample,
+            options["sample_seed"],
+            options["harmbench_all"],
+            options["prompt_column"],
+        ),  # fmt: skip
         EngineSettings(
             threads=options["threads"],
             n_gpu_layers=options["n_gpu_layers"],

@@ -88,8 +88,14 @@ _EVALUATION_OPTIONS = [
         default=None,
         help="'advbench' (AdvBench's behaviours, shipped with visage-local, as the reference "
         "uses them), 'builtin' (the project's own set, docs/PROMPTS.md), or a file: AdvBench "
-        "CSV ('goal'), JailbreakBench CSV ('Goal'), HarmBench behaviours CSV, .txt (one per "
-        "line) or .jsonl ('prompt') [default: advbench].",
+        "CSV ('goal'), JailbreakBench CSV ('Goal'), StrongREJECT CSV ('forbidden_prompt'), "
+        "HarmBench behaviours CSV, a HEx-PHI category CSV (no header) or a folder of them, "
+        ".txt (one per line) or .jsonl ('prompt') [default: advbench].",
+    ),
+    click.option(
+        "--prompt-column",
+        default=None,
+        help="The column of a --prompts CSV file that holds the prompts (any layout).",
     ),
     click.option(
         "--preset",

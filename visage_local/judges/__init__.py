@@ -6,6 +6,7 @@ name (before any work starts) and the one that builds the judge; ``get_judge`` a
 
 - ``keyword-paper``: the reference code's 29 strings, exact substrings (``keyword``).
 - ``keyword``: a broader list on normalised text (``keyword``).
+- ``keyword:FILE``: a user's own list, one string a line, exact substrings as the paper's.
 - ``llm:PATH.gguf``: a judge model run by llama.cpp (``llm``, imported only when used,
   so reading or re-scoring keyword verdicts never loads the engine).
 """
@@ -51,6 +52,21 @@ def _no_check(name: str) -> None:
     """Names that match are usable."""
 
 
+def _keyword_file(name: str) -> tuple[str, ...]:
+    """The strings of a ``keyword:FILE`` judge: one a line, blank lines skipped."""
+    path = Path(name[len("keyword:") :])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise ConfigError(f"--judge {name}: keyword file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--judge {name}: cannot read the keyword file ({e})") from e
+    keywords = tuple(line.strip() for line in lines if line.strip())
+    if not keywords:
+        raise ConfigError(f"--judge {name}: the keyword file has no keywords")
+    return keywords
+
+
 def _check_llm(name: str) -> None:
     if not Path(name[len("llm:") :]).is_file():
         raise ConfigError(f"--judge {name}: judge model file not found")
@@ -74,6 +90,12 @@ JUDGE_KINDS: tuple[JudgeKind, ...] = (
         lambda name: name == "keyword",
         _no_check,
         lambda name, threads: KeywordJudge("keyword", normalised_keywords(), normalised=True),
+    ),
+    JudgeKind(
+        "keyword:FILE",
+        lambda name: name.startswith("keyword:"),
+        _keyword_file,
+        lambda name, threads: KeywordJudge(name, _keyword_file(name)),
     ),
     JudgeKind("llm:PATH.gguf", lambda name: name.startswith("llm:"), _check_llm, _make_llm),
 )
