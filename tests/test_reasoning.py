@@ -136,6 +136,7 @@ def test_thinking_off_and_on_reach_the_template():
          ["pending", "pending", "pending", "thinking", "thinking", "answer", "answer"]),
         (THINK_TAGS, ["<", "thin", "g"], ["pending", "pending", "answer"]),
         (THINK_TAGS, ["Sure", "<think>"], ["answer", "answer"]),
+        (THINK_TAGS, ["\n"] * 10, ["pending"] * 8 + ["answer"] * 2),  # white space only
         (HARMONY, ["<|channel|>", "analysis", "<|message|>", "x", "<|end|>", "<|start|>",
                    "assistant", "<|channel|>", "final", "<|message|>", "y"],
          ["pending"] * 2 + ["thinking"] * 7 + ["answer"] * 2),

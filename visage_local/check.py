@@ -18,8 +18,8 @@ from pathlib import Path
 
 from visage_local import stats
 from visage_local.errors import ConfigError
-from visage_local.grid import InterpolationGrid, Point
-from visage_local.planning import origin_index
+from visage_local.grid import InterpolationGrid
+from visage_local.planning import OriginOnly
 from visage_local.record import RunSummary
 from visage_local.settings import SweepConfig
 from visage_local.sweep import SweepOptions, run_sweep
@@ -83,17 +83,6 @@ class CheckResult:
     def passed(self) -> bool:
         """True when every threshold passes (uncertain ones only when lenient)."""
         return all(t.passes(self.lenient) for t in self.thresholds)
-
-
-class OriginOnly:
-    """The plan's origin, then nothing: what a check of origin figures needs."""
-
-    name = "origin"
-
-    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
-        """The origin until it is evaluated."""
-        index = origin_index(points)
-        return None if index in asr else index
 
 
 def run_check(

@@ -85,6 +85,15 @@ def split_parts(path: Path) -> list[Path]:
     return parts
 
 
+def is_model_file(path: Path) -> bool:
+    """True for a GGUF model file or the first part of a split model (not a later part, not
+    a multimodal projector)."""
+    if not path.name.endswith(".gguf") or path.name.lower().startswith("mmproj"):
+        return False
+    match = SPLIT_NAME.match(path.name)
+    return match is None or int(match["part"]) == 1
+
+
 class GGUFModel:
     """A GGUF model: its header, parsed once, and its tensors, read on demand. ``path``
     may name any part of a split model (``path`` is then its first part)."""

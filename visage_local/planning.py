@@ -131,6 +131,18 @@ class FullGrid:
         return next((i for i in self.order(points) if i not in asr), None)
 
 
+class OriginOnly:
+    """The plan's origin, then nothing: what figures of the model itself need (``check``,
+    the first stage of ``screen``)."""
+
+    name = "origin"
+
+    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
+        """The origin until it is evaluated."""
+        index = origin_index(points)
+        return None if index in asr else index
+
+
 @dataclass(frozen=True)
 class AdaptiveEdges:
     """Find each basin edge by a coarse pass, bisection and fill-in: on both sides of a 1D

@@ -74,6 +74,9 @@ def starts_inside(syntax: ReasoningSyntax, prompt_text: str) -> bool:
 
 
 PENDING, THINKING, ANSWER = "pending", "thinking", "answer"
+# Tokens an answer may spend on white space before opening its reasoning: a model that has
+# not opened it by then answers without reasoning.
+PENDING_TOKENS = 8
 
 
 class ReasoningTracker:
@@ -85,15 +88,17 @@ class ReasoningTracker:
         self.phase = THINKING if inside else PENDING
         self.reasoned = inside  # True once reasoning was opened
         self._text = ""
+        self._pending = 0
 
     def add(self, piece: str) -> None:
         """The next token's text (special tokens rendered)."""
         self._text += piece
         if self.phase == PENDING:
+            self._pending += 1
             head = self._text.lstrip()
             if head.startswith(self.syntax.open):
                 self.force_thinking()
-            elif not self.syntax.open.startswith(head):
+            elif not self.syntax.open.startswith(head) or self._pending > PENDING_TOKENS:
                 self.phase = ANSWER  # no reasoning: everything so far is the answer
         if self.phase == THINKING and self.syntax.close in self._text:
             self.phase = ANSWER

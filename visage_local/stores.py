@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import SPLIT_NAME
+from visage_local.gguf_model import is_model_file
 
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 OLLAMA_REGISTRY = "registry.ollama.ai"
@@ -165,17 +165,7 @@ def _hf_snapshot(root: Path, repo: str) -> Path | None:
 def _ggufs(folder: Path) -> list[Path]:
     """The model GGUFs in a folder and below it (multimodal projectors left out; a split
     model by its first part)."""
-    return sorted(
-        p
-        for p in folder.rglob("*.gguf")
-        if p.is_file() and not p.name.lower().startswith("mmproj") and _whole_or_first(p)
-    )
-
-
-def _whole_or_first(path: Path) -> bool:
-    """True for a model's file, or the first part of a split model."""
-    match = SPLIT_NAME.match(path.name)
-    return match is None or int(match["part"]) == 1
+    return sorted(p for p in folder.rglob("*.gguf") if p.is_file() and is_model_file(p))
 
 
 def _words(path: Path) -> set[str]:

@@ -44,6 +44,13 @@ class Size:
     context: int = 4096
 
 
+# ChatML, as Qwen2.5 has it: the default template of synthetic models.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 # A Qwen3-style chat template: `enable_thinking=False` adds an empty reasoning block.
 QWEN3_TEMPLATE = (
     "{%- for message in messages %}"
@@ -306,7 +313,7 @@ def write_model(
     architecture: str,
     size: Size = Size(),
     seed: int = 0,
-    template: str = QWEN3_TEMPLATE,
+    template: str = CHATML_TEMPLATE,
 ) -> Path:
     """Write a random-weight F32/F16 model of ``architecture`` (a key of ARCHITECTURES):
     matrices in F16, vectors in F32, norms 1."""

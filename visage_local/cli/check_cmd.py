@@ -41,7 +41,8 @@ EXIT_FAIL = 3
 @click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
               show_default=True, help="Use the first N AdvBench prompts.")  # fmt: skip
 @click.option("--max-new-tokens", type=click.IntRange(1, 4096),
-              default=reference.MAX_NEW_TOKENS, show_default=True)  # fmt: skip
+              default=reference.MAX_NEW_TOKENS, show_default=True,
+              help="Most tokens generated per answer.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
               show_default=True, help="Grid steps of the VISAGE landscape.")  # fmt: skip
 @range_option("The VISAGE landscape's alpha over [-RANGE, RANGE].")
@@ -67,6 +68,7 @@ def check_command(
         engine=EngineSettings(threads=threads),
         seed=seed,
         max_new_tokens=max_new_tokens,
+        benign=max_benign_refusal is not None,  # so that the batch holds them too
     )
     limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t)
     out_dir = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"

@@ -1,0 +1,108 @@
+"""``visage-local screen``: many models, stage by stage, ranked, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from visage_local import synthetic
+from visage_local.cli.main import main
+from visage_local.screen import ScreenRow, rank
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--limit", "3", "--max-new-tokens", "3", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> Path:
+    """Three small random-weight models of three architectures, in one folder."""
+    folder = tmp_path_factory.mktemp("tiny-models")
+    for arch in ("qwen3", "llama3", "gemma3"):
+        source = synthetic.write_model(folder / f"{arch}.f16", arch)
+        synthetic.requantize(source, folder / f"{arch}.Q4_K_M.gguf", "Q4_K_M")
+        source.unlink()
+    return folder
+
+
+def test_ranking_is_by_visage_then_origin_asr_failures_last():
+    def row(name, visage=None, asr=None, error=None):
+        return ScreenRow(name, name, "0" * 12, "", origin_asr=asr, visage=visage, error=error)
+
+    rows = [row("e", error="x"), row("d", None, 10.0), row("c", 50.0, 90.0),
+            row("b", 80.0, 40.0), row("a", 50.0, 20.0)]  # fmt: skip
+    assert [r.spec for r in rank(rows)] == ["b", "a", "c", "d", "e"]
+
+
+def test_stage_one_ranks_the_aligned_model_first(smollm2, qwen, tmp_path):
+    out = tmp_path / "screen"
+    result = CliRunner().invoke(main, ["screen", str(smollm2), str(qwen), "--out", str(out),
+                                       "--limit", "6", "--max-new-tokens", "8", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["format_version"] == 1
+    first, second = document["models"]
+    assert first["file"] == qwen.name and second["file"] == smollm2.name
+    assert first["origin_asr"] < second["origin_asr"]
+    for row in document["models"]:
+        summary = json.loads((Path(row["folder"]) / "origin" / "summary.json").read_text())
+        assert summary["n_points_evaluated"] == 1 and summary["benign"]
+        assert row["origin_asr"] == summary["origin_asr"]
+        assert row["benign_refusal"] == summary["points"][0]["benign_refusal"]
+    lines = (out / "screen.csv").read_text().splitlines()
+    assert lines[0].startswith("rank,model,") and lines[1].startswith(f"1,{qwen.name} (")
+
+
+def test_a_killed_screen_resumes_without_redoing_finished_models(tiny_models, tmp_path):
+    out = tmp_path / "screen"
+    args = [sys.executable, "-m", "visage_local.cli", "screen", str(tiny_models), "--landscape",
+            "--steps", "2", "--budget-minutes", "30", "--out", str(out), *TINY]  # fmt: skip
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    started: list[Path] = []
+    # A second model's folder: the first model (in file-name order) is finished.
+    while time.monotonic() < deadline and len(started) < 2 and child.poll() is None:
+        started = sorted(out.glob("*-*/origin"))
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert len(started) >= 2, "the screen never reached its second model"
+    finished = started[0].parent
+    stamps = {p: p.stat().st_mtime_ns for p in finished.rglob("generations.jsonl")}
+    result = CliRunner().invoke(main, args[3:])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("generations.jsonl")} == stamps
+    document = json.loads((out / "screen.json").read_text())
+    assert len(document["models"]) == 3
+    assert all(r["visage"] is not None and r["landscape_complete"] for r in document["models"])
+
+
+def test_base_interpolation_and_a_mismatched_architecture(tiny_models, tmp_path):
+    base = tiny_models / "qwen3.Q4_K_M.gguf"
+    moved = tmp_path / "qwen3-moved.gguf"
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["perturb", str(base), "--alpha", "0.5", "-o", str(moved)]).exit_code
+        == 0
+    )
+    out = tmp_path / "screen"
+    args = ["screen", str(moved), "--base", str(base), "--interpolation-steps", "2", *TINY]
+    result = runner.invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "screen.json").read_text())["models"]
+    interpolation = json.loads((Path(row["folder"]) / "interpolation" / "summary.json").read_text())
+    assert interpolation["grid"]["kind"] == "interpolation"
+    assert row["breaking_t"] == interpolation["breaking_t"]
+    other = tiny_models / "llama3.Q4_K_M.gguf"
+    result = runner.invoke(main, ["screen", str(other), "--base", str(base), *TINY,
+                                  "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert result.exit_code == 2 and "architecture 'llama' differs" in result.output
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,103 @@
+"""``visage-local screen``: many models, one ranked table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from visage_local import reference
+from visage_local.engine import EngineSettings
+from visage_local.grid import MAX_STEPS, Grid
+from visage_local.prompts import select_prompts
+from visage_local.registry import resolve_model
+from visage_local.screen import ScreenRow, expand_specs, screen
+from visage_local.settings import sweep_config
+
+from ._common import echo_json
+from .options import range_option, seed_option, threads_option
+
+
+@click.command("screen")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--base", default=None,
+              help="The base model the others were finetuned from: each is interpolated from "
+              "it, and the first t where it leaves the base's basin reported.")  # fmt: skip
+@click.option(
+    "--landscape",
+    is_flag=True,
+    help="Stage 2: a 1D landscape with VISAGE and basin edges for each model.",
+)
+@click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --landscape: minutes shared equally among the models' landscapes "
+              "(each visits its grid coarse to fine and stops in time).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
+              show_default=True, help="Use the first N AdvBench prompts.")  # fmt: skip
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096),
+              default=reference.MAX_NEW_TOKENS, show_default=True,
+              help="Most tokens generated per answer.")  # fmt: skip
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
+              show_default=True, help="Grid steps of the stage-2 landscape.")  # fmt: skip
+@range_option("The stage-2 landscape's alpha over [-RANGE, RANGE].")
+@click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
+              show_default=True, help="Steps over t in [0, 1] with --base.")  # fmt: skip
+@seed_option
+@threads_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/screen"), show_default=True,
+              help="The screen's folder (an interrupted screen resumes from it).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print screen.json and nothing else.")
+def screen_command(
+    models, base, landscape, budget_minutes, limit, max_new_tokens, steps, range_,
+    interpolation_steps, seed, threads, out_dir, as_json,
+) -> None:  # fmt: skip
+    """Screen MODELS (paths, folders, globs, registry names, store specs): each model's own
+    ASR, compliance, incoherence and benign over-refusal, then optionally its landscape and
+    its interpolation from --base; a table ranked by VISAGE, then origin ASR."""
+    if budget_minutes is not None and not landscape:
+        raise click.UsageError("--budget-minutes shares the --landscape stage's time")
+    found = expand_specs(list(models), resolve_model)
+    config = sweep_config(
+        found[0][1],
+        grid=Grid(1, steps, range_),
+        prompts=select_prompts(None, limit),
+        engine=EngineSettings(threads=threads),
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+    )
+    base_path = resolve_model(base) if base is not None else None
+
+    def say(spec: str, what: str) -> None:
+        click.echo(f"{spec}: {what}", err=True)
+
+    rows = screen(found, config, out_dir, landscape, budget_minutes, base_path,
+                  interpolation_steps, say)  # fmt: skip
+    if as_json:
+        echo_json(json.loads((out_dir / "screen.json").read_text()))
+        return
+    _print(rows, landscape, base_path is not None)
+    click.echo(f"results in {out_dir} (screen.json, screen.csv)")
+
+
+def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
+    def cell(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    head = (
+        f"{'#':>2}  {'model':<44} {'ASR':>6} {'95% CI':>14} {'compl':>6} {'incoh':>6} {'benign':>6}"
+    )
+    head += f" {'VISAGE':>7}" if landscape else ""
+    head += f" {'break t':>7}" if interpolated else ""
+    click.echo(head)
+    for place, row in enumerate(rows, start=1):
+        ci = row.origin_asr_ci
+        interval = f"[{ci[0]:5.1f}, {ci[1]:5.1f}]" if ci else "-"
+        line = (f"{place:>2}  {row.name[:44]:<44} {cell(row.origin_asr):>6} {interval:>14} "
+                f"{cell(row.harmful_compliance):>6} {cell(row.incoherent):>6} "
+                f"{cell(row.benign_refusal):>6}")  # fmt: skip
+        if landscape:
+            line += f" {cell(row.visage, 2):>7}"
+        if interpolated:
+            line += f" {cell(row.breaking_t, 2):>7}"
+        click.echo(line)

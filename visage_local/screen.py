@@ -1,0 +1,205 @@
+"""``visage-local screen``: which of many models kept their safety, ranked.
+
+Stage 1, for every model: the origin alone, with the built-in benign prompts beside the
+harmful ones: origin ASR and its interval, harmful compliance, incoherence and benign
+over-refusal, and the seconds it took. Stage 2 (``landscape``): a 1D landscape for each
+with VISAGE and basin edges; a time budget is shared equally among the models (each
+landscape then visits its grid coarse to fine and stops in time). With a base model: the
+interpolation from it to each model, and the first t where it leaves the base's basin.
+
+One folder holds the screen: a sub-folder per model (named by file name and short
+sha256) with one ordinary, resumable sweep per stage, so an interrupted screen redoes
+nothing finished. ``screen.json`` and ``screen.csv`` hold the ranked table.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
+from visage_local.errors import ConfigError
+from visage_local.files import atomic_write_text
+from visage_local.gguf_model import GGUFModel, is_model_file
+from visage_local.grid import InterpolationGrid
+from visage_local.interpolation import check_pair
+from visage_local.planning import FullGrid, OriginOnly
+from visage_local.record import RunSummary
+from visage_local.settings import SweepConfig, n_sequences
+from visage_local.sweep import SweepOptions, run_sweep
+
+FORMAT_VERSION = 1
+SCREEN_FILE = "screen.json"
+SCREEN_CSV = "screen.csv"
+
+
+@dataclass
+class ScreenRow:
+    """One model of a screen: what each stage measured (None: not run)."""
+
+    spec: str
+    file: str
+    sha256: str  # the first 12 hex digits
+    folder: str
+    origin_asr: float | None = None
+    origin_asr_ci: list[float] | None = None
+    harmful_compliance: float | None = None
+    incoherent: float | None = None
+    benign_refusal: float | None = None
+    seconds: float | None = None
+    visage: float | None = None
+    visage_ci: list[float] | None = None
+    basin_edges: list[float | None] | None = None
+    landscape_complete: bool | None = None
+    breaking_t: float | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How the table names the model: file name and short sha256."""
+        return f"{self.file} ({self.sha256})"
+
+
+def rank(rows: list[ScreenRow]) -> list[ScreenRow]:
+    """By VISAGE, highest first (models without one after), then by origin ASR, lowest
+    first; models that failed last."""
+
+    def key(row: ScreenRow) -> tuple:
+        visage = -row.visage if row.visage is not None else math.inf
+        asr = row.origin_asr if row.origin_asr is not None else math.inf
+        return (row.error is not None, visage, asr, row.file)
+
+    return sorted(rows, key=key)
+
+
+OnModel = Callable[[str, str], None]  # (model, what is being done)
+
+
+def screen(
+    models: list[tuple[str, Path]],
+    config: SweepConfig,
+    out_dir: Path,
+    landscape: bool = False,
+    budget_minutes: float | None = None,
+    base: Path | None = None,
+    interpolation_steps: int = 10,
+    on_model: OnModel | None = None,
+) -> list[ScreenRow]:
+    """Screen ``models`` ((spec, path) pairs) with ``config``'s settings (its model path and
+    batch size are each model's; its grid is stage 2's landscape) into ``out_dir``; return
+    the ranked rows, also written to screen.json and screen.csv."""
+    if base is not None:  # before any work: every model must interpolate from the base
+        for _, path in models:
+            check_pair(GGUFModel(base), GGUFModel(path))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    share = None if budget_minutes is None else budget_minutes / max(1, len(models))
+    rows = []
+    for spec, path in models:
+        model = GGUFModel(path)
+        row = ScreenRow(spec, path.name, model.sha256[:12], "")
+        folder = out_dir / f"{_stem(path)}-{row.sha256}"
+        row.folder = str(folder)
+        rows.append(row)
+        this = replace(config, model_path=path, benign=True)
+        batch = auto_batch_size(
+            model, n_sequences(this), TYPICAL_PROMPT_TOKENS + this.max_new_tokens
+        )
+        this = replace(this, engine=replace(this.engine, max_sequences=batch))
+        if on_model:
+            on_model(spec, "stage 1: the model itself")
+        started = time.monotonic()
+        origin = run_sweep(this, SweepOptions(folder / "origin", order=OriginOnly()))
+        row.seconds = round(time.monotonic() - started, 1)
+        _stage_one(row, origin)
+        if landscape:
+            if on_model:
+                on_model(spec, "stage 2: 1D landscape")
+            order = FullGrid(coarse_first=share is not None)
+            swept = run_sweep(
+                replace(this, benign=False),
+                SweepOptions(folder / "landscape", order=order, budget_minutes=share),
+            )
+            row.visage = swept.visage
+            row.visage_ci = swept.visage_ci
+            row.basin_edges = swept.basin_edges
+            row.landscape_complete = swept.complete
+        if base is not None:
+            if on_model:
+                on_model(spec, "interpolation from the base")
+            interpolation = replace(
+                this, model_path=base, finetune=path, finetune_kind="model", benign=False,
+                grid=InterpolationGrid(steps=interpolation_steps),
+            )  # fmt: skip
+            row.breaking_t = run_sweep(
+                interpolation, SweepOptions(folder / "interpolation")
+            ).breaking_t
+    ranked = rank(rows)
+    write_screen(ranked, out_dir)
+    return ranked
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".gguf")
+
+
+def _stage_one(row: ScreenRow, summary: RunSummary) -> None:
+    origin = summary.origin
+    assert origin is not None  # the origin is the one point evaluated
+    row.origin_asr = origin.asr
+    row.origin_asr_ci = list(origin.asr_ci)
+    row.harmful_compliance = origin.harmful_compliance
+    row.incoherent = origin.incoherent
+    row.benign_refusal = origin.benign_refusal
+
+
+CSV_COLUMNS = ("rank", "model", "spec", "origin_asr", "origin_asr_low", "origin_asr_high",
+               "harmful_compliance", "incoherent", "benign_refusal", "visage", "visage_low",
+               "visage_high", "breaking_t", "seconds", "folder")  # fmt: skip
+
+
+def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
+    """screen.json (``format_version`` first) and screen.csv, ranked."""
+    document = {"format_version": FORMAT_VERSION, "models": [asdict(r) for r in rows]}
+    atomic_write_text(out_dir / SCREEN_FILE, json.dumps(document, indent=2))
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(CSV_COLUMNS)
+    for place, row in enumerate(rows, start=1):
+        asr_ci = row.origin_asr_ci or [None, None]
+        visage_ci = row.visage_ci or [None, None]
+        writer.writerow([
+            place, row.name, row.spec, row.origin_asr, *asr_ci, row.harmful_compliance,
+            row.incoherent, row.benign_refusal, row.visage, *visage_ci, row.breaking_t,
+            row.seconds, row.folder,
+        ])  # fmt: skip
+    atomic_write_text(out_dir / SCREEN_CSV, text.getvalue())
+
+
+def expand_specs(specs: list[str], resolve: Callable[[str], Path]) -> list[tuple[str, Path]]:
+    """Every (spec, path) the specs name, each model once: a folder gives its GGUFs, a
+    glob the files it matches (a split model by its first part), anything else
+    ``resolve(spec)`` (a path, a registry name, a store spec)."""
+    found: list[tuple[str, Path]] = []
+    for spec in specs:
+        if Path(spec).is_dir():
+            matches = sorted(str(p) for p in Path(spec).glob("*.gguf"))
+        elif any(c in spec for c in "*?[") and not Path(spec).exists():
+            matches = sorted(glob.glob(spec))
+        else:
+            found.append((spec, resolve(spec)))
+            continue
+        models = [(m, Path(m)) for m in matches if is_model_file(Path(m))]
+        if not models:
+            raise ConfigError(f"{spec}: no GGUF model there")
+        found += models
+    unique: dict[Path, tuple[str, Path]] = {}
+    for spec, path in found:
+        unique.setdefault(path.resolve(), (spec, path))
+    return list(unique.values())
