@@ -9,6 +9,7 @@ import pytest
 from conftest import write_lora_adapter, write_tiny_gguf
 from gguf import GGMLQuantizationType, GGUFWriter
 
+from visage_local import synthetic
 from visage_local.directions import RandomDirection
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
@@ -190,16 +191,20 @@ def test_endpoints_reproduce_each_models_own_generations(smollm2, tmp_path):
 
 
 @pytest.mark.slow
-def test_qwen_against_itself_in_q8_0_other_types_interpolate(qwen, tmp_path):
-    base = GGUFModel(qwen)
+def test_a_mixed_type_model_against_itself_in_q8_0_other_types_interpolate(tmp_path):
+    """A Qwen2-shaped Q4_K_M file (Q4_K, Q6_K, F32 biases, made by llama.cpp's quantiser)
+    against the same weights in Q8_0."""
+    source = synthetic.write_model(tmp_path / "f16.gguf", "qwen2")
+    model = synthetic.requantize(source, tmp_path / "q4_k_m.gguf", "Q4_K_M")
+    base = GGUFModel(model)
     q8 = export_perturbed(
         Perturbation(base, [RandomDirection(0)], threads=2, requant="q8_0"),
         Point(0.0),
-        tmp_path / "qwen-q8_0.gguf",
+        tmp_path / "q8_0.gguf",
     )  # the same weights, requantised to Q8_0: a real "other quantisation" pair
     check_pair(base, GGUFModel(q8))
     prompts = load_prompts("builtin", 2)
-    config, _ = _plain(qwen, prompts, tmp_path, finetune=q8, requant="q8_0")
+    config, _ = _plain(model, prompts, tmp_path, finetune=q8, requant="q8_0")
     summary = run_sweep(config, SweepOptions(tmp_path / "interp"))
     end = next(p for p in summary.points if p.alpha == 1.0)
     # the direction is the base's quantisation error against Q8_0; stored in Q8_0 (the

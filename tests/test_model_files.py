@@ -21,6 +21,11 @@ from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Point
 from visage_local.perturb import Perturbation
 
+# The architecture also written in the types whose ftype needs an importance matrix: gpt-oss
+# has dense attention, 3-D experts and expert biases (ggml's IQ encoders are slow; every
+# type is checked on its own in test_quant.py).
+IMATRIX_ARCHS = ("gpt-oss",)
+
 
 def upload_types(arch: str) -> tuple[str, ...]:
     """The upload types made of ``arch``: gpt-oss ships in MXFP4 as well."""
@@ -39,13 +44,17 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("arch", list(synthetic.ARCHITECTURES))
 def test_every_upload_type_inspects_perturbs_and_runs(arch, sources, tmp_path):
-    """Each upload type of each architecture: inspect reads it, perturb moves every
+    """Each upload type of each architecture (the ones whose ftype needs an importance
+    matrix written by ggml's encoder with a uniform one): inspect reads it, perturb moves every
     perturbed tensor and nothing else (GGUF-only tensors and norms keep their bytes), and
     llama.cpp loads the perturbed file and generates from it."""
     runner = CliRunner()
     seen_types: set[str] = set()
-    for ftype in upload_types(arch):
-        path = synthetic.requantize(sources[arch], tmp_path / f"{ftype}.gguf", ftype)
+    made = [(ftype, synthetic.requantize) for ftype in upload_types(arch)]
+    if arch in IMATRIX_ARCHS:
+        made += [(qtype, synthetic.encode) for qtype in synthetic.IMATRIX_TYPES]
+    for ftype, make in made:
+        path = make(sources[arch], tmp_path / f"{ftype}.gguf", ftype)
         shown = runner.invoke(main, ["inspect", str(path)])
         assert shown.exit_code == 0, shown.output
         gguf_only = [t.name for t in GGUFModel(path).tensors if t.name in GGUF_ONLY]
@@ -85,6 +94,7 @@ def test_every_upload_type_inspects_perturbs_and_runs(arch, sources, tmp_path):
         "IQ3_S",
         "BF16",
     } <= seen_types
+    assert set(synthetic.IMATRIX_TYPES) <= seen_types or arch not in IMATRIX_ARCHS
     if arch == "gpt-oss":
         assert "MXFP4" in seen_types
 

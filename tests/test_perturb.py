@@ -163,7 +163,7 @@ def test_unsupported_tensor_type_is_refused_unless_excluded(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["smollm2", "qwen", "gemma"])
+@pytest.mark.parametrize("which", ["smollm2", "gemma"])  # Qwen: every sweep test on it
 def test_perturbed_gguf_loads_in_llama_cpp_and_generates(which, request, tmp_path):
     source = GGUFModel(request.getfixturevalue(which))
     p = Perturbation(source, [RandomDirection(123)], threads=2)

@@ -48,10 +48,10 @@ def thinker(smollm2, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def thought(thinker, tmp_path_factory):
     """The origin's prompts, records (as a sweep writes them) and whole generations (no
-    early stop) for 8 AdvBench prompts, decoded one at a time."""
+    early stop) for 6 AdvBench prompts, decoded one at a time."""
     config = SweepConfig(
         model_path=thinker,
-        prompts=select_prompts(None, 8),
+        prompts=select_prompts(None, 6),
         max_new_tokens=ANSWER_TOKENS,
         max_thinking_tokens=THINKING_BUDGET,
         system_prompt=SystemPrompt.parse(GREETING),

@@ -42,15 +42,17 @@ def test_ranking_is_by_visage_then_origin_asr_failures_last():
     assert [r.spec for r in rank(rows)] == ["b", "a", "c", "d", "e"]
 
 
-def test_stage_one_ranks_the_aligned_model_first(smollm2, qwen, tmp_path):
+def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
+    """Qwen (aligned) against a random-weight model (which refuses nothing)."""
+    noise = tiny_models / "llama3.Q4_K_M.gguf"
     out = tmp_path / "screen"
-    result = CliRunner().invoke(main, ["screen", str(smollm2), str(qwen), "--out", str(out),
-                                       "--limit", "6", "--max-new-tokens", "8", "--json"])  # fmt: skip
+    result = CliRunner().invoke(main, ["screen", str(noise), str(qwen), "--out", str(out),
+                                       "--limit", "4", "--max-new-tokens", "4", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["format_version"] == 1
     first, second = document["models"]
-    assert first["file"] == qwen.name and second["file"] == smollm2.name
+    assert first["file"] == qwen.name and second["file"] == noise.name
     assert first["origin_asr"] < second["origin_asr"]
     for row in document["models"]:
         summary = json.loads((Path(row["folder"]) / "origin" / "summary.json").read_text())

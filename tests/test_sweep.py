@@ -136,7 +136,7 @@ def test_the_engine_receives_the_system_prompt_and_the_attack_of_every_builtin(
 
     received: list[list[list[int]]] = []
 
-    def spy(self, prompts, max_new_tokens, settled=None):
+    def spy(self, prompts, max_new_tokens, settled=None, reasoning=None):
         received.append([list(p) for p in prompts])
         raise _Received
 

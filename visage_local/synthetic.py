@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFWriter
+from gguf import GGMLQuantizationType, GGUFWriter
 
+from visage_local import ggml, quant
 from visage_local.errors import ConfigError, ModelFileError
+from visage_local.gguf_model import GGUFModel, write_retyped
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,34 @@ def _add_key(writer: GGUFWriter, key: str, value: object) -> None:
 UPLOAD_TYPES = (
     "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ4_NL", "IQ3_M", "BF16",
 )  # fmt: skip
+
+
+# Types whose llama.cpp ftype needs an importance matrix, which llama_model_quantize takes
+# from C++ only: ``encode`` writes their tensor types with ggml's encoder and a uniform one.
+IMATRIX_TYPES = ("IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "IQ3_XXS")
+
+
+def encode(source: str | os.PathLike, out: str | os.PathLike, qtype: str, threads: int = 2) -> Path:
+    """``source`` with every weight matrix whose rows fit the type's blocks encoded in ``qtype`` by
+    ggml's own encoder (a uniform importance matrix where ggml needs one); other tensors
+    keep their types. For the types ``requantize`` cannot make from Python."""
+    model = GGUFModel(source)
+    target = GGMLQuantizationType[qtype]
+    retype = {
+        t.name: target
+        for t in model.tensors
+        if t.name.endswith(".weight")  # biases stay F32, as llama.cpp's quantiser keeps them
+        and len(t.shape) > 1
+        and t.n_per_row % ggml.block_size(int(target)) == 0
+    }
+
+    def data(info):
+        if info.name not in retype:
+            return model.raw(info)
+        return quant.quantize(model.dequantize(info, threads), target, threads)
+
+    write_retyped(model, Path(out), retype, data)
+    return Path(out)
 
 
 def requantize(source: str | os.PathLike, out: str | os.PathLike, ftype: str, threads: int = 2):
