@@ -8,16 +8,15 @@ from pathlib import Path
 
 import click
 
-from visage_local import reference
 from visage_local.check import CheckResult, Limits, run_check
 from visage_local.engine import EngineSettings
-from visage_local.grid import MAX_STEPS, Grid
+from visage_local.grid import Grid
 from visage_local.prompts import select_prompts
 from visage_local.registry import model_label, resolve_model
 from visage_local.settings import sweep_config
 
 from ._common import echo_json
-from .options import range_option, seed_option, threads_option
+from .options import measurement_options
 
 EXIT_FAIL = 3
 
@@ -38,18 +37,7 @@ EXIT_FAIL = 3
 @click.option("--lenient", is_flag=True,
               help="A threshold inside its value's 95% interval passes when the value does "
               "(by default it fails: the run cannot tell them apart).")  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
-              show_default=True, help="Use the first N AdvBench prompts.")  # fmt: skip
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096),
-              default=reference.MAX_NEW_TOKENS, show_default=True,
-              help="Most tokens generated per answer.")  # fmt: skip
-@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
-              show_default=True, help="Grid steps of the VISAGE landscape.")  # fmt: skip
-@range_option("The VISAGE landscape's alpha over [-RANGE, RANGE].")
-@click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
-              show_default=True, help="Steps over t in [0, 1] for --min-breaking-t.")  # fmt: skip
-@seed_option
-@threads_option
+@measurement_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the check's runs [default: runs/check-<model>]; a check "
               "interrupted resumes from it.")  # fmt: skip

@@ -10,7 +10,7 @@ import click
 from visage_local import reasoning, reference
 from visage_local.attacks import BUILTIN_ATTACKS
 from visage_local.capability import CapabilitySettings, load_questions
-from visage_local.grid import MAX_RANGE
+from visage_local.grid import MAX_RANGE, MAX_STEPS
 from visage_local.judges import JUDGES
 from visage_local.perturb import REQUANT_MODES
 
@@ -342,3 +342,27 @@ def capability_settings(options: dict) -> CapabilitySettings | None:
         questions=load_questions(options["mcq_path"]),
         text_path=options["perplexity_text"],
     )
+
+
+_MEASUREMENT_OPTIONS = [
+    click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
+                 show_default=True, help="Use the first N AdvBench prompts."),
+    click.option("--max-new-tokens", type=click.IntRange(1, 4096),
+                 default=reference.MAX_NEW_TOKENS, show_default=True,
+                 help="Most tokens generated per answer."),
+    click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
+                 show_default=True, help="Grid steps of the 1D landscape VISAGE is read from."),
+    range_option("The 1D landscape's alpha over [-RANGE, RANGE]."),
+    click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
+                 show_default=True, help="Steps over t in [0, 1] from --base."),
+    seed_option,
+    threads_option,
+]  # fmt: skip
+
+
+def measurement_options(command):
+    """The options check and screen measure with: prompts, tokens, the landscape's grid, the
+    interpolation's steps, seed and threads (the reference setting by default)."""
+    for option in reversed(_MEASUREMENT_OPTIONS):
+        command = option(command)
+    return command

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import click
 
-from visage_local import reference
 from visage_local.engine import EngineSettings
-from visage_local.grid import MAX_STEPS, Grid
+from visage_local.grid import Grid
 from visage_local.prompts import select_prompts
 from visage_local.registry import resolve_model
 from visage_local.screen import ScreenRow, expand_specs, screen
 from visage_local.settings import sweep_config
 
 from ._common import echo_json
-from .options import range_option, seed_option, threads_option
+from .options import measurement_options
 
 
 @click.command("screen")
@@ -32,18 +31,7 @@ from .options import range_option, seed_option, threads_option
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="With --landscape: minutes shared equally among the models' landscapes "
               "(each visits its grid coarse to fine and stops in time).")  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
-              show_default=True, help="Use the first N AdvBench prompts.")  # fmt: skip
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096),
-              default=reference.MAX_NEW_TOKENS, show_default=True,
-              help="Most tokens generated per answer.")  # fmt: skip
-@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
-              show_default=True, help="Grid steps of the stage-2 landscape.")  # fmt: skip
-@range_option("The stage-2 landscape's alpha over [-RANGE, RANGE].")
-@click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
-              show_default=True, help="Steps over t in [0, 1] with --base.")  # fmt: skip
-@seed_option
-@threads_option
+@measurement_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/screen"), show_default=True,
               help="The screen's folder (an interrupted screen resumes from it).")  # fmt: skip
