@@ -252,3 +252,29 @@ def pytest_sessionfinish(session, exitstatus):
         for nodeid, reason in refused:
             print(f"\nnot allowed to skip: {nodeid}: {reason}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def small_sweep(model: Path, out: Path):
+    """Three points, three built-in prompts, six tokens: a sweep two routes are compared on."""
+    from visage_local.engine import EngineSettings
+    from visage_local.grid import Grid
+    from visage_local.prompts import load_prompts
+    from visage_local.settings import SweepConfig
+    from visage_local.sweep import SweepOptions, run_sweep
+
+    config = SweepConfig(
+        model_path=model,
+        prompts=load_prompts("builtin", 3),
+        grid=Grid(1, 2, 0.5),
+        max_new_tokens=6,
+        engine=EngineSettings(threads=2),
+    )
+    return run_sweep(config, SweepOptions(out))
+
+
+def sweep_answers(folder: Path) -> list[tuple]:
+    """(alpha, prompt index, response) of every stored answer of a run folder."""
+    import json
+
+    lines = (folder / "generations.jsonl").read_text().splitlines()
+    return [(r["alpha"], r["prompt_index"], r["response"]) for r in map(json.loads, lines)]

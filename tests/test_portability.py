@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import small_sweep, sweep_answers
 
 from visage_local import batching, evaluator, gguf_model, synthetic
 from visage_local.cli.main import main
-from visage_local.engine import EngineSettings
-from visage_local.grid import Grid
-from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
 
 # vm_stat on an Apple-silicon Mac (macOS 14), as printed.
 VM_STAT = """Mach Virtual Memory Statistics: (page size of 16384 bytes)
@@ -39,21 +34,10 @@ def small(tmp_path_factory) -> Path:
     return synthetic.requantize(source, folder / "qwen3.Q4_K_M.gguf", "Q4_K_M")
 
 
-def _sweep(model: Path, out: Path):
-    config = SweepConfig(
-        model_path=model,
-        prompts=load_prompts("builtin", 3),
-        grid=Grid(1, 2, 0.5),
-        max_new_tokens=6,
-        engine=EngineSettings(threads=2),
-    )
-    return run_sweep(config, SweepOptions(out))
-
-
 def test_a_sweep_without_dev_shm_or_pwrite_gives_the_same_landscape(small, tmp_path, monkeypatch):
     """With no /dev/shm the scratch copy lives in the run folder (and is gone after); with
     no os.pwrite tensors are written with a seek and writes; answers and ASR are the same."""
-    linux = _sweep(small, tmp_path / "linux")
+    linux = small_sweep(small, tmp_path / "linux")
     seen: list[Path] = []
     original = evaluator.scratch_folder
 
@@ -64,16 +48,12 @@ def test_a_sweep_without_dev_shm_or_pwrite_gives_the_same_landscape(small, tmp_p
     monkeypatch.setattr(evaluator, "SCRATCH_DIR", tmp_path / "no-dev-shm")
     monkeypatch.setattr(evaluator, "scratch_folder", spy)
     monkeypatch.setattr(gguf_model, "HAS_PWRITE", False)
-    laptop = _sweep(small, tmp_path / "laptop")
+    laptop = small_sweep(small, tmp_path / "laptop")
     assert seen == [tmp_path / "laptop"]
     assert not list((tmp_path / "laptop").glob("*.gguf"))
     assert [p.asr for p in laptop.points] == [p.asr for p in linux.points]
 
-    def answers(folder: Path) -> list[tuple]:
-        lines = (folder / "generations.jsonl").read_text().splitlines()
-        return [(r["alpha"], r["prompt_index"], r["response"]) for r in map(json.loads, lines)]
-
-    assert answers(tmp_path / "laptop") == answers(tmp_path / "linux")
+    assert sweep_answers(tmp_path / "laptop") == sweep_answers(tmp_path / "linux")
 
 
 def test_perturb_writes_the_same_file_without_pwrite(small, tmp_path, monkeypatch):

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import small_sweep, sweep_answers
 from gguf import GGUFWriter
 
 from visage_local import synthetic
 from visage_local.cli.main import main
-from visage_local.engine import EngineSettings
 from visage_local.errors import ModelFileError
 from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Grid
-from visage_local.prompts import load_prompts
 from visage_local.registry import model_label
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
 
 
 def write_split(source: GGUFModel, path: Path, max_tensors: int) -> list[Path]:
@@ -102,16 +97,6 @@ def test_perturbing_the_split_model_perturbs_the_same_tensors(models, tmp_path):
 
 def test_a_sweep_of_the_split_model_equals_the_whole_ones(models, tmp_path):
     whole, parts = models
-    answers = []
-    for name, model in (("whole", whole), ("split", parts[0])):
-        config = SweepConfig(
-            model_path=model,
-            prompts=load_prompts("builtin", 3),
-            grid=Grid(1, 2, 0.5),
-            max_new_tokens=6,
-            engine=EngineSettings(threads=2),
-        )
-        run_sweep(config, SweepOptions(tmp_path / name))
-        lines = (tmp_path / name / "generations.jsonl").read_text().splitlines()
-        answers.append([(r["alpha"], r["response"]) for r in map(json.loads, lines)])
-    assert answers[0] == answers[1]
+    small_sweep(whole, tmp_path / "whole")
+    small_sweep(parts[0], tmp_path / "split")
+    assert sweep_answers(tmp_path / "split") == sweep_answers(tmp_path / "whole")
