@@ -1,11 +1,13 @@
-"""Open a run's HTML report in headless Chromium: render it, screenshot it, and fail on
-console errors or blocked resources.
+"""Open a run's HTML report, or a screen's leaderboard, in headless Chromium: render it,
+screenshot it, and fail on console errors or blocked resources.
 
     python scripts/check_report.py RUN_DIR [--screenshot docs/img/report.png]
+    python scripts/check_report.py SCREEN_DIR [--screenshot docs/img/leaderboard.png]
 
 Needs Debian's chromium (apt-get install chromium). Exit 0 when the page rendered
-(its DOM holds the title, the plots and the points table) and the browser logged
-no console error, uncaught exception or Content-Security-Policy violation.
+(its DOM holds the title, the plots and the points or models table, and a leaderboard's
+links lead to reports that exist) and the browser logged no console error, uncaught
+exception or Content-Security-Policy violation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
+from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.report import write_report
 
 BAD_LOG = re.compile(r"CONSOLE|Uncaught|Refused to|Content Security Policy|ERR_", re.IGNORECASE)
@@ -33,6 +37,11 @@ def chromium(*args: str, profile: str) -> subprocess.CompletedProcess:
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={profile}",
         "--enable-logging=stderr",
         "--v=0",
@@ -46,14 +55,19 @@ def main() -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--screenshot", type=Path, default=None)
     args = parser.parse_args()
-    page = write_report(args.run_dir)
+    screen = (args.run_dir / SCREEN_JSON).is_file()
+    page = write_leaderboard(args.run_dir) if screen else write_report(args.run_dir)
     url = page.resolve().as_uri()
     problems = []
+    section = "<h2>Models</h2>" if screen else "<h2>Points</h2>"
     with tempfile.TemporaryDirectory() as profile:
         dom = chromium("--dump-dom", url, profile=profile)
-        for needle in ("<h1>", "data:image/png;base64,", "<h2>Points</h2>", "<table>"):
+        for needle in ("<h1>", "data:image/png;base64,", section, "<table>"):
             if needle not in dom.stdout:
                 problems.append(f"rendered page lacks {needle!r}")
+        for link in re.findall(r'href="([^"]+)"', dom.stdout):
+            if not (page.parent / unquote(link)).is_file():
+                problems.append(f"link to a missing file: {link}")
         problems += [
             f"browser log: {line}" for line in dom.stderr.splitlines() if BAD_LOG.search(line)
         ]

@@ -14,7 +14,8 @@ import visage_local
 PACKAGE = Path(visage_local.__file__).parent
 
 # Modules that analyse or present finished records (docs/ARCHITECTURE.md).
-ANALYSIS = ("record", "landscape", "metrics", "stats", "plots", "report", "compare", "rejudge")
+ANALYSIS = ("record", "landscape", "metrics", "stats", "plots", "report", "compare", "rejudge",
+            "leaderboard")  # fmt: skip
 # What they must never load: the sweep loop, point evaluation, the engine, llama.cpp.
 FORBIDDEN = ("visage_local.sweep", "visage_local.evaluator", "visage_local.cluster",
              "visage_local.engine", "llama_cpp")  # fmt: skip

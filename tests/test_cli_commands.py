@@ -4,6 +4,7 @@ and judge-agreement; and the VISAGE of a real aligned model's sweep against the 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import zipfile
@@ -23,6 +24,7 @@ from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, EngineSettings
 from visage_local.gguf_model import GGUFModel
 from visage_local.interpolation import LoraDirection
+from visage_local.judges import get_judge
 from visage_local.metrics import cohen_kappa
 from visage_local.perturb import Perturbation, Point, export_perturbed
 from visage_local.prompts import load_prompts
@@ -180,13 +182,57 @@ def test_interpolate_lora_at_t1_answers_as_the_merged_model_does_in_llama_cpp(
 @pytest.fixture(scope="module")
 def qwen_run(qwen, advbench, tmp_path_factory) -> Path:
     """Qwen (aligned, origin ASR about 25%) over |a| <= 0.45, beyond where it breaks: a
-    basin and fully broken ends; answers kept whole so that other judges may read them."""
-    out = tmp_path_factory.mktemp("qwen") / "run"
-    result = run("sweep", qwen, "--prompts", advbench, "--limit", "8", "--steps", "4",
-                 "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
+    basin and fully broken ends; answers kept whole so that other judges may read them.
+    The prompts are AdvBench's first 8, put in two categories by a column of their own
+    (``_category``); the command's output is kept in output.txt beside the run."""
+    folder = tmp_path_factory.mktemp("qwen")
+    goals = load_prompts(advbench, 8).prompts
+    prompts = folder / "advbench-8.csv"
+    with prompts.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["goal", "group"])
+        writer.writerows([goal, _category(i)] for i, goal in enumerate(goals))
+    out = folder / "run"
+    result = run("sweep", qwen, "--prompts", prompts, "--category-column", "group", "--steps",
+                 "4", "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
                  "--no-coherence", "--threads", "2", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
+    (folder / "output.txt").write_text(result.output)
     return out
+
+
+CATEGORIES = ("group-a", "group-b")
+
+
+def _category(index: int) -> str:
+    """Prompts 0, 3, 6 and the others: groups of unequal size, and (at Qwen's origin, where
+    prompts 3 and 6 are answered) of unequal ASR."""
+    return CATEGORIES[0] if index % 3 == 0 else CATEGORIES[1]
+
+
+def test_asr_per_category_is_counted_from_each_categorys_own_answers(qwen_run):
+    summary = json.loads((qwen_run / "summary.json").read_text())
+    records = _records(qwen_run)
+    by_category = {
+        c: _reference_asr([r for r in records if _category(r["prompt_index"]) == c])
+        for c in CATEGORIES
+    }
+    assert by_category[CATEGORIES[0]][0.0] != by_category[CATEGORIES[1]][0.0]  # or no test
+    for point in summary["points"]:
+        assert point["category_asr"] == {c: by_category[c][point["alpha"]] for c in CATEGORIES}
+    assert [c["category"] for c in summary["categories"]] == list(CATEGORIES)
+    for c in summary["categories"]:
+        asr = by_category[c["category"]]
+        assert c["n_prompts"] == (3 if c["category"] == CATEGORIES[0] else 5)
+        assert c["origin_asr"] == asr[0.0]
+        assert c["visage"] == pytest.approx(reference.safety_avg(list(asr.values())))
+    output = (qwen_run.parent / "output.txt").read_text()
+    assert all(f"{c}  " in output for c in CATEGORIES)
+    assert run("report", qwen_run).exit_code == 0
+    assert "By category" in (qwen_run / "report.html").read_text()
+    compared = json.loads(run("compare", qwen_run, "--json").stdout)
+    assert compared["format_version"] == 1
+    assert compared["runs"][0]["category_asr"] == {c: by_category[c][0.0] for c in CATEGORIES}
 
 
 def _reference_asr(records: list[dict]) -> dict[float, float]:
@@ -212,6 +258,16 @@ def test_rejudge_writes_each_judges_landscape_from_the_stored_answers(qwen_run, 
     again = json.loads((qwen_run / "summary.judge-keyword-paper.json").read_text())
     assert {p["alpha"]: p["asr"] for p in again["points"]} == _reference_asr(_records(qwen_run))
     other = run("rejudge", qwen_run, "--judge", "keyword")
+    view = json.loads((qwen_run / "summary.judge-keyword.json").read_text())
+    by_keyword = [
+        r
+        for r in _records(qwen_run)
+        if r["alpha"] == 0.0 and _category(r["prompt_index"]) == CATEGORIES[1]
+    ]
+    keyword = get_judge("keyword")
+    assert view["categories"][1]["origin_asr"] == 100.0 * sum(
+        not keyword.judge(r["response"]).refused for r in by_keyword
+    ) / len(by_keyword)
     assert other.exit_code == 0, other.output
     assert "(was judged by keyword-paper)" in other.output
     for suffix in ("json", "csv", "png"):

@@ -293,3 +293,45 @@ def test_strongreject_hex_phi_and_a_named_column_are_read(tmp_path):
     plain = tmp_path / "plain.csv"
     plain.write_text("prompt\nOnly this\n")
     assert load_prompts(plain).prompts == ("Only this",)
+
+
+def test_categories_of_each_format_follow_their_prompts(tmp_path):
+    strong = tmp_path / "strongreject.csv"
+    strong.write_text("category,source,forbidden_prompt\nfraud,y,Do A\nviolence,y,Do B\n"
+                      "fraud,y,Do C\n")  # fmt: skip
+    prompts = load_prompts(strong)
+    assert prompts.categories == ("fraud", "violence", "fraud")
+    harmbench = tmp_path / "harmbench.csv"
+    harmbench.write_text(HARMBENCH_CSV)
+    assert load_prompts(harmbench).categories == ("illegal", "misinformation")
+    folder = tmp_path / "hex-phi"
+    folder.mkdir()
+    (folder / "category_2.csv").write_text("Tell me B\nTell me C\n")
+    (folder / "category_1.csv").write_text("Tell me A\n")
+    assert load_prompts(folder).categories == ("category_1", "category_2", "category_2")
+    own = tmp_path / "own.csv"
+    own.write_text("text,topic\nFirst,a\nSecond,b\nThird,a\n")
+    chosen = load_prompts(own, column="text", category_column="topic")
+    assert chosen.categories == ("a", "b", "a")
+    # a sample and a limit keep each prompt's own category
+    sampled = select_prompts(own, sample=2, sample_seed=1, column="text", category_column="topic")
+    assert dict(zip(chosen.prompts, chosen.categories, strict=True)) | dict(
+        zip(sampled.prompts, sampled.categories, strict=True)
+    ) == dict(zip(chosen.prompts, chosen.categories, strict=True))
+    assert select_prompts(own, limit=2, column="text", category_column="topic").categories == (
+        "a", "b",
+    )  # fmt: skip
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "X", "kind": "k1"}\n{"prompt": "Y", "kind": "k2"}\n')
+    assert load_prompts(jsonl, category_column="kind").categories == ("k1", "k2")
+    assert load_prompts(jsonl).categories is None  # no "category" field: no categories
+    with pytest.raises(ConfigError, match="no column 'area'"):
+        load_prompts(own, column="text", category_column="area")
+    with pytest.raises(ConfigError, match="not every line has the field 'topic'"):
+        load_prompts(jsonl, category_column="topic")
+    with pytest.raises(ConfigError, match="read a file given with --prompts"):
+        load_prompts("advbench", category_column="topic")
+    assert load_prompts("advbench").categories is None
+    builtin = builtin_harmful()
+    assert builtin.categories is not None and len(builtin.categories) == len(builtin.prompts)
+    assert load_prompts("advbench").categories_sha256 is None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
@@ -89,7 +91,7 @@ def test_a_killed_screen_resumes_without_redoing_finished_models(tiny_models, tm
 
 def test_base_interpolation_and_a_mismatched_architecture(tiny_models, tmp_path):
     base = tiny_models / "qwen3.Q4_K_M.gguf"
-    moved = tmp_path / "qwen3-moved.gguf"
+    moved = tmp_path / "qwen3-moved&<i>.gguf"  # a name the page must escape
     runner = CliRunner()
     assert (
         runner.invoke(main, ["perturb", str(base), "--alpha", "0.5", "-o", str(moved)]).exit_code
@@ -103,6 +105,14 @@ def test_base_interpolation_and_a_mismatched_architecture(tiny_models, tmp_path)
     interpolation = json.loads((Path(row["folder"]) / "interpolation" / "summary.json").read_text())
     assert interpolation["grid"]["kind"] == "interpolation"
     assert row["breaking_t"] == interpolation["breaking_t"]
+    page = (out / "leaderboard.html").read_text()
+    assert "qwen3-moved&amp;&lt;i&gt;.gguf" in page and "<i>" not in page
+    assert page.count("data:image/png;base64,") == 1  # the bars; no landscape was measured
+    links = [unquote(link) for link in re.findall(r'href="([^"]+)"', page)]
+    assert sorted(links) == sorted(
+        f"{Path(row['folder']).name}/{stage}/report.html" for stage in ("origin", "interpolation")
+    )
+    assert all((out / link).is_file() for link in links)
     other = tiny_models / "llama3.Q4_K_M.gguf"
     result = runner.invoke(main, ["screen", str(other), "--base", str(base), *TINY,
                                   "--out", str(tmp_path / "bad")])  # fmt: skip

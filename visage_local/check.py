@@ -13,6 +13,7 @@ check resumes, and ``report``/``compare`` read them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -92,16 +93,20 @@ def run_check(
     base: Path | None = None,
     lenient: bool = False,
     interpolation_steps: int = 10,
+    on_start: Callable[[], None] | None = None,
 ) -> CheckResult:
     """Run what ``limits`` need for the model of ``config`` (its grid is the landscape
     VISAGE is measured on; ``base``, when given, is interpolated to the model over
-    ``interpolation_steps`` steps for the breaking t) in sub-folders of ``out_dir``;
+    ``interpolation_steps`` steps for the breaking t) in sub-folders of ``out_dir``
+    (``on_start`` is called once the limits are accepted);
     return every threshold with its value."""
     if limits == Limits():
         raise ConfigError("nothing to check: give --max-asr, --min-visage, "
                           "--max-benign-refusal or --min-breaking-t")  # fmt: skip
     if (limits.min_breaking_t is None) != (base is None):
         raise ConfigError("--base and --min-breaking-t go together")
+    if on_start:
+        on_start()
     thresholds: list[Threshold] = []
     runs: dict[str, Path] = {}
     benign = limits.max_benign_refusal is not None

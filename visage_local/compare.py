@@ -18,6 +18,7 @@ from visage_local.errors import ConfigError, VisageError
 from visage_local.record import RunFolder, RunSummary
 
 FORMATS = ("markdown", "csv", "json")
+FORMAT_VERSION = 1  # of ``document``
 MUST_MATCH = ("prompts_sha256", "judge")
 
 
@@ -41,6 +42,7 @@ class RunRow:
     attack: str
     origin_mcq_accuracy: float | None
     mean_kl: float | None
+    category_asr: dict[str, float | None] | None  # origin ASR per prompt category
     deviations: str  # from the reference setting: "none", or "setting=value; ..."
 
 
@@ -87,6 +89,9 @@ def row_of(folder: Path, summary: RunSummary) -> RunRow:
         system_prompt=summary.system_prompt or "default",
         attack=summary.attack or "none",
         **capability_columns(summary),
+        category_asr=None
+        if summary.categories is None
+        else {c["category"]: c["origin_asr"] for c in summary.categories},
         deviations=_deviations(summary),
     )
 
@@ -117,6 +122,11 @@ def compare_runs(
     return [row_of(f, s) for f, s in runs], [(f.name, s) for f, s in runs]
 
 
+def document(rows: list[RunRow]) -> dict:
+    """The comparison as one JSON document: ``format_version``, then a record per run."""
+    return {"format_version": FORMAT_VERSION, "runs": [asdict(r) for r in rows]}
+
+
 def render(rows: list[RunRow], fmt: str) -> str:
     """The table as markdown, CSV or JSON."""
     records = [asdict(r) for r in rows]
@@ -144,6 +154,8 @@ def _cell(value) -> str:
         return f"{value:.2f}"
     if isinstance(value, list):
         return " to ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_cell(v)}" for k, v in value.items())
     return str(value)
 
 

@@ -260,25 +260,29 @@ class PointEvaluator:
         score: float | None,
     ) -> GenerationRecord:
         item = self.items[prompt_index]
-        return {
-            "point": index,
-            "alpha": point.alpha,
-            "beta": point.beta,
-            "prompt_index": prompt_index,
-            "n_prompts": len(self.tokens),
-            "set": item.set,
-            "prompt": item.prompt,
-            "response": gen.text,
-            "refused": verdict.refused,
-            "matched": verdict.matched,
-            "coherence_ll": None if score is None else round(score, 4),
-            "coherent": coherence.is_coherent(score, self.threshold),
-            "tokens": len(gen.tokens),
-            "stop_reason": gen.stop_reason,
-            # an answer stopped early: the judges whose verdicts were settled when it stopped
-            "cut_by": [j.name for j in self.judges] if gen.stop_reason == "settled" else None,
-        } | (
-            {"reasoning": gen.reasoning, "reasoning_tokens": len(gen.reasoning_tokens)}
-            if self.reasoning is not None
-            else {}
+        return (
+            {
+                "point": index,
+                "alpha": point.alpha,
+                "beta": point.beta,
+                "prompt_index": prompt_index,
+                "n_prompts": len(self.tokens),
+                "set": item.set,
+                "prompt": item.prompt,
+                "response": gen.text,
+                "refused": verdict.refused,
+                "matched": verdict.matched,
+                "coherence_ll": None if score is None else round(score, 4),
+                "coherent": coherence.is_coherent(score, self.threshold),
+                "tokens": len(gen.tokens),
+                "stop_reason": gen.stop_reason,
+                # an answer stopped early: the judges whose verdicts were settled when it stopped
+                "cut_by": [j.name for j in self.judges] if gen.stop_reason == "settled" else None,
+            }
+            | ({"category": item.category} if item.category is not None else {})
+            | (
+                {"reasoning": gen.reasoning, "reasoning_tokens": len(gen.reasoning_tokens)}
+                if self.reasoning is not None
+                else {}
+            )
         )

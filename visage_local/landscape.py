@@ -7,6 +7,7 @@ functions as the live run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ def point_figures(records: list[GenerationRecord]) -> dict:
     ``harmful_compliance``: % not refused and coherent; ``incoherent``: % of
     harmful answers judged incoherent; ``benign_refusal``: % of benign prompts
     refused (None without a benign set); the last three None without coherence;
-    ``tokens``: answer tokens generated.
+    ``tokens``: answer tokens generated; ``category_asr``: the ASR of each category's
+    harmful prompts (None when the prompts have no categories).
     """
     harmful = [r for r in records if r.get("set", "harmful") == "harmful"]
     benign = [r for r in records if r.get("set") == "benign"]
@@ -69,7 +71,16 @@ def point_figures(records: list[GenerationRecord]) -> dict:
         "incoherent": None,
         "benign_refusal": None,
         "tokens": sum(r["tokens"] for r in records),
+        "category_asr": None,
     }
+    categories = _categories(harmful)
+    if categories:
+        figures["category_asr"] = {
+            name: metrics.attack_success_rate(
+                [r["refused"] for r in harmful if r.get("category") == name]
+            )
+            for name in categories
+        }
     coherent = [r.get("coherent") for r in harmful]
     if coherent and all(c is not None for c in coherent):
         n = len(harmful)
@@ -81,11 +92,48 @@ def point_figures(records: list[GenerationRecord]) -> dict:
     return figures
 
 
+def _categories(records: list[GenerationRecord]) -> list[str]:
+    """The categories of the harmful prompts among ``records``, in order of appearance."""
+    return list(dict.fromkeys(r["category"] for r in records if r.get("category") is not None))
+
+
+def category_figures(
+    rows: list[PointRow],
+    records: list[list[GenerationRecord]],
+    grid: Grid | InterpolationGrid,
+    seed: int,
+) -> list[dict] | None:
+    """Per prompt category, the figures ``landscape_figures`` gives the whole set, from the
+    category's answers alone: its origin ASR and interval, and its VISAGE (random
+    landscapes) or breaking t (interpolation). None when the prompts have no categories."""
+    names = _categories([r for rs in records[:1] for r in rs])
+    if not names:
+        return None
+    out = []
+    for name in names:
+        subset = [[r for r in rs if r.get("category") == name] for rs in records]
+        sub_rows = [replace(row, **point_figures(rs)) for row, rs in zip(rows, subset, strict=True)]
+        figures = landscape_figures(sub_rows, subset, grid, seed, by_category=False)
+        origin = next((r for r in sub_rows if r.is_origin), None)
+        out.append(
+            {
+                "category": name,
+                "n_prompts": len(subset[0]),
+                "origin_asr": None if origin is None else origin.asr,
+                "origin_asr_ci": None if origin is None else origin.asr_ci,
+                "visage": figures["visage"],
+                "breaking_t": figures["breaking_t"],
+            }
+        )
+    return out
+
+
 def landscape_figures(
     rows: list[PointRow],
     records: list[list[GenerationRecord]],
     grid: Grid | InterpolationGrid,
     seed: int,
+    by_category: bool = True,
 ) -> dict:
     """VISAGE (trimmed and untrimmed) with its bootstrap interval over prompts, the origin's
     ASR, and the basin: edges in 1D, an outline along rays in 2D; ``records[k]`` are the
@@ -94,6 +142,7 @@ def landscape_figures(
     Interpolation landscapes have no VISAGE (the paper defines it around the aligned model
     along random directions); they report ``breaking_t``, the first t where ASR leaves the
     base model's basin (origin ASR + EDGE_THRESHOLD, interpolated), along beta = 0.
+    With ``by_category``, ``categories`` holds the same figures per prompt category.
     """
     interpolation = isinstance(grid, InterpolationGrid)
     complete = len([r for r in rows if r.on_grid]) == len(grid.points())
@@ -107,6 +156,7 @@ def landscape_figures(
         "basin_outline": None,
         "breaking_t": None,
         "edge_threshold": stats.EDGE_THRESHOLD,
+        "categories": category_figures(rows, records, grid, seed) if by_category else None,
     }
     if interpolation and origin is not None:
         line = [r for r in rows if not r.beta]

@@ -248,3 +248,44 @@ def plot_capability_2d(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_screen(
+    names: list[str],
+    asr: list[float | None],
+    asr_ci: list[list[float] | None],
+    visage: list[float | None] | None,
+    visage_ci: list[list[float] | None] | None,
+    path: Path,
+) -> None:
+    """A screen's models, top to bottom in rank order: origin ASR with its 95% interval
+    and, when the landscapes were measured, VISAGE with its interval, as horizontal bars."""
+    panels = [("origin ASR (%)", asr, asr_ci, "#c0392b")]
+    if visage is not None and visage_ci is not None:
+        panels.append(("VISAGE", visage, visage_ci, "#1e8449"))
+    height = 1.2 + 0.38 * len(names)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.4, height), dpi=110,
+                             sharey=True, squeeze=False)  # fmt: skip
+    y = np.arange(len(names))[::-1]
+    for ax, (label, values, intervals, color) in zip(axes[0], panels, strict=True):
+        x = np.array([np.nan if v is None else v for v in values], dtype=float)
+        low = [
+            v - ci[0] if v is not None and ci else 0.0
+            for v, ci in zip(values, intervals, strict=True)
+        ]
+        high = [
+            ci[1] - v if v is not None and ci else 0.0
+            for v, ci in zip(values, intervals, strict=True)
+        ]
+        ax.barh(y, np.nan_to_num(x), xerr=[low, high], color=color, alpha=0.75,
+                error_kw=dict(ecolor="#333", capsize=3, linewidth=1))  # fmt: skip
+        for yi, v in zip(y, values, strict=True):
+            ax.text(2, yi, "not measured" if v is None else f"{v:.1f}", va="center", fontsize=7)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, [n if len(n) <= 40 else n[:37] + "..." for n in names], fontsize=7)
+    fig.suptitle("screen: models in rank order (bars: 95% intervals)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -92,7 +92,12 @@ def _prompts(summary: RunSummary, records: list[GenerationRecord]) -> PromptSet:
         (r for r in records if r["point"] == first and r.get("set", "harmful") == "harmful"),
         key=lambda r: r["prompt_index"],
     )
-    return PromptSet(summary.prompts, tuple(r["prompt"] for r in harmful))
+    categories = [r.get("category") for r in harmful]
+    return PromptSet(
+        summary.prompts,
+        tuple(r["prompt"] for r in harmful),
+        None if None in categories else tuple(str(c) for c in categories),
+    )
 
 
 def _system_prompt(label: str, text: str) -> SystemPrompt:

@@ -3,6 +3,7 @@
 A run folder holds:
 
     config.json        everything that determines the results, and its hash
+    config.toml        the command's options, resolved (written by the CLI; ``rerun`` reads it)
     generations.jsonl  one ``GenerationRecord`` per point and prompt, appended per point
     points.jsonl       one ``PointRecord`` per finished point: displacement and timings
     summary.json       the ``RunSummary``: the landscape so far, rewritten after every point
@@ -35,7 +36,8 @@ from visage_local.errors import VisageError
 from visage_local.files import atomic_write_text
 
 # 1: format_version added. 2: deviations, visage_untrimmed and breaking_t.
-FORMAT_VERSION = 2
+# 3: categories (per prompt category: origin ASR, VISAGE or breaking t) and category_asr.
+FORMAT_VERSION = 3
 # A generation record's coherence_ll is the mean log-probability of its first this many
 # answer tokens under the origin model (coherence.CoherenceScorer).
 COHERENCE_TOKENS = 16
@@ -77,6 +79,7 @@ class GenerationRecord(TypedDict):
     # reasoning models only: the reasoning before the response (None when there was none)
     reasoning: NotRequired[str | None]
     reasoning_tokens: NotRequired[int]
+    category: NotRequired[str]  # format 3: the harmful prompt's category, when the set has them
 
 
 @dataclass
@@ -123,6 +126,7 @@ class PointRow:
     kl: float | None = None
     mcq_accuracy: float | None = None
     perplexity: float | None = None
+    category_asr: dict[str, float] | None = None  # ASR of each prompt category's prompts
 
     @property
     def is_origin(self) -> bool:
@@ -186,6 +190,9 @@ class RunSummary:
     breaking_t: float | None = None  # interpolation: first t where ASR leaves the basin
     # tensor types requantised with a uniform importance matrix (IQ1_S, IQ2_XXS, IQ2_XS)
     uniform_imatrix: list[str] | None = None
+    # per prompt category (sets with categories): {"category", "n_prompts", "origin_asr",
+    # "origin_asr_ci", "visage", "breaking_t"}, computed as the whole set's figures are
+    categories: list[dict[str, Any]] | None = None
 
     @property
     def interpolation(self) -> bool:

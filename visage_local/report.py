@@ -20,7 +20,7 @@ from visage_local.record import GenerationRecord, RunFolder, RunSummary, read_js
 
 SAMPLES_PER_POINT = 5
 
-_STYLE = """
+STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #222; }
 h1 { font-size: 1.4em; margin-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -82,6 +82,23 @@ def _points_table(summary: RunSummary) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _categories_table(summary: RunSummary) -> str:
+    if not summary.categories:
+        return ""
+    last = "breaking t" if summary.interpolation else "VISAGE"
+    rows = "".join(
+        f"<tr><td class=text>{escape(c['category'])}</td><td>{c['n_prompts']}</td>"
+        f"<td>{_fmt(c['origin_asr'])}</td>"
+        f"<td>{'n/a' if c['origin_asr_ci'] is None else '{:.1f} to {:.1f}'.format(*c['origin_asr_ci'])}</td>"
+        f"<td>{_fmt(c['breaking_t'] if summary.interpolation else c['visage'], 2)}</td></tr>"
+        for c in summary.categories
+    )
+    return (
+        "<h2>By category</h2><table><tr><th class=text>category</th><th>prompts</th>"
+        f"<th>origin ASR %</th><th>95% CI</th><th>{last}</th></tr>{rows}</table>"
+    )
+
+
 def _samples(generations: list[GenerationRecord], per_point: int) -> str:
     by_point: dict[int, list[GenerationRecord]] = {}
     for g in generations:
@@ -118,7 +135,8 @@ def _samples(generations: list[GenerationRecord], per_point: int) -> str:
     return "".join(blocks)
 
 
-def _png(data: bytes, alt: str) -> str:
+def png(data: bytes, alt: str) -> str:
+    """An <img> element holding ``data`` (PNG bytes) as a data URI."""
     encoded = base64.b64encode(data).decode()
     return f'<img alt="{escape(alt)}" style="max-width:100%" src="data:image/png;base64,{encoded}">'
 
@@ -137,22 +155,22 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
     summary = folder.read_summary()
     generations, _ = read_jsonl(folder.generations)
     plot = folder.plot
-    image = _png(plot.read_bytes(), "landscape") if plot.exists() else "<p>(no plot yet)</p>"
+    image = png(plot.read_bytes(), "landscape") if plot.exists() else "<p>(no plot yet)</p>"
     if folder.capability_plot.exists():
-        image += _png(folder.capability_plot.read_bytes(), "safety and capability")
+        image += png(folder.capability_plot.read_bytes(), "safety and capability")
     if summary.dims == 1 and any(r.displacement for r in summary.points):
-        image += _png(_displacement_plot(summary), "ASR and displacement against alpha")
+        image += png(_displacement_plot(summary), "ASR and displacement against alpha")
     title = escape(f"Safety landscape: {summary.model_name or 'model'}")
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
         f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
         f"img-src data:; style-src 'unsafe-inline'\">"
-        f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
+        f"<style>{STYLE}</style></head><body><h1>{title}</h1>"
         f"<p><b>{escape(headline(summary, 2))}</b> · origin ASR "
         f"<b>{_fmt(summary.origin_asr)}%</b> · {summary.n_prompts} prompts · "
         f"judge {escape(str(summary.judge))}</p>"
         f"<p class=deviations>{escape(deviation_text(summary))}</p>{image}"
-        f"<h2>Points</h2>{_points_table(summary)}"
+        f"{_categories_table(summary)}<h2>Points</h2>{_points_table(summary)}"
         f"<h2>Generations</h2><p>The first {samples_per_point} answers at every point.</p>"
         f"{_samples(generations, samples_per_point)}"
         f"<h2>Settings</h2>{_settings_table(summary)}</body></html>"

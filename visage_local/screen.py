@@ -30,13 +30,14 @@ from visage_local.files import atomic_write_text
 from visage_local.gguf_model import GGUFModel, is_model_file
 from visage_local.grid import InterpolationGrid
 from visage_local.interpolation import check_pair
+from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.planning import FullGrid, OriginOnly
 from visage_local.record import RunSummary
 from visage_local.settings import SweepConfig, n_sequences
+from visage_local.store import stored_batch_size
 from visage_local.sweep import SweepOptions, run_sweep
 
 FORMAT_VERSION = 1
-SCREEN_FILE = "screen.json"
 SCREEN_CSV = "screen.csv"
 
 
@@ -91,14 +92,19 @@ def screen(
     base: Path | None = None,
     interpolation_steps: int = 10,
     on_model: OnModel | None = None,
+    batch_size: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> list[ScreenRow]:
-    """Screen ``models`` ((spec, path) pairs) with ``config``'s settings (its model path and
-    batch size are each model's; its grid is stage 2's landscape) into ``out_dir``; return
-    the ranked rows, also written to screen.json and screen.csv."""
+    """Screen ``models`` ((spec, path) pairs) with ``config``'s settings (its model path is
+    each model's; its grid is stage 2's landscape) into ``out_dir``; return the ranked rows,
+    also written to screen.json and screen.csv. Each model's batch size is ``batch_size``,
+    else the one its interrupted screen chose, else what fits in memory."""
     if base is not None:  # before any work: every model must interpolate from the base
         for _, path in models:
             check_pair(GGUFModel(base), GGUFModel(path))
     out_dir.mkdir(parents=True, exist_ok=True)
+    if on_start:
+        on_start()
     share = None if budget_minutes is None else budget_minutes / max(1, len(models))
     rows = []
     for spec, path in models:
@@ -108,8 +114,12 @@ def screen(
         row.folder = str(folder)
         rows.append(row)
         this = replace(config, model_path=path, benign=True)
-        batch = auto_batch_size(
-            model, n_sequences(this), TYPICAL_PROMPT_TOKENS + this.max_new_tokens
+        batch = (
+            batch_size
+            or stored_batch_size(folder / "origin")
+            or auto_batch_size(
+                model, n_sequences(this), TYPICAL_PROMPT_TOKENS + this.max_new_tokens
+            )
         )
         this = replace(this, engine=replace(this.engine, max_sequences=batch))
         if on_model:
@@ -142,6 +152,7 @@ def screen(
             ).breaking_t
     ranked = rank(rows)
     write_screen(ranked, out_dir)
+    write_leaderboard(out_dir)
     return ranked
 
 
@@ -167,7 +178,7 @@ CSV_COLUMNS = ("rank", "model", "spec", "origin_asr", "origin_asr_low", "origin_
 def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
     """screen.json (``format_version`` first) and screen.csv, ranked."""
     document = {"format_version": FORMAT_VERSION, "models": [asdict(r) for r in rows]}
-    atomic_write_text(out_dir / SCREEN_FILE, json.dumps(document, indent=2))
+    atomic_write_text(out_dir / SCREEN_JSON, json.dumps(document, indent=2))
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(CSV_COLUMNS)

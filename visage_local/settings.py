@@ -211,6 +211,11 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
         | ({"capability": config.capability.describe()} if config.capability else {})
         | ({"flash_attn": True} if config.engine.flash_attn else {})
         | ({"also_judge": list(config.also_judge)} if config.also_judge else {})
+        | (
+            {"categories_sha256": config.prompts.categories_sha256}
+            if config.prompts.categories
+            else {}
+        )
         | _judge_files(config.judges)
         | (
             {"thinking": config.thinking, "max_thinking_tokens": config.max_thinking_tokens}
@@ -258,11 +263,17 @@ class PromptItem:
     set: str  # "harmful" or "benign"
     prompt: str  # as written in the prompt set
     presented: str  # after the attack template (harmful prompts only)
+    category: str | None = None  # the harmful prompt's category, when the set has them
 
 
 def prompt_items(config: SweepConfig) -> list[PromptItem]:
     """The harmful prompts (wrapped in the attack), then the benign ones if asked for."""
-    items = [PromptItem("harmful", p, config.attack.wrap(p)) for p in config.prompts.prompts]
+    prompts = config.prompts
+    categories = prompts.categories or (None,) * len(prompts.prompts)
+    items = [
+        PromptItem("harmful", p, config.attack.wrap(p), c)
+        for p, c in zip(prompts.prompts, categories, strict=True)
+    ]
     if config.benign:
         items += [PromptItem("benign", p, p) for p in config.benign_prompts.prompts]
     return items

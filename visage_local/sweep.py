@@ -63,6 +63,7 @@ class SweepOptions:
     order: PointOrder | None = None  # default: the full grid, origin first
     budget_minutes: float | None = None
     ray: RayOptions | None = None
+    on_start: Callable[[], None] | None = None  # called once the run folder has been accepted
 
 
 @dataclass
@@ -183,6 +184,8 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
         options.on_point,
         Perturbation(model, directions, requant=config.requant).uniform_imatrix_types(),
     )
+    if options.on_start:
+        options.on_start()
     if options.ray is not None:
         from visage_local.cluster import run_on_ray
 

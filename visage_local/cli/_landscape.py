@@ -43,6 +43,7 @@ from visage_local.store import stored_batch_size
 from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
 from ._common import echo_json
+from .config_file import write_config
 from .options import capability_settings, preset_value
 
 EXTRA_COLUMNS = (
@@ -66,9 +67,12 @@ def run_landscape(
     budget_minutes: float | None = None,
     finetune: Path | None = None,
     finetune_kind: str = "model",
+    resolved: dict | None = None,
 ) -> None:
     """Build the sweep configurations from the shared options, run them with a progress bar,
-    and print each landscape's table."""
+    and print each landscape's table. The command's options, with ``resolved`` (the values
+    the command chose, such as the model's path) and the choices made here, are written to
+    the run folder's config.toml once the run starts."""
     limit, sample = preset_value(options, "limit"), options["sample"]
     if limit is None and sample is None:
         limit = DEFAULT_LIMIT
@@ -95,6 +99,7 @@ def run_landscape(
             options["sample_seed"],
             options["harmbench_all"],
             options["prompt_column"],
+            options["category_column"],
         ),  # fmt: skip
         EngineSettings(
             threads=options["threads"],
@@ -194,8 +199,20 @@ def run_landscape(
                 file=sys.stderr,
             )
 
+    ctx = click.get_current_context()
+    values = (
+        ctx.params
+        | (resolved or {})
+        | {
+            "limit": limit,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": config.engine.max_sequences,
+            "out_dir": out_dir.resolve(),
+        }
+    )
     sweep_options = SweepOptions(
         out_dir=out_dir,
+        on_start=lambda: write_config(out_dir, ctx.command, values),
         overwrite=options["overwrite"],
         order=order,
         budget_minutes=budget_minutes,
@@ -304,4 +321,18 @@ def print_table(summary: RunSummary) -> None:
     if edges:
         shown = ", ".join("none" if e is None else f"{e:+.3f}" for e in edges)
         click.echo(f"basin edges (ASR > origin + {summary.edge_threshold:.0f} points): {shown}")
+    if summary.categories:
+        print_categories(summary)
     click.echo(deviation_text(summary))
+
+
+def print_categories(summary: RunSummary) -> None:
+    """Per prompt category: its prompts, origin ASR with interval, VISAGE or breaking t."""
+    last = "breaking t" if summary.interpolation else "VISAGE"
+    click.echo(f"{'category':<32} {'n':>3}  {'origin ASR':>10}  {'95% CI':<14}  {last}")
+    for c in summary.categories or []:
+        asr = "-" if c["origin_asr"] is None else f"{c['origin_asr']:.1f}"
+        ci = "" if c["origin_asr_ci"] is None else "[{:5.1f}, {:5.1f}]".format(*c["origin_asr_ci"])
+        value = c["breaking_t"] if summary.interpolation else c["visage"]
+        shown = "-" if value is None else f"{value:.2f}"
+        click.echo(f"{c['category'][:32]:<32} {c['n_prompts']:>3}  {asr:>10}  {ci:<14}  {shown}")

@@ -14,8 +14,10 @@ from visage_local.grid import Grid
 from visage_local.prompts import select_prompts
 from visage_local.registry import model_label, resolve_model
 from visage_local.settings import sweep_config
+from visage_local.store import stored_batch_size
 
 from ._common import echo_json
+from .config_file import config_option, write_config
 from .options import measurement_options
 
 EXIT_FAIL = 3
@@ -23,6 +25,7 @@ EXIT_FAIL = 3
 
 @click.command("check")
 @click.argument("model")
+@config_option
 @click.option("--max-asr", type=click.FloatRange(0, 100), default=None,
               help="Most origin ASR (%) that passes.")  # fmt: skip
 @click.option("--min-visage", type=click.FloatRange(0, 100), default=None,
@@ -44,29 +47,45 @@ EXIT_FAIL = 3
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def check_command(
     model, max_asr, min_visage, max_benign_refusal, base, min_breaking_t, lenient, limit,
-    max_new_tokens, steps, range_, interpolation_steps, seed, threads, out_dir, as_json,
+    max_new_tokens, steps, range_, interpolation_steps, seed, threads, batch_size, out_dir,
+    as_json,
 ) -> None:  # fmt: skip
     """Run what the thresholds need on MODEL and exit 0 when every one passes, 3 when one
     fails (1 or 2 on an error)."""
     model_path = resolve_model(model)
+    out_dir = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"
     config = sweep_config(
         model_path,
         grid=Grid(1, steps, range_),
         prompts=select_prompts(None, limit),
         engine=EngineSettings(threads=threads),
+        batch_size=batch_size or _stored_batch_size(out_dir),
         seed=seed,
         max_new_tokens=max_new_tokens,
         benign=max_benign_refusal is not None,  # so that the batch holds them too
     )
     limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t)
-    out_dir = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"
     base_path = resolve_model(base) if base is not None else None
-    result = run_check(config, limits, out_dir, base_path, lenient, interpolation_steps)
+    ctx = click.get_current_context()
+    values = ctx.params | {
+        "model": model_path.resolve(),
+        "base": None if base_path is None else base_path.resolve(),
+        "out_dir": out_dir.resolve(),
+        "batch_size": config.engine.max_sequences,
+    }
+    result = run_check(config, limits, out_dir, base_path, lenient, interpolation_steps,
+                       on_start=lambda: write_config(out_dir, ctx.command, values))  # fmt: skip
     if as_json:
         echo_json(_document(result))
     else:
         _print(result)
     sys.exit(0 if result.passed else EXIT_FAIL)
+
+
+def _stored_batch_size(out_dir: Path) -> int | None:
+    """The batch size a check interrupted in ``out_dir`` chose (kept when it resumes)."""
+    stored = (stored_batch_size(out_dir / sub) for sub in ("origin", "landscape", "interpolation"))
+    return next((b for b in stored if b is not None), None)
 
 
 def _document(result: CheckResult) -> dict:

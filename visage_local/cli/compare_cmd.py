@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from visage_local.compare import FORMATS, compare_runs, plot_overlay, render
+from visage_local.compare import FORMATS, compare_runs, document, plot_overlay, render
+
+from ._common import echo_json
 
 
 @click.command("compare")
@@ -31,10 +33,17 @@ from visage_local.compare import FORMATS, compare_runs, plot_overlay, render
     help="Also draw the 1D landscapes overlaid on one figure, to this PNG file.",
 )
 @click.option("--force", is_flag=True, help="Compare runs made with other prompts or judges.")
-def compare_command(run_dirs: tuple[Path, ...], fmt: str, plot: Path | None, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document ({format_version, runs}) and nothing else.")  # fmt: skip
+def compare_command(
+    run_dirs: tuple[Path, ...], fmt: str, plot: Path | None, force: bool, as_json: bool
+) -> None:
     """Compare finished sweeps: VISAGE, origin ASR, basin edges, prompts, judge, seed."""
     rows, runs = compare_runs(list(run_dirs), force)
-    click.echo(render(rows, fmt))
+    if as_json:
+        echo_json(document(rows))
+    else:
+        click.echo(render(rows, fmt))
     if plot is not None:
         plot_overlay(runs, plot)
         click.echo(f"plot: {plot}", err=True)

@@ -10,12 +10,14 @@ from visage_local.grid import MAX_STEPS, InterpolationGrid
 from visage_local.registry import model_label, resolve_model
 
 from ._landscape import run_landscape
+from .config_file import config_option
 from .options import evaluation_options, range_option
 
 
 @click.command("interpolate")
 @click.argument("base")
 @click.argument("finetune", required=False)
+@config_option
 @click.option(
     "--lora",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -74,4 +76,9 @@ def interpolate_command(
         default_out=Path("runs") / f"interp-{names}-{dims}d",
         finetune=other,
         finetune_kind="lora" if lora is not None else "model",
+        resolved={
+            "base": base_path.resolve(),
+            "finetune": None if lora is not None else other.resolve(),
+            "lora": None if lora is None else lora.resolve(),
+        },
     )

@@ -21,6 +21,7 @@ from .judge_cmd import judge_agreement_command, rejudge_command
 from .models_cmd import fetch_command, models_command
 from .perturb_cmd import perturb_command
 from .report_cmd import report_command
+from .rerun_cmd import rerun_command
 from .screen_cmd import screen_command
 from .sweep_cmd import sweep_command
 
@@ -75,5 +76,6 @@ main.add_command(report_command)
 main.add_command(compare_command)
 main.add_command(check_command)
 main.add_command(screen_command)
+main.add_command(rerun_command)
 main.add_command(rejudge_command)
 main.add_command(judge_agreement_command)

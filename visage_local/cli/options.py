@@ -98,6 +98,14 @@ _EVALUATION_OPTIONS = [
         help="The column of a --prompts CSV file that holds the prompts (any layout).",
     ),
     click.option(
+        "--category-column",
+        default=None,
+        help="The column of a --prompts CSV file (or field of a JSONL file) that holds each "
+        "prompt's category: ASR is then also given per category [default: StrongREJECT's "
+        "'category', HarmBench's 'SemanticCategory', a HEx-PHI file's name, the built-in "
+        "set's categories].",
+    ),
+    click.option(
         "--preset",
         type=click.Choice(list(reference.PRESETS)),
         default="reference",
@@ -357,12 +365,15 @@ _MEASUREMENT_OPTIONS = [
                  show_default=True, help="Steps over t in [0, 1] from --base."),
     seed_option,
     threads_option,
+    click.option("--batch-size", type=click.IntRange(1, 256), default=None,
+                 help="Prompts decoded together [default: the most that fit in a quarter of "
+                 "free memory, at most 128; a resumed run keeps its own]."),
 ]  # fmt: skip
 
 
 def measurement_options(command):
     """The options check and screen measure with: prompts, tokens, the landscape's grid, the
-    interpolation's steps, seed and threads (the reference setting by default)."""
+    interpolation's steps, seed, threads and batch size (the reference setting by default)."""
     for option in reversed(_MEASUREMENT_OPTIONS):
         command = option(command)
     return command

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.report import write_report
 
 
@@ -19,5 +20,11 @@ from visage_local.report import write_report
     help="Where to write the page (default: RUN_DIR/report.html).",
 )
 def report_command(run_dir: Path, out: Path | None) -> None:
-    """Write a self-contained HTML report of a sweep's output folder."""
+    """Write a self-contained HTML report of a sweep's output folder, or the leaderboard
+    (leaderboard.html) of a screen's folder."""
+    if (run_dir / SCREEN_JSON).is_file():
+        if out is not None:
+            raise click.UsageError("a screen's leaderboard is written in its folder (no --out)")
+        click.echo(str(write_leaderboard(run_dir)))
+        return
     click.echo(str(write_report(run_dir, out)))

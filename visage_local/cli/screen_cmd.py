@@ -15,11 +15,13 @@ from visage_local.screen import ScreenRow, expand_specs, screen
 from visage_local.settings import sweep_config
 
 from ._common import echo_json
+from .config_file import config_option, write_config
 from .options import measurement_options
 
 
 @click.command("screen")
 @click.argument("models", nargs=-1, required=True)
+@config_option
 @click.option("--base", default=None,
               help="The base model the others were finetuned from: each is interpolated from "
               "it, and the first t where it leaves the base's basin reported.")  # fmt: skip
@@ -38,7 +40,7 @@ from .options import measurement_options
 @click.option("--json", "as_json", is_flag=True, help="Print screen.json and nothing else.")
 def screen_command(
     models, base, landscape, budget_minutes, limit, max_new_tokens, steps, range_,
-    interpolation_steps, seed, threads, out_dir, as_json,
+    interpolation_steps, seed, threads, batch_size, out_dir, as_json,
 ) -> None:  # fmt: skip
     """Screen MODELS (paths, folders, globs, registry names, store specs): each model's own
     ASR, compliance, incoherence and benign over-refusal, then optionally its landscape and
@@ -59,13 +61,20 @@ def screen_command(
     def say(spec: str, what: str) -> None:
         click.echo(f"{spec}: {what}", err=True)
 
+    ctx = click.get_current_context()
+    values = ctx.params | {
+        "models": [str(path.resolve()) for _, path in found],
+        "base": None if base_path is None else base_path.resolve(),
+        "out_dir": out_dir.resolve(),
+    }
     rows = screen(found, config, out_dir, landscape, budget_minutes, base_path,
-                  interpolation_steps, say)  # fmt: skip
+                  interpolation_steps, say, batch_size,
+                  on_start=lambda: write_config(out_dir, ctx.command, values))  # fmt: skip
     if as_json:
         echo_json(json.loads((out_dir / "screen.json").read_text()))
         return
     _print(rows, landscape, base_path is not None)
-    click.echo(f"results in {out_dir} (screen.json, screen.csv)")
+    click.echo(f"results in {out_dir} (screen.json, screen.csv, leaderboard.html)")
 
 
 def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:

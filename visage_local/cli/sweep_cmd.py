@@ -11,11 +11,13 @@ from visage_local.registry import model_label, resolve_model
 from visage_local.sweep import default_out_dir
 
 from ._landscape import run_landscape
+from .config_file import config_option
 from .options import dims_option, evaluation_options, preset_value, range_option, seed_option
 
 
 @click.command("sweep")
 @click.argument("model", required=False)
+@config_option
 @dims_option
 @click.option(
     "--steps",
@@ -68,13 +70,15 @@ def sweep_command(
             "--directions needs --dims 1 and a single --system-prompt and --attack"
         )
     model_path = resolve_model(model)
+    steps = steps or preset_value(options, "steps") or reference.STEPS
     run_landscape(
         model_path,
-        Grid(dims, steps or preset_value(options, "steps") or reference.STEPS, range_),
+        Grid(dims, steps, range_),
         seed,
         options,
         default_out=default_out_dir(model_label(model, model_path), dims, seed),
         n_directions=n_directions,
         order=AdaptiveEdges() if adaptive else None,
         budget_minutes=budget_minutes,
+        resolved={"model": model_path.resolve(), "steps": steps},
     )
