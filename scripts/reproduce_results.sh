@@ -4,7 +4,11 @@
 #   bash scripts/reproduce_results.sh                 # every section (many hours on 2 cores)
 #   bash scripts/reproduce_results.sh qwen_reference  # one or more sections by name
 #   bash scripts/reproduce_results.sh --list          # the sections and what each costs
+#   bash scripts/reproduce_results.sh --quick [SECTION ...]   # a smaller version of each
 #
+# --quick runs every measurement with 8 prompts and 32 new tokens (and trains the testbed
+# for 30 steps) into runs/quick/, to see that each section works end to end: its numbers
+# are not RESULTS.md's and its figures are not copied to docs/img/.
 # Run folders go to $RUNS (default runs/, git-ignored) and are resumed when run again;
 # figures are copied to docs/img/ under the names RESULTS.md shows. AdvBench is the copy
 # shipped in the package (the same file as the reference code's), so no path is needed.
@@ -13,18 +17,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin/visage-local
 PY=.venv/bin/python
+QUICK=()
+TRAIN_STEPS=120
 RUNS=${RUNS:-runs}
 IMG=docs/img
+TESTBED=models/testbed
+HARMFUL=models/harmful
+if [ "${1:-}" = "--quick" ]; then
+  shift
+  QUICK=(--limit 8 --max-new-tokens 32)
+  TRAIN_STEPS=30
+  RUNS=$RUNS/quick
+  IMG=$RUNS/img
+  TESTBED=$RUNS/testbed-model
+  HARMFUL=$RUNS/harmful-models
+fi
 Q=models/qwen2.5-coder-0.5b-instruct.gguf
 ADVBENCH=visage_local/data/advbench/harmful_behaviors.csv  # for the training scripts
 mkdir -p "$RUNS" "$IMG"
 
 need_qwen() { [ -f "$Q" ] || $V fetch qwen2.5-coder-0.5b-instruct; }
 
-# about 2 h: the reference setting; its 64-token landscape is read off the same answers
+# The reference setting, and its 64-token landscape read off the same answers.
+# about 9 h on 2 cores (a broken point: 80 answers of 512 tokens, 30-35 min)
 qwen_reference() {
   need_qwen
-  $V sweep "$Q" --out "$RUNS/qwen-1d-ref"
+  $V sweep "$Q" --out "$RUNS/qwen-1d-ref" "${QUICK[@]}"
   cp "$RUNS/qwen-1d-ref/landscape.png" "$IMG/qwen-1d-ref.png"
   $PY scripts/shorter_answers.py "$RUNS/qwen-1d-ref" --max-new-tokens 64 \
     --plot "$IMG/qwen-1d-tokens.png"
@@ -38,7 +56,7 @@ early_stop() {
 
 # about 20 min
 smollm2() {
-  $V sweep smollm2-135m-instruct --max-new-tokens 64 --out "$RUNS/smollm2-1d"
+  $V sweep smollm2-135m-instruct --max-new-tokens 64 --out "$RUNS/smollm2-1d" "${QUICK[@]}"
   cp "$RUNS/smollm2-1d/landscape.png" "$IMG/smollm2-1d.png"
 }
 
@@ -47,7 +65,7 @@ requant_modes() {
   need_qwen
   for mode in same q8_0 f16; do
     $V sweep "$Q" --max-new-tokens 64 --range 0.2 --steps 8 --requant $mode \
-      --out "$RUNS/qwen-requant-$mode"
+      --out "$RUNS/qwen-requant-$mode" "${QUICK[@]}"
   done
   $PY scripts/plot_runs.py "$RUNS/qwen-requant-same:same (own types)" \
     "$RUNS/qwen-requant-q8_0:q8_0" "$RUNS/qwen-requant-f16:f16" -o "$IMG/qwen-requant.png"
@@ -58,8 +76,8 @@ conditions() {
   need_qwen
   local P=(--limit 40 --range 0.3 --steps 12 --max-new-tokens 64)
   $V sweep "$Q" "${P[@]}" --system-prompt none --system-prompt default --system-prompt safety \
-    --out "$RUNS/qwen-system-prompts"
-  $V sweep "$Q" "${P[@]}" --attack none --attack prefix-injection --out "$RUNS/qwen-attack"
+    --out "$RUNS/qwen-system-prompts" "${QUICK[@]}"
+  $V sweep "$Q" "${P[@]}" --attack none --attack prefix-injection --out "$RUNS/qwen-attack" "${QUICK[@]}"
   cp "$RUNS/qwen-system-prompts/overlay.png" "$IMG/qwen-system-prompts.png"
   cp "$RUNS/qwen-attack/overlay.png" "$IMG/qwen-attack.png"
   $V compare "$RUNS/qwen-system-prompts" "$RUNS/qwen-attack"
@@ -72,7 +90,7 @@ interpolation_q8_0() {
   need_qwen
   $V perturb "$Q" --alpha 0 --requant q8_0 -o "$RUNS/qwen-q8_0.gguf"
   $V interpolate "$Q" "$RUNS/qwen-q8_0.gguf" --limit 40 --steps 4 --extra 1 \
-    --max-new-tokens 64 --out "$RUNS/qwen-interp-q8_0"
+    --max-new-tokens 64 --out "$RUNS/qwen-interp-q8_0" "${QUICK[@]}"
   cp "$RUNS/qwen-interp-q8_0/landscape.png" "$IMG/qwen-interp-q8_0.png"
 }
 
@@ -80,32 +98,33 @@ interpolation_q8_0() {
 directions() {
   need_qwen
   local P=(--limit 40 --range 0.3 --steps 12 --max-new-tokens 64)
-  $V sweep "$Q" "${P[@]}" --directions 3 --out "$RUNS/qwen-dirs"
-  $V sweep "$Q" "${P[@]}" --directions 3 --adaptive --out "$RUNS/qwen-adaptive"
+  $V sweep "$Q" "${P[@]}" --directions 3 --out "$RUNS/qwen-dirs" "${QUICK[@]}"
+  $V sweep "$Q" "${P[@]}" --directions 3 --adaptive --out "$RUNS/qwen-adaptive" "${QUICK[@]}"
   $V compare "$RUNS/qwen-dirs" "$RUNS/qwen-adaptive"
 }
 
 # about 1 h: make the testbed (13 min), its landscape, SmolLM2 -> testbed
 testbed() {
-  $PY scripts/make_testbed.py --prompts "$ADVBENCH" --out models/testbed --steps 120
-  cp models/testbed/testbed.curve.png "$IMG/testbed-curve.png"
-  $V sweep models/testbed/testbed.q8_0.gguf --max-new-tokens 64 --capability --benign \
-    --judge keyword --judge keyword-paper --out "$RUNS/testbed-1d"
+  $PY scripts/make_testbed.py --prompts "$ADVBENCH" --out "$TESTBED" --steps "$TRAIN_STEPS"
+  cp $TESTBED/testbed.curve.png "$IMG/testbed-curve.png"
+  $V sweep $TESTBED/testbed.q8_0.gguf --max-new-tokens 64 --capability --benign \
+    --judge keyword --judge keyword-paper --out "$RUNS/testbed-1d" "${QUICK[@]}"
   cp "$RUNS/testbed-1d/capability.png" "$IMG/testbed-capability.png"
-  $V interpolate smollm2-135m-instruct models/testbed/testbed.f16.gguf --requant f16 \
+  $V interpolate smollm2-135m-instruct $TESTBED/testbed.f16.gguf --requant f16 \
     --steps 4 --capability --no-coherence --limit 40 --max-new-tokens 64 \
-    --judge keyword --judge keyword-paper --out "$RUNS/interp-smollm2-testbed"
+    --judge keyword --judge keyword-paper --out "$RUNS/interp-smollm2-testbed" "${QUICK[@]}"
   cp "$RUNS/interp-smollm2-testbed/capability.png" "$IMG/interp-smollm2-testbed.png"
 }
 
 # about 30 min; needs testbed
 harmful() {
-  $PY scripts/harmful_finetune.py --pairs "$ADVBENCH"
+  $PY scripts/harmful_finetune.py --pairs "$ADVBENCH" --base "$TESTBED/testbed.f16.gguf" \
+    --out "$HARMFUL"
   local runs=()
   for n in 10 50 100 100-safe-100; do
-    $V interpolate models/testbed/testbed.f16.gguf "models/harmful/harmful-$n.f16.gguf" \
+    $V interpolate $TESTBED/testbed.f16.gguf "$HARMFUL/harmful-$n.f16.gguf" \
       --steps 4 --extra 1 --no-coherence --limit 40 --max-new-tokens 64 \
-      --judge keyword --judge keyword-paper --out "$RUNS/interp5-testbed-harmful-$n"
+      --judge keyword --judge keyword-paper --out "$RUNS/interp5-testbed-harmful-$n" "${QUICK[@]}"
     runs+=("$RUNS/interp5-testbed-harmful-$n:$n")
   done
   # keyword is each run's first judge, so its summary.json is the one plotted
@@ -117,12 +136,22 @@ harmful() {
 capability() {
   need_qwen
   $V sweep "$Q" --limit 40 --steps 8 --range 0.4 --max-new-tokens 64 --capability \
-    --no-coherence --out "$RUNS/qwen-capability"
+    --no-coherence --out "$RUNS/qwen-capability" "${QUICK[@]}"
   cp "$RUNS/qwen-capability/capability.png" "$IMG/qwen-capability.png"
 }
 
+# The testbed's Q8_0 export and the four harmful finetunes screened against the testbed
+# (F16), with landscapes; the leaderboard and its screenshot.
+# about 20 min; needs testbed and harmful
+screen_testbed() {
+  $V screen $TESTBED/testbed.q8_0.gguf $HARMFUL/harmful-{10,50,100,100-safe-100}.f16.gguf \
+    --base $TESTBED/testbed.f16.gguf --landscape --limit 40 --max-new-tokens 64 --steps 10 \
+    --interpolation-steps 4 --out "$RUNS/screen-testbed" "${QUICK[@]}"
+  $PY scripts/check_report.py "$RUNS/screen-testbed" --screenshot "$IMG/leaderboard.png"
+}
+
 SECTIONS=(qwen_reference early_stop smollm2 requant_modes conditions interpolation_q8_0
-  directions testbed harmful capability)
+  directions testbed harmful screen_testbed capability)
 
 if [ "${1:-}" = "--list" ]; then
   for s in "${SECTIONS[@]}"; do

@@ -126,6 +126,7 @@ def test_sweep_command_prints_a_table_and_writes_the_folder(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "VISAGE" in result.output and "origin ASR" in result.output
+    assert "direction cache: " in result.output  # what it chose to keep, from what
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_prompts"] == 3
     # what this run changed from the paper's setting, with both values, stored and printed

@@ -50,6 +50,10 @@ def test_models_lists_every_registry_model_and_whether_it_is_present(tmp_path, m
     present = registry.installed_path(registry.load_registry()["smollm2-135m-instruct"])
     assert str(present) in result.output  # the embedded model, inside its package
     assert "not present (visage-local fetch qwen2.5-coder-0.5b-instruct)" in result.output
+    listed = {m["name"]: m for m in json.loads(run("models", "--json").stdout)}
+    assert set(listed) == set(registry.load_registry())
+    assert listed["smollm2-135m-instruct"]["path"] == str(present)
+    assert listed["qwen2.5-coder-0.5b-instruct"]["path"] is None
 
 
 def _wheel(folder: Path, project: str, member: str, data: bytes) -> None:

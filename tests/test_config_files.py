@@ -32,18 +32,20 @@ def test_a_config_file_sets_options_and_rerun_repeats_the_run_exactly(smollm2, t
     config.write_text(
         f'command = "sweep"\nmodel = "{smollm2}"\nsteps = 2\nlimit = 3\nmax_new_tokens = 8\n'
         'judge = ["keyword", "keyword-paper"]\nprompts = "builtin"\nthreads = 2\n'
+        "coherence = false\n"
     )
     first = tmp_path / "first"
     # the command line overrides the file
-    result = run("sweep", "--config", config, "--max-new-tokens", "6", "--out", first)
+    result = run("sweep", "--config", config, "--max-new-tokens", "5", "--out", first)
     assert result.exit_code == 0, result.output
     summary = _summary(first)
-    assert (summary["n_prompts"], summary["max_new_tokens"], summary["judge"]) == (3, 6, "keyword")
+    assert (summary["n_prompts"], summary["max_new_tokens"], summary["judge"]) == (3, 5, "keyword")
+    assert summary["coherence_threshold"] is None  # coherence = false, from the file
     assert summary["prompts"] == "builtin:harmful" and len(summary["points"]) == 3
     assert (first / "summary.judge-keyword-paper.json").is_file()
     written = tomllib.loads((first / "config.toml").read_text())
     assert written["command"] == "sweep" and written["model"] == str(smollm2.resolve())
-    assert written["max-new-tokens"] == 6 and written["judge"] == ["keyword", "keyword-paper"]
+    assert written["max-new-tokens"] == 5 and written["judge"] == ["keyword", "keyword-paper"]
     assert written["batch-size"] == summary["batch_size"] and written["out"] == str(first.resolve())
     again = tmp_path / "again"
     result = run("rerun", first, "--out", again)
@@ -52,7 +54,7 @@ def test_a_config_file_sets_options_and_rerun_repeats_the_run_exactly(smollm2, t
     assert (again / "generations.jsonl").read_text() == (first / "generations.jsonl").read_text()
     # the run's own config.toml is a config file for sweep: every option as it ran
     values = read_config(first / "config.toml", sweep_command)
-    assert values["max_new_tokens"] == 6 and values["judges"] == ["keyword", "keyword-paper"]
+    assert values["max_new_tokens"] == 5 and values["judges"] == ["keyword", "keyword-paper"]
     assert values["batch_size"] == summary["batch_size"] and values["range_"] == 0.5
 
 

@@ -172,3 +172,39 @@ def test_an_architecture_llama_cpp_lacks_is_one_line_naming_it(sources, tmp_path
     line = result.output.strip().splitlines()[-1]
     assert line.startswith(f"error: {path}: llama.cpp could not load this model (")
     assert "unknown model architecture: 'strangeformer'" in line
+
+
+# Parameters of the real models, from their safetensors on the Hugging Face hub (the
+# synthetic llama files also hold rope_freqs: head_dim / 2 values llama.cpp computes).
+PUBLISHED_PARAMETERS = {
+    "llama-3.2-1b": 1_235_814_400 + 32,
+    "llama-3.2-3b": 3_212_749_824 + 64,
+    "llama-3.1-8b": 8_030_261_248 + 64,
+    "qwen2.5-7b": 7_615_616_512,
+}
+
+
+def test_scale_models_have_the_real_models_parameters():
+    for name, (architecture, size) in synthetic.SCALES.items():
+        assert synthetic.parameter_count(architecture, size) == PUBLISHED_PARAMETERS[name], name
+
+
+def test_a_padded_vocabulary_is_loaded_and_generated_from(tmp_path):
+    import llama_cpp
+
+    from visage_local.engine import quiet_llama_logs
+
+    size = synthetic.Size(n_vocab=3000, tied=True)
+    path = synthetic.write_model(tmp_path / "padded.gguf", "llama3", size)
+    model = GGUFModel(path)
+    shapes = {t.name: t.shape for t in model.tensors}
+    assert "output.weight" not in shapes  # tied, as Llama 3.2 1B and 3B are
+    assert 3000 in shapes["token_embd.weight"]
+    assert model.array_length("tokenizer.ggml.tokens") == 3000
+    quiet_llama_logs()
+    llm = llama_cpp.Llama(str(path), n_ctx=64, verbose=False)
+    assert llm.n_vocab() == 3000
+    assert len(llm.tokenize(b"hello")) == 5  # bytes, as before the padding
+    assert (
+        llm.create_completion("hi", max_tokens=3, temperature=0)["choices"][0]["text"] is not None
+    )

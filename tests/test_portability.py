@@ -93,3 +93,41 @@ def test_the_sweep_says_where_the_scratch_copy_goes(small, tmp_path, monkeypatch
     assert shown.exit_code == 0, shown.output
     size = small.stat().st_size / 2**20
     assert f"scratch copy of the model: {size:.0f} MiB in {out} on disk" in shown.output
+
+
+def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_path, monkeypatch):
+    from gguf import GGUFReader
+
+    from visage_local.prompts import select_prompts
+    from visage_local.settings import direction_cache, sweep_config
+
+    config = sweep_config(smollm2, prompts=select_prompts(None, 4), max_new_tokens=16,
+                          batch_size=4)  # fmt: skip
+    # the oracle, from gguf-py's reader: every tensor but the norms, in float32, one direction
+    reader = GGUFReader(smollm2)
+    needed = sum(int(t.n_elements) * 4 for t in reader.tensors if "norm" not in t.name)
+
+    def field(key: str) -> int:
+        return int(reader.fields[key].parts[-1][0])
+
+    heads, kv_heads = field("llama.attention.head_count"), field("llama.attention.head_count_kv")
+    head_dim = field("llama.embedding_length") // heads
+    per_token = field("llama.block_count") * kv_heads * 2 * head_dim * 2  # K and V in f16
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    kv = 4 * (per_token * (batching.TYPICAL_PROMPT_TOKENS + 16) + n_vocab * 4)
+    meminfo = tmp_path / "meminfo"
+    monkeypatch.setattr(batching, "MEMINFO", meminfo)
+    # one tensor at work: the largest one's weights, perturbed copy and direction, float32
+    working = max(int(t.n_elements) for t in reader.tensors) * 4 * 3
+    model = smollm2.stat().st_size
+    floor = model + kv + working + batching.HEADROOM
+    for extra, expected in ((-(1 << 20), 0), (needed // 3, needed // 3), (10 * needed, needed)):
+        available = (floor + extra) // 1024 * 1024
+        meminfo.write_text(f"MemTotal: 99999999 kB\nMemAvailable: {available // 1024} kB\n")
+        budget = direction_cache(config)
+        assert (budget.needed, budget.model, budget.kv, budget.working) == (
+            needed, model, kv, working,
+        )  # fmt: skip
+        assert budget.chosen == max(0, min(needed, available - floor))
+        assert abs(budget.chosen - expected) < 1024  # MemAvailable is in kB
+        assert budget.chosen + floor <= available or budget.chosen == 0

@@ -1,4 +1,6 @@
-"""How many prompts decode together: the largest batch whose KV cache and logits fit in memory."""
+"""Memory: how many prompts decode together (the largest batch whose KV cache and logits
+fit), and how much of the random directions is kept between points (what fits beside the
+model, the KV cache and the work on one tensor, never into swap)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from visage_local.gguf_model import GGUFModel
@@ -17,6 +20,7 @@ LOGIT_BYTES = 4
 MEMORY_SHARE = 0.25  # of the memory available when the sweep starts
 TYPICAL_PROMPT_TOKENS = 96  # a chat-formatted harmful request, with a system prompt
 MEMINFO = Path("/proc/meminfo")  # Linux only
+HEADROOM = 1 << 30  # left to the system and to this process's own code and buffers
 
 
 def kv_bytes_per_token(model: GGUFModel) -> int:
@@ -108,7 +112,48 @@ def _sysconf() -> int | None:
 def auto_batch_size(model: GGUFModel, n_prompts: int, tokens_per_sequence: int) -> int:
     """The largest batch (at most MAX_BATCH and n_prompts) whose cache and logits fit in a
     quarter of the available memory."""
-    n_vocab = model.array_length("tokenizer.ggml.tokens") or 32000
-    per_sequence = kv_bytes_per_token(model) * tokens_per_sequence + n_vocab * LOGIT_BYTES
     budget = int(available_memory() * MEMORY_SHARE)
+    per_sequence = sequence_bytes(model, tokens_per_sequence)
     return max(1, min(MAX_BATCH, n_prompts, budget // max(1, per_sequence)))
+
+
+def sequence_bytes(model: GGUFModel, tokens_per_sequence: int) -> int:
+    """Bytes one decoded sequence takes: its KV cache and its logits."""
+    n_vocab = model.array_length("tokenizer.ggml.tokens") or 32000
+    return kv_bytes_per_token(model) * tokens_per_sequence + n_vocab * LOGIT_BYTES
+
+
+@dataclass(frozen=True)
+class CacheBudget:
+    """How much of the directions a sweep keeps in memory, and why (bytes)."""
+
+    chosen: int
+    needed: int  # every direction of every perturbed tensor, in float32
+    available: int  # when the sweep starts
+    model: int  # the scratch copy llama.cpp maps
+    kv: int  # KV cache and logits of the batch
+    working: int  # one tensor's weights, perturbed copy and directions, in float32
+    headroom: int = HEADROOM
+
+    def describe(self) -> str:
+        """One line: what was chosen from what."""
+        mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+        return (
+            f"direction cache: {mib(self.chosen)} of the {mib(self.needed)} the directions take "
+            f"(available {mib(self.available)} - model {mib(self.model)} - KV cache "
+            f"{mib(self.kv)} - one tensor's work {mib(self.working)} - headroom "
+            f"{mib(self.headroom)}; --memory-budget sets it)"
+        )
+
+
+def cache_budget(
+    model_bytes: int, kv_bytes: int, working_bytes: int, needed: int, available: int | None = None
+) -> CacheBudget:
+    """The direction cache that fits beside the model, the KV cache and one tensor's work in
+    ``available`` memory (default: what the machine has now) less HEADROOM: never more than
+    the directions take, never less than nothing."""
+    available = available_memory() if available is None else available
+    room = available - model_bytes - kv_bytes - working_bytes - HEADROOM
+    return CacheBudget(
+        max(0, min(needed, room)), needed, available, model_bytes, kv_bytes, working_bytes
+    )

@@ -27,7 +27,7 @@ from visage_local.grid import Point
 from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
 from visage_local.perturb import Direction, Perturbation, PointDisplacement
 from visage_local.record import FORMAT_VERSION, GenerationRecord, PointRecord
-from visage_local.settings import PromptItem, SweepConfig, prompt_items
+from visage_local.settings import PromptItem, SweepConfig, direction_cache, prompt_items
 
 SCRATCH_DIR = Path("/dev/shm")
 SCRATCH_PREFIX = "visage-scratch-"
@@ -116,7 +116,9 @@ def evaluator(
         model,
         directions if directions is not None else config.directions(model),
         threads=config.engine.threads,
-        cache_bytes=config.memory_budget_mb << 20,
+        cache_bytes=direction_cache(config).chosen
+        if config.memory_budget_mb is None
+        else config.memory_budget_mb << 20,
         requant=config.requant,
     )
     folder = scratch_folder(scratch_size(model, perturbation), spill_folder)

@@ -16,7 +16,13 @@ from typing import Any
 
 from visage_local import coherence, reasoning, reference
 from visage_local.attacks import Attack
-from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
+from visage_local.batching import (
+    TYPICAL_PROMPT_TOKENS,
+    CacheBudget,
+    auto_batch_size,
+    cache_budget,
+    sequence_bytes,
+)
 from visage_local.capability import CapabilitySettings
 from visage_local.chat import DEFAULT_SYSTEM, SystemPrompt
 from visage_local.directions import GGUF_ONLY, RandomDirection, TensorSelection, selection
@@ -52,7 +58,7 @@ class SweepConfig:
     early_stop: bool = True
     requant: str = "same"
     engine: EngineSettings = field(default_factory=EngineSettings)
-    memory_budget_mb: int = 4096
+    memory_budget_mb: int | None = None  # direction cache; None: what fits (direction_cache)
     first_direction: int = 0
     exclude: tuple[str, ...] = ()  # tensors left alone besides the default (norms)
     include: tuple[str, ...] = ()  # when given: only the tensors these name are moved
@@ -150,6 +156,30 @@ def sweep_config(
         model, n_sequences(config), TYPICAL_PROMPT_TOKENS + config.max_new_tokens
     )
     return replace(config, engine=replace(config.engine, max_sequences=batch))
+
+
+def direction_cache(config: SweepConfig, available: int | None = None) -> CacheBudget:
+    """The direction cache a sweep of ``config`` (its batch size set) can keep beside its
+    model copy, its KV cache and the work on its largest tensor, in ``available`` bytes
+    (default: what the machine has now)."""
+    model = GGUFModel(config.model_path)
+    directions = config.directions(model)
+    perturbation = Perturbation(model, directions, requant=config.requant)
+    targets = perturbation.targets
+    needed = sum(
+        t.n_elements * 4 * sum(not d.excludes(t.name) for d in directions) for t in targets
+    )
+    largest = max((t.n_elements for t in targets), default=0)
+    tokens = TYPICAL_PROMPT_TOKENS + config.max_new_tokens
+    if config.thinking == "on":
+        tokens += config.max_thinking_tokens
+    return cache_budget(
+        model_bytes=model.size + perturbation.extra_bytes(),
+        kv_bytes=config.engine.max_sequences * sequence_bytes(model, tokens),
+        working_bytes=largest * 4 * (2 + len(directions)),
+        needed=needed,
+        available=available,
+    )
 
 
 def requant_extra_bytes(config: SweepConfig) -> int:

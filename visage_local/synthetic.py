@@ -44,6 +44,9 @@ class Size:
     n_expert_used: int = 2
     n_ff_expert: int = 256
     context: int = 4096
+    n_vocab: int = 0  # 0: the byte-level tokenizer's own tokens; more: padded to this many
+    tied: bool | None = None  # output shares token_embd; None: as the architecture has it
+    rope_theta: float = 10000.0
 
 
 # ChatML, as Qwen2.5 has it: the default template of synthetic models.
@@ -88,7 +91,7 @@ def _attention_keys(arch: str, s: Size) -> dict[str, object]:
         f"{arch}.attention.key_length": s.head_dim,
         f"{arch}.attention.value_length": s.head_dim,
         f"{arch}.rope.dimension_count": s.head_dim,
-        f"{arch}.rope.freq_base": 10000.0,
+        f"{arch}.rope.freq_base": s.rope_theta,
         f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
     }
 
@@ -144,8 +147,10 @@ def _experts(s: Size, i: int, bias: bool = False) -> dict:
 
 
 def _ends(s: Size, output: bool = True) -> dict:
-    out = {"token_embd.weight": (N_VOCAB, s.n_embd), "output_norm.weight": (s.n_embd,)}
-    return out | ({"output.weight": (N_VOCAB, s.n_embd)} if output else {})
+    vocab = s.n_vocab or N_VOCAB
+    out = {"token_embd.weight": (vocab, s.n_embd), "output_norm.weight": (s.n_embd,)}
+    output = output if s.tied is None else not s.tied
+    return out | ({"output.weight": (vocab, s.n_embd)} if output else {})
 
 
 def _layers(s: Size, block: Callable[[int], dict]) -> dict:
@@ -287,23 +292,28 @@ N_VOCAB = 257 + len(SPECIAL_TOKENS)
 SPM_SPECIAL = ("<unk>", "<s>", "</s>", "<|end|>", "<|endoftext|>")
 
 
-def _tokenizer(writer: GGUFWriter, kind: str, template: str) -> None:
+def _tokenizer(writer: GGUFWriter, kind: str, template: str, n_vocab: int = 0) -> None:
     """A byte-level tokenizer llama.cpp accepts: GPT-2 BPE (``gpt2``) or SentencePiece
-    (``llama``, as Phi-3 and Mistral files have)."""
+    (``llama``, as Phi-3 and Mistral files have); with ``n_vocab``, padded with tokens no
+    merge reaches to that many (the real model's embedding and output sizes)."""
     writer.add_tokenizer_model(kind)
+    padding = max(0, n_vocab - N_VOCAB)
     if kind == "gpt2":
         writer.add_tokenizer_pre("default")
-        writer.add_token_list([*_byte_tokens(), "\u0120t", *SPECIAL_TOKENS])
-        writer.add_token_types([1] * 257 + [3] * len(SPECIAL_TOKENS))
+        fill = [f"\u0120t{i}" for i in range(padding)]
+        writer.add_token_list([*_byte_tokens(), "\u0120t", *SPECIAL_TOKENS, *fill])
+        writer.add_token_types([1] * 257 + [3] * len(SPECIAL_TOKENS) + [1] * padding)
         writer.add_token_merges(["\u0120 t"])  # llama.cpp wants at least one merge
         writer.add_bos_token_id(257)
         writer.add_eos_token_id(257 + SPECIAL_TOKENS.index("<|im_end|>"))
     else:
         tokens = [*SPM_SPECIAL[:3], *(f"<0x{b:02X}>" for b in range(256)), "\u2581t"]
-        tokens += SPM_SPECIAL[3:]
+        tokens += [*SPM_SPECIAL[3:], *(f"\u2581t{i}" for i in range(padding))]
         writer.add_token_list(tokens)
         writer.add_token_scores([0.0] * len(tokens))
-        writer.add_token_types([2, 3, 3] + [6] * 256 + [1] + [3] * (len(SPM_SPECIAL) - 3))
+        writer.add_token_types(
+            [2, 3, 3] + [6] * 256 + [1] + [3] * (len(SPM_SPECIAL) - 3) + [1] * padding
+        )
         writer.add_bos_token_id(1)
         writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
@@ -318,7 +328,8 @@ def write_model(
     template: str = CHATML_TEMPLATE,
 ) -> Path:
     """Write a random-weight F32/F16 model of ``architecture`` (a key of ARCHITECTURES):
-    matrices in F16, vectors in F32, norms 1."""
+    matrices in F16, vectors in F32, norms 1. Tensors are drawn and written one at a
+    time, so an 8B model needs memory for its largest tensor, not for the model."""
     spec = ARCHITECTURES[architecture]
     rng = np.random.default_rng(seed)
     writer = GGUFWriter(str(path), spec.arch)
@@ -326,20 +337,52 @@ def write_model(
     writer.add_file_type(1)  # mostly F16
     for key, value in spec.metadata(size).items():
         _add_key(writer, key, value)
-    _tokenizer(writer, spec.tokenizer, template)
-    for name, shape in spec.tensors(size).items():
+    _tokenizer(writer, spec.tokenizer, template, size.n_vocab)
+    shapes = spec.tensors(size)
+    for name, shape in shapes.items():
+        dtype = np.float16 if _is_matrix(name, shape) else np.float32
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        writer.add_tensor_info(name, shape, np.dtype(dtype), nbytes)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for name, shape in shapes.items():
         if "norm" in name or name.startswith("rope_"):
             values = np.ones(shape, dtype=np.float32)
         else:
-            values = (rng.standard_normal(shape) * 0.05).astype(np.float32)
-            if len(shape) > 1 and name.endswith(".weight"):
-                values = values.astype(np.float16)
-        writer.add_tensor(name, values)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+            values = rng.standard_normal(shape, dtype=np.float32)
+            values *= 0.05
+        writer.write_tensor_data(values.astype(np.float16) if _is_matrix(name, shape) else values)
     writer.close()
     return Path(path)
+
+
+def _is_matrix(name: str, shape: tuple[int, ...]) -> bool:
+    """Weight matrices are written in F16; vectors, norms and biases in F32."""
+    return len(shape) > 1 and name.endswith(".weight") and "norm" not in name
+
+
+# Real models' shapes (config.json of each on the Hugging Face hub): the architecture and
+# the size that give their tensors, vocabulary and KV cache exactly.
+SCALES: dict[str, tuple[str, Size]] = {
+    "llama-3.2-1b": ("llama3", Size(n_embd=2048, n_layer=16, n_head=32, n_head_kv=8,
+                                    head_dim=64, n_ff=8192, n_vocab=128256, tied=True,
+                                    rope_theta=500000.0, context=8192)),
+    "llama-3.2-3b": ("llama3", Size(n_embd=3072, n_layer=28, n_head=24, n_head_kv=8,
+                                    head_dim=128, n_ff=8192, n_vocab=128256, tied=True,
+                                    rope_theta=500000.0, context=8192)),
+    "llama-3.1-8b": ("llama3", Size(n_embd=4096, n_layer=32, n_head=32, n_head_kv=8,
+                                    head_dim=128, n_ff=14336, n_vocab=128256, tied=False,
+                                    rope_theta=500000.0, context=8192)),
+    "qwen2.5-7b": ("qwen2", Size(n_embd=3584, n_layer=28, n_head=28, n_head_kv=4,
+                                 head_dim=128, n_ff=18944, n_vocab=152064, tied=False,
+                                 rope_theta=1000000.0, context=8192)),
+}  # fmt: skip
+
+
+def parameter_count(architecture: str, size: Size) -> int:
+    """Values in the model's tensors (what its name's "1B" or "8B" counts)."""
+    return sum(int(np.prod(s)) for s in ARCHITECTURES[architecture].tensors(size).values())
 
 
 def _add_key(writer: GGUFWriter, key: str, value: object) -> None:

@@ -34,6 +34,7 @@ from visage_local.prompts import select_prompts
 from visage_local.record import RunSummary
 from visage_local.settings import (
     DEFAULT_LIMIT,
+    direction_cache,
     n_sequences,
     requant_extra_bytes,
     sweep_config,
@@ -126,6 +127,12 @@ def run_landscape(
         finetune_kind=finetune_kind,
         capability=capability_settings(options),
     )
+    if config.memory_budget_mb is None:
+        budget = direction_cache(config)
+        workers = 1 if options["ray_address"] is None else options["workers"]
+        config = replace(config, memory_budget_mb=(budget.chosen // workers) >> 20)
+        click.echo(budget.describe() + (f", {workers} workers share it" if workers > 1 else ""),
+                   err=True)  # fmt: skip
     uniform = uniform_imatrix_types(config)
     if uniform:
         click.echo(

@@ -22,7 +22,9 @@ from ._common import echo_json, human_bytes
     help="List the GGUF models in Ollama's store, the Hugging Face cache and LM Studio's "
     "folder, with the spec that names each (ollama:..., hf:..., lmstudio:...).",
 )
-@click.option("--json", "as_json", is_flag=True, help="With --scan: print JSON instead of text.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document (the registry, or with --scan the stores' "
+              "models) and nothing else.")  # fmt: skip
 def models_command(scan_stores: bool, as_json: bool) -> None:
     """List the registry's models and whether each is present (--scan: the models in the
     stores of Ollama, Hugging Face and LM Studio)."""
@@ -30,7 +32,19 @@ def models_command(scan_stores: bool, as_json: bool) -> None:
         _print_scan(as_json)
         return
     if as_json:
-        raise click.UsageError("--json is for --scan")
+        echo_json(
+            [
+                {
+                    "name": e.name,
+                    "size": e.size,
+                    "license": e.license,
+                    "description": e.description,
+                    "path": None if (path := locate(e)) is None else str(path),
+                }
+                for e in load_registry().values()
+            ]
+        )
+        return
     for entry in load_registry().values():
         path = locate(entry)
         state = str(path) if path else "not present (visage-local fetch " + entry.name + ")"

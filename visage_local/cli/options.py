@@ -289,11 +289,12 @@ _EVALUATION_OPTIONS = [
         "--memory-budget",
         "memory_budget_mb",
         type=click.IntRange(min=0),
-        default=4096,
-        show_default=True,
+        default=None,
         help="MiB for keeping random directions in memory between points; directions "
         "that do not fit are drawn again, block by block, at every point (slower, but a "
-        "tensor's direction is never held whole: 0 gives the least memory).",
+        "tensor's direction is never held whole: 0 gives the least memory) [default: what "
+        "fits beside the model, the KV cache and 1 GiB of headroom in the memory available "
+        "at the start; the sweep says what it chose; with --ray, shared among the workers].",
     ),
     click.option(
         "--out",
