@@ -5,9 +5,10 @@ For each model, in one run, side by side, on the same 3 grid points:
 1. baseline: write the perturbed GGUF, load it with ``llama_cpp.Llama``, then
    ``create_chat_completion`` one prompt at a time (greedy);
 2. engine: visage-local's route: rewrite the weights in the scratch copy llama.cpp
-   maps, then batched greedy generation with early stop; once with the default
-   direction cache (4 GiB), once with none (``--memory-budget 0``), which trades
-   weight-update time for memory, and once with flash attention (``--flash-attn``);
+   maps, then batched greedy generation with early stop; once with a 4 GiB direction
+   cache (``--memory-budget 4096``), once with none (``--memory-budget 0``), which
+   trades weight-update time for memory, and once with flash attention
+   (``--flash-attn``);
 3. ceiling: llama.cpp's decode rate at batch sizes 1-80 and its prompt rate, through
    the low-level API with no per-token Python work; the engine's own prefill and
    decode rates (from its per-call timings) are compared with them at the engine's
