@@ -74,12 +74,16 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
     head = (
         "<tr><th>#</th><th class=text>model</th><th>origin ASR %</th><th>harmful compliance %"
         "</th><th>incoherent %</th><th>benign refused %</th><th>VISAGE</th><th>basin edges</th>"
-        "<th>breaking t</th><th>seconds</th><th class=text>reports</th></tr>"
+        "<th>breaking t</th><th>stage 1 s</th><th class=text>reports</th></tr>"
     )
     rows = []
     for place, m in enumerate(models, start=1):
         links = []
-        for stage, run in _runs(screen_dir, m).items():
+        runs = _runs(screen_dir, m)
+        breaking = _cell(m["breaking_t"], digits=2)
+        if m["breaking_t"] is None and "interpolation" in runs:
+            breaking = "never left"  # the whole path from the base stays in its basin
+        for stage, run in runs.items():
             write_report(run.path)
             target = quote(run.report.relative_to(screen_dir).as_posix())  # '#', '?', '&'
             links.append(f'<a href="{escape(target)}">{stage}</a>')
@@ -96,7 +100,7 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
             f"<td>{_cell(m['harmful_compliance'])}</td><td>{_cell(m['incoherent'])}</td>"
             f"<td>{_cell(m['benign_refusal'])}</td>"
             f"<td>{_cell(m['visage'], m['visage_ci'], 2)}{partial}</td><td>{shown_edges}</td>"
-            f"<td>{_cell(m['breaking_t'], digits=2)}</td><td>{_cell(m['seconds'], digits=0)}</td>"
+            f"<td>{breaking}</td><td>{_cell(m['seconds'], digits=0)}</td>"
             f"<td class=text>{' · '.join(links) or '-'}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
