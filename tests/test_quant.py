@@ -7,7 +7,7 @@ import pytest
 from conftest import ALL_SUPPORTED, GGUF_PY_CODED
 from gguf import GGMLQuantizationType, quants
 
-from visage_local import quant
+from visage_local import ggml, quant
 from visage_local.directions import RandomDirection
 from visage_local.gguf_model import GGUFModel
 
@@ -115,3 +115,16 @@ def test_unsupported_type_is_a_clear_error_naming_the_tensor():
         quant.UnsupportedTensorType, match=r"'blk.3.ffn_up.weight'.*NVFP4.*--exclude"
     ):
         quant.check_supported("blk.3.ffn_up.weight", GGMLQuantizationType.NVFP4)
+
+
+@pytest.mark.parametrize(
+    "n_rows,n_per_row,threads",
+    [(512, 2048, 2), (3, 2048, 2), (1, 64, 4), (128256, 2048, 2), (4096, 14336, 8), (7, 256, 3)],
+)
+def test_row_chunks_give_every_thread_a_share_of_small_tensors_too(n_rows, n_per_row, threads):
+    chunks = ggml.row_chunks(n_rows, n_per_row, threads)
+    rows = [r for first, count in chunks for r in range(first, first + count)]
+    assert rows == list(range(n_rows))  # every row once, in order
+    largest = max(count for _, count in chunks) * n_per_row
+    assert largest <= ggml._CHUNK_ELEMENTS + n_per_row  # about a chunk: one row more at most
+    assert len(chunks) >= min(threads, n_rows)

@@ -73,6 +73,38 @@ def test_1d_sweep_writes_every_output(smollm2, tmp_path):
     assert saved["visage"] is not None and summary.complete
     # SmolLM2 is not aligned: it answers the harmful prompts at the origin
     assert saved["origin_asr"] >= 60
+    _check_timing(tmp_path / "run", saved, threads=2)
+
+
+def _check_timing(folder: Path, saved: dict, threads: int) -> None:
+    """The estimate is recorded with its parts, and what the points took is read from
+    points.jsonl; each point's phases add up to no more than its threads' time."""
+    points = [json.loads(x) for x in (folder / "points.jsonl").read_text().splitlines()]
+    origin, first, later = points  # the order they ran in: the origin, then a = -0.5, +0.5
+    assert (origin["alpha"], first["alpha"], later["alpha"]) == (0.0, -0.5, 0.5)
+    for p in points:
+        phases = p["weight_update_phases"]
+        assert sum(phases.values()) <= threads * p["weight_update_s"] + 0.05
+    assert origin["weight_update_phases"]["requantize"] == 0  # its bytes are the file's
+    assert origin["weight_update_phases"]["draw"] == 0
+    assert first["weight_update_phases"]["draw"] > 0  # the directions are drawn once, kept
+    assert later["weight_update_phases"]["draw"] == 0
+    assert all(p["weight_update_phases"][k] > 0 for p in (first, later) for k in
+               ("read", "dequantize", "move", "requantize", "measure", "write"))  # fmt: skip
+    estimate, actual = saved["estimate"], saved["actual"]
+    parts = ("scratch_bytes", "origin_bytes", "kv_bytes", "working_bytes", "cache_bytes")
+    assert estimate["peak_bytes"] == sum(estimate[k] for k in parts)
+    assert estimate["origin_bytes"] == 0  # no coherence scoring: the original is not mapped
+    assert estimate["scratch_bytes"] == Path(saved["model"]).stat().st_size
+    generation = estimate["prefill_s"] + estimate["decode_s"] + estimate["score_s"]
+    assert estimate["n_points"] == 3 and estimate["total_s"] == pytest.approx(
+        3 * generation + estimate["first_update_s"] + estimate["update_s"], abs=0.01
+    )
+    assert estimate["score_s"] == 0 and estimate["decode_s"] > 0 and estimate["update_s"] > 0
+    assert actual["first_update_s"] == first["weight_update_s"]
+    assert actual["update_s"] == later["weight_update_s"]
+    prefill = sorted(p["generation"]["prefill_s"] for p in points)[1]
+    assert actual["prefill_s"] == prefill and actual["n_points"] == 3
 
 
 def test_2d_sweep_writes_every_output(smollm2, tmp_path):

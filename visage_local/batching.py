@@ -130,7 +130,7 @@ class CacheBudget:
     chosen: int
     needed: int  # every direction of every perturbed tensor, in float32
     available: int  # when the sweep starts
-    model: int  # the scratch copy llama.cpp maps
+    model: int  # the scratch copy llama.cpp maps (and the original, for coherence scoring)
     kv: int  # KV cache and logits of the batch
     working: int  # one tensor's weights, perturbed copy and directions, in float32
     headroom: int = HEADROOM
@@ -140,7 +140,7 @@ class CacheBudget:
         mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
         return (
             f"direction cache: {mib(self.chosen)} of the {mib(self.needed)} the directions take "
-            f"(available {mib(self.available)} - model {mib(self.model)} - KV cache "
+            f"(available {mib(self.available)} - models {mib(self.model)} - KV cache "
             f"{mib(self.kv)} - one tensor's work {mib(self.working)} - headroom "
             f"{mib(self.headroom)}; --memory-budget sets it)"
         )

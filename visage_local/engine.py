@@ -119,6 +119,7 @@ class GenerationStats:
     decode_steps: int = 0
     decode_tokens: int = 0  # sequences fed, summed over steps
     decode_s: float = 0.0
+    decode_first_s: float = 0.0  # the first step of each group (llama.cpp sizes its buffers)
 
 
 @dataclass(frozen=True)
@@ -536,6 +537,7 @@ class Engine:
             )
             for s in range(n)
         ]  # fmt: skip
+        first_step = True
         while active:
             still = []
             for seq in active:
@@ -575,7 +577,11 @@ class Engine:
             batch.n_tokens = len(active)
             start = time.perf_counter()
             self._decode(batch)
-            self.last_stats.decode_s += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.last_stats.decode_s += seconds
+            if first_step:
+                self.last_stats.decode_first_s += seconds
+                first_step = False
             self.last_stats.decode_steps += 1
             self.last_stats.decode_tokens += len(active)
             logits = np.ctypeslib.as_array(

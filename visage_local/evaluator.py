@@ -14,14 +14,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from visage_local import coherence, metrics, reasoning
+from visage_local.batching import CacheBudget
 from visage_local.capability import CapabilityProbe
 from visage_local.chat import render_prompt
 from visage_local.coherence import CoherenceScorer
 from visage_local.engine import Engine, Generation, GenerationStats, Reasoning
+from visage_local.estimate import Estimate, estimate
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Point
 from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
@@ -112,13 +114,15 @@ def evaluator(
     """A PointEvaluator for ``config``: its scratch copy (in /dev/shm when it fits, else
     in ``spill_folder``), engine, judge and scorers, all released on exit. ``directions``
     are the config's, when the caller has resolved them already."""
+    budget = direction_cache(config)
+    cache_bytes = (
+        budget.chosen if config.memory_budget_mb is None else config.memory_budget_mb << 20
+    )
     perturbation = Perturbation(
         model,
         directions if directions is not None else config.directions(model),
         threads=config.engine.threads,
-        cache_bytes=direction_cache(config).chosen
-        if config.memory_budget_mb is None
-        else config.memory_budget_mb << 20,
+        cache_bytes=cache_bytes,
         requant=config.requant,
     )
     folder = scratch_folder(scratch_size(model, perturbation), spill_folder)
@@ -143,7 +147,17 @@ def evaluator(
         items = prompt_items(config)
         tokens, plan = render_prompts(engine, model, config, items)
         yield PointEvaluator(
-            config, perturbation, scratch, engine, items, tokens, judges, scorer, probe, plan
+            config,
+            perturbation,
+            scratch,
+            engine,
+            items,
+            tokens,
+            judges,
+            scorer,
+            probe,
+            plan,
+            replace(budget, chosen=cache_bytes),
         )
     finally:
         for part in (engine, scorer, scratch):
@@ -178,16 +192,32 @@ class PointEvaluator:
     scorer: CoherenceScorer | None
     probe: CapabilityProbe | None
     reasoning: Reasoning | None = None  # a reasoning model's answers: reasoning kept apart
+    budget: CacheBudget | None = None  # the memory planned besides the scratch copy
     threshold: float | None = None
 
     def calibrate(self, origin_records: list[dict]) -> None:
         """Set the coherence threshold from the origin's stored answers."""
         self.threshold = coherence.calibrate([r["coherence_ll"] for r in origin_records])
 
+    def estimate(self, points: list[Point]) -> Estimate:
+        """Time this model on this machine and say what evaluating ``points`` will take."""
+        return estimate(
+            self.perturbation,
+            self.scratch,
+            self.engine,
+            self.tokens,
+            self.config.max_new_tokens,
+            points,
+            self.budget,
+            scoring=self.scorer is not None,
+        )
+
     def evaluate(self, index: int, point: Point) -> PointResult:
         """Move the weights to ``point``, generate, judge and score; nothing is written."""
+        self.perturbation.phases.take()  # from zero
         t0 = time.monotonic()
         displacement = self._move_weights(point)
+        phases = self.perturbation.phases.take()
         t1 = time.monotonic()
         settled = settled_for_all(self.judges) if self.config.early_stop else None
         generations = self.engine.generate(
@@ -223,6 +253,7 @@ class PointEvaluator:
             displacement=displacement.summary(),
             displacement_faithful=displacement.total.faithful(),
             weight_update_s=round(t1 - t0, 3),
+            weight_update_phases=phases,
             generation_s=round(t2 - t1, 3),
             generation={k: round(v, 3) for k, v in asdict(self.engine.last_stats).items()},
             judge_coherence_s=round(t3 - t2, 3),
@@ -247,7 +278,8 @@ class PointEvaluator:
     def _move_weights(self, point: Point) -> PointDisplacement:
         displacement = PointDisplacement()
         for tensor in self.perturbation.tensors_at(point):
-            self.scratch.write_tensor(tensor.info.name, tensor.raw)
+            with self.perturbation.phases.timed("write"):
+                self.scratch.write_tensor(tensor.info.name, tensor.raw)
             displacement.add(tensor)
         self.engine.refresh_weights()
         return displacement

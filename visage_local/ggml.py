@@ -9,6 +9,7 @@ ctypes releases the GIL while they run, so row chunks run in parallel threads.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -103,9 +104,13 @@ def requires_imatrix(type_id: int) -> bool:
     return bool(_lib().ggml_quantize_requires_imatrix(type_id))
 
 
-def row_chunks(n_rows: int, n_per_row: int) -> list[tuple[int, int]]:
-    """(first row, row count) pairs that split a tensor into kernel-sized chunks."""
-    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, n_per_row))
+def row_chunks(n_rows: int, n_per_row: int, threads: int = 1) -> list[tuple[int, int]]:
+    """(first row, row count) pairs that split a tensor into chunks of at most about
+    ``_CHUNK_ELEMENTS`` values, their number a multiple of ``threads`` (when there are
+    rows enough), so every thread gets an equal share, small tensors included."""
+    threads = max(1, threads)
+    rounds = max(1, math.ceil(n_rows * n_per_row / (_CHUNK_ELEMENTS * threads)))
+    rows_per_chunk = max(1, math.ceil(n_rows / (rounds * threads)))
     return [(r, min(rows_per_chunk, n_rows - r)) for r in range(0, n_rows, rows_per_chunk)]
 
 
@@ -158,7 +163,9 @@ def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
 
         return call
 
-    run_parallel([task(first, count) for first, count in row_chunks(n_rows, n_per_row)], threads)
+    run_parallel(
+        [task(first, count) for first, count in row_chunks(n_rows, n_per_row, threads)], threads
+    )
     return dst
 
 
@@ -186,5 +193,7 @@ def dequantize(raw: np.ndarray, type_id: int, n_per_row: int, threads: int = 1) 
 
         return call
 
-    run_parallel([task(first, count) for first, count in row_chunks(n_rows, n_per_row)], threads)
+    run_parallel(
+        [task(first, count) for first, count in row_chunks(n_rows, n_per_row, threads)], threads
+    )
     return dst

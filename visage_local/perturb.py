@@ -16,8 +16,11 @@ deq(W_origin), with the intended one: their norm ratio and cosine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,42 @@ _FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantiza
 # Warn when the applied displacement strays this far from the intended one.
 RATIO_RANGE = (0.8, 1.25)
 MIN_COSINE = 0.9
+
+
+# Where the time of moving weights goes, in the order the work happens; "write" is the
+# scratch copy's (timed by its writer).
+PHASES = ("read", "draw", "dequantize", "move", "requantize", "measure", "write")
+
+
+class PhaseTimes:
+    """Thread-seconds spent in each of PHASES: work on row chunks in parallel threads adds
+    each thread's time, a call that runs on n threads counts n times its wall time, so
+    with every thread busy the phases add up to threads x the wall time."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._lock = threading.Lock()
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Count ``seconds`` of thread time in ``phase``."""
+        with self._lock:
+            self.seconds[phase] += seconds
+
+    @contextlib.contextmanager
+    def timed(self, phase: str, threads: int = 1) -> Iterator[None]:
+        """Count the block's wall time x ``threads`` in ``phase``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, (time.perf_counter() - start) * threads)
+
+    def take(self) -> dict[str, float]:
+        """The counts so far, rounded to ms, and start again from zero."""
+        with self._lock:
+            out = {phase: round(seconds, 3) for phase, seconds in self.seconds.items()}
+            self.seconds = dict.fromkeys(PHASES, 0.0)
+        return out
 
 
 @dataclass
@@ -179,6 +218,7 @@ class Perturbation:
             and t.n_per_row % ggml.block_size(int(REQUANT_MODES[requant])) == 0
         }
         self._cache_left = cache_bytes
+        self.phases = PhaseTimes()
         self._cache: dict[str, list[np.ndarray | None]] = {}
         self._scales: dict[str, list[list[np.float32] | None]] = {}
 
@@ -192,9 +232,10 @@ class Perturbation:
         cached = self._cache.get(info.name)
         if cached is not None:
             return cached, None
-        weights = self.model.dequantize(info, self.threads)
+        weights = self._dequantize_rows(info, 0, info.n_rows)
         n_slices = slices(info.name, info.shape)
-        dirs = [d.tensor(info.name, weights, n_slices) for d in self.directions]
+        with self.phases.timed("draw"):
+            dirs = [d.tensor(info.name, weights, n_slices) for d in self.directions]
         size = sum(d.nbytes for d in dirs if d is not None)
         if size <= self._cache_left:
             self._cache_left -= size
@@ -227,15 +268,21 @@ class Perturbation:
             for first, count in _blocks(info):
                 weights.add(self._dequantize_rows(info, first, count))
             norms = weights.norms()
-            self._scales[info.name] = [
-                None if d.excludes(info.name) else d.scale(info.name, shape, norms)
-                for d in self.directions
-            ]
+            with self.phases.timed("draw"):
+                self._scales[info.name] = [
+                    None if d.excludes(info.name) else d.scale(info.name, shape, norms)
+                    for d in self.directions
+                ]
         return self._scales[info.name]
 
     def _dequantize_rows(self, info: TensorInfo, first: int, count: int) -> np.ndarray:
-        raw = self.model.raw_rows(info, first, count)
-        return quant.dequantize(raw, info.qtype, info.n_per_row, self.threads)
+        raw = self._read_rows(info, first, count)
+        with self.phases.timed("dequantize", self.threads):
+            return quant.dequantize(raw, info.qtype, info.n_per_row, self.threads)
+
+    def _read_rows(self, info: TensorInfo, first: int, count: int) -> np.ndarray:
+        with self.phases.timed("read"):
+            return self.model.raw_rows(info, first, count)
 
     def output_type(self, info: TensorInfo) -> GGMLQuantizationType:
         """The type the tensor is written in."""
@@ -262,7 +309,7 @@ class Perturbation:
 
     def origin_bytes(self, info: TensorInfo) -> np.ndarray:
         """The tensor at the origin in its output type (the original bytes when unchanged)."""
-        raw = self.model.raw(info)  # a copy read from the file
+        raw = self._read_rows(info, 0, info.n_rows)  # a copy read from the file
         qtype = self.output_type(info)
         if qtype == info.qtype:
             return raw
@@ -290,8 +337,9 @@ class Perturbation:
                 if scale is not None and c
             ]
             for first, count in _blocks(info):
-                steps = [(c, next(blocks)) for c, blocks in streams]
-                raw = self.model.raw_rows(info, first, count)
+                with self.phases.timed("draw"):
+                    steps = [(c, next(blocks)) for c, blocks in streams]
+                raw = self._read_rows(info, first, count)
                 self._move_rows(info, qtype, raw, None, steps, out[first : first + count], parts)
         else:
             dirs, weights = self._directions(info)
@@ -303,7 +351,8 @@ class Perturbation:
                 for c, d in zip(point.coefficients(), dirs, strict=False)
                 if d is not None and c
             ]
-            self._move_rows(info, qtype, self.model.raw(info), weights, steps, out, parts)
+            raw = self._read_rows(info, 0, info.n_rows)
+            self._move_rows(info, qtype, raw, weights, steps, out, parts)
         total = Displacement()
         for part in parts:
             total.add(part)
@@ -314,26 +363,35 @@ class Perturbation:
         sum(coefficient * direction rows) into ``out``, appending each chunk's sums to
         ``parts``; chunks run on ``threads`` threads."""
 
+        timed = self.phases.timed
+
         def chunk(first: int, count: int):
             def run() -> None:
                 rows = slice(first, first + count)
-                if weights is None:
-                    values = quant.dequantize(raw[rows], info.qtype, info.n_per_row)
-                else:
-                    values = weights[rows].copy()
-                origin = values
-                if qtype != info.qtype:  # the origin as this mode stores it
-                    origin = quant.dequantize(quant.quantize(values, qtype), qtype, info.n_per_row)
-                intended = np.zeros_like(values)
-                for coefficient, direction in steps:
-                    intended += coefficient * direction[rows]
-                out[rows] = quant.quantize(values + intended, qtype)
-                applied = quant.dequantize(out[rows], qtype, info.n_per_row) - origin
-                parts.append(_sums(applied, intended))
+                with timed("dequantize"):
+                    if weights is None:
+                        values = quant.dequantize(raw[rows], info.qtype, info.n_per_row)
+                    else:
+                        values = weights[rows].copy()
+                with timed("requantize"):
+                    origin = values
+                    if qtype != info.qtype:  # the origin as this mode stores it
+                        origin = quant.quantize(values, qtype)
+                        origin = quant.dequantize(origin, qtype, info.n_per_row)
+                with timed("move"):
+                    intended = np.zeros_like(values)
+                    for coefficient, direction in steps:
+                        intended += coefficient * direction[rows]
+                    moved = values + intended
+                with timed("requantize"):
+                    out[rows] = quant.quantize(moved, qtype)
+                with timed("measure"):
+                    applied = quant.dequantize(out[rows], qtype, info.n_per_row) - origin
+                    parts.append(_sums(applied, intended))
 
             return run
 
-        chunks = ggml.row_chunks(len(raw), info.n_per_row)
+        chunks = ggml.row_chunks(len(raw), info.n_per_row, self.threads)
         ggml.run_parallel([chunk(first, count) for first, count in chunks], self.threads)
 
     def _endpoint_raw(self, info: TensorInfo, point: Point, qtype) -> np.ndarray | None:

@@ -37,7 +37,8 @@ from visage_local.files import atomic_write_text
 
 # 1: format_version added. 2: deviations, visage_untrimmed and breaking_t.
 # 3: categories (per prompt category: origin ASR, VISAGE or breaking t) and category_asr.
-FORMAT_VERSION = 3
+# 4: a point's weight_update_phases; the summary's estimate and actual.
+FORMAT_VERSION = 4
 # A generation record's coherence_ll is the mean log-probability of its first this many
 # answer tokens under the origin model (coherence.CoherenceScorer).
 COHERENCE_TOKENS = 16
@@ -99,6 +100,8 @@ class PointRecord:
     coherence_threshold: float | None
     capability: dict[str, float | None] | None = None
     capability_s: float | None = None
+    # thread-seconds of the weight update by phase (perturb.PHASES); None before format 4
+    weight_update_phases: dict[str, float] | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> PointRecord:
@@ -193,6 +196,10 @@ class RunSummary:
     # per prompt category (sets with categories): {"category", "n_prompts", "origin_asr",
     # "origin_asr_ci", "visage", "breaking_t"}, computed as the whole set's figures are
     categories: list[dict[str, Any]] | None = None
+    # what the run was expected to take before its first point (estimate.Estimate.record)
+    # and what its points took (estimate.actual); None for runs that did not time it
+    estimate: dict[str, Any] | None = None
+    actual: dict[str, Any] | None = None
 
     @property
     def interpolation(self) -> bool:

@@ -174,7 +174,10 @@ def direction_cache(config: SweepConfig, available: int | None = None) -> CacheB
     if config.thinking == "on":
         tokens += config.max_thinking_tokens
     return cache_budget(
-        model_bytes=model.size + perturbation.extra_bytes(),
+        # the scratch copy, and the original file the coherence scorer maps
+        model_bytes=model.size
+        + perturbation.extra_bytes()
+        + (model.size if config.coherence else 0),
         kv_bytes=config.engine.max_sequences * sequence_bytes(model, tokens),
         working_bytes=largest * 4 * (2 + len(directions)),
         needed=needed,

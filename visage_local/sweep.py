@@ -22,6 +22,7 @@ from pathlib import Path
 
 from visage_local import coherence
 from visage_local.errors import ConfigError
+from visage_local.estimate import Estimate, actual
 from visage_local.evaluator import PointOutcome, PointResult, evaluator
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Point
@@ -64,6 +65,7 @@ class SweepOptions:
     budget_minutes: float | None = None
     ray: RayOptions | None = None
     on_start: Callable[[], None] | None = None  # called once the run folder has been accepted
+    on_estimate: Callable[[Estimate], None] | None = None  # called before the first point
 
 
 @dataclass
@@ -79,6 +81,7 @@ class _Run:
     started: float
     on_point: OnPoint | None
     uniform_imatrix: list[str]  # output types requantised with a uniform importance matrix
+    estimate: Estimate | None = None  # of the points this process evaluates
 
     def record(self, result: PointResult, seconds: float) -> None:
         """Append a finished point, rewrite the summary, report progress."""
@@ -144,6 +147,8 @@ class _Run:
             versions=versions(),
             deviations=[asdict(d) for d in config.deviations()],
             uniform_imatrix=self.uniform_imatrix or None,
+            estimate=None if self.estimate is None else self.estimate.record(),
+            actual=actual(list(store.point_records.values()), len(rows)) if rows else None,
         )
         return summary, landscape_csv(rows)
 
@@ -191,7 +196,7 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
 
         stopped = run_on_ray(run, options.ray)
     else:
-        stopped = _run_locally(run, directions, order, options.budget_minutes)
+        stopped = _run_locally(run, directions, order, options)
     complete = not stopped and order.next_point(run.points, run.finished_asr()) is None
     summary = write_results(run, complete)
     if stopped:
@@ -199,15 +204,21 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
     return summary
 
 
-def _run_locally(run: _Run, directions, order: PointOrder, budget_minutes: float | None) -> bool:
+def _run_locally(run: _Run, directions, order: PointOrder, options: SweepOptions) -> bool:
     """Evaluate points in this process until the order is done, the budget is spent or the
-    user stops; True when the user stopped."""
+    user stops; True when the user stopped. The points left are estimated first."""
+    budget_minutes = options.budget_minutes
     deadline = None if budget_minutes is None else run.started + 60.0 * budget_minutes
     store, points = run.store, run.points
     with evaluator(run.config, run.model, store.folder, directions) as live:
         origin = origin_index(points)
         if origin in store.finished:
             live.calibrate(store.finished[origin])
+        left = [p for i, p in enumerate(points) if i not in store.finished]
+        if left:
+            run.estimate = live.estimate(left)
+            if options.on_estimate:
+                options.on_estimate(run.estimate)
         with StopRequest() as stop:
             while (i := order.next_point(points, run.finished_asr())) is not None:
                 if deadline is not None and run.progress.would_overrun(deadline):

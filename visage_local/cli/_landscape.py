@@ -220,6 +220,7 @@ def run_landscape(
     sweep_options = SweepOptions(
         out_dir=out_dir,
         on_start=lambda: write_config(out_dir, ctx.command, values),
+        on_estimate=lambda estimate: tqdm.write(estimate.describe(), file=sys.stderr),
         overwrite=options["overwrite"],
         order=order,
         budget_minutes=budget_minutes,

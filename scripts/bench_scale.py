@@ -1,0 +1,238 @@
+"""What a sweep point costs at 1B-8B, and whether the sweep's own estimate says so.
+
+For each model, a child process runs a real three-point sweep (a = -A, 0, +A: the
+origin, a first point that draws the directions, a later one) of a few prompts, while
+this process samples the child's peak resident memory (VmHWM). From the run folder:
+
+- the weight update of the first and the later point, and its phases in thread-seconds
+  (``perturb.PHASES``: read, draw, dequantize, move, requantize, measure, write);
+- prefill and decode seconds of the fixed prompt set;
+- the estimate the sweep printed before its first point beside what the points took.
+
+Then, in this process and on the same threads, requantisation against ggml's own
+kernel: each type's middle-layer tensor quantised by visage-local's threaded route
+(``quant.quantize``, ``--threads`` threads) against one ggml_quantize_chunk call over
+the whole tensor on one thread, times the threads. Plots seconds per point and peak
+memory against parameter count.
+
+    .venv/bin/python scripts/make_models.py --scale llama-3.2-1b --scale llama-3.2-3b
+    .venv/bin/python scripts/make_models.py --scale llama-3.1-8b --type Q4_K_M
+    .venv/bin/python scripts/bench_scale.py models/synthetic/scale/*.gguf --plot docs/img/bench-scale.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from visage_local import ggml, quant
+from visage_local.directions import TensorSelection
+from visage_local.estimate import samples
+from visage_local.gguf_model import GGUFModel
+
+GiB = 1 << 30
+
+
+def peak_rss(command: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak resident bytes (VmHWM, sampled every 50 ms) and stderr of a child."""
+    start = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        while child.poll() is None:
+            try:
+                for line in Path(f"/proc/{child.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            time.sleep(0.05)
+        err.seek(0)
+        text = err.read()
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with {child.returncode}:\n{text[-2000:]}")
+    return time.monotonic() - start, peak, text
+
+
+def kernel_ratio(model: GGUFModel, threads: int) -> list[dict]:
+    """Per type: values/s of ``quant.quantize`` on ``threads`` threads and of one ggml call
+    on one thread, on the type's sampled tensor (dequantised first)."""
+    targets = [t for t in model.tensors if not TensorSelection().excludes(t.name)]
+    rows = []
+    seen = set()
+    for info, _ in samples(targets):
+        if info.qtype in seen:
+            continue
+        seen.add(info.qtype)
+        values = model.dequantize(info, threads)
+        qtype = info.qtype
+        ours = min(_timed(quant.quantize, values, qtype, threads) for _ in range(3))
+        kernel = min(_timed(_one_call, values, int(qtype)) for _ in range(3))
+        rows.append(
+            {
+                "type": info.qtype.name,
+                "tensor": info.name,
+                "values": info.n_elements,
+                "ours_rate": info.n_elements / ours,
+                "kernel_rate": info.n_elements / kernel,
+                "ratio": (info.n_elements / ours) / (threads * info.n_elements / kernel),
+            }
+        )
+    return rows
+
+
+def _timed(work, *args) -> float:
+    start = time.perf_counter()
+    work(*args)
+    return time.perf_counter() - start
+
+
+def _one_call(values: np.ndarray, type_id: int) -> None:
+    """ggml_quantize_chunk over every row at once, on this thread."""
+    n_rows, n_per_row = values.shape
+    imatrix = np.ones(n_per_row, dtype=np.float32) if ggml.requires_imatrix(type_id) else None
+    dst = np.empty((n_rows, ggml.row_size(type_id, n_per_row)), dtype=np.uint8)
+    ggml._lib().ggml_quantize_chunk(
+        type_id,
+        values.ctypes.data,
+        dst.ctypes.data,
+        0,
+        n_rows,
+        n_per_row,
+        None if imatrix is None else imatrix.ctypes.data_as(ctypes.c_void_p),
+    )
+
+
+def bench(path: Path, args: argparse.Namespace, work: Path) -> dict:
+    """One model: the child sweep's figures and the kernel ratio."""
+    model = GGUFModel(path)
+    out = work / path.stem
+    command = [
+        sys.executable, "-m", "visage_local.cli", "sweep", str(path), "--out", str(out),
+        "--steps", "2", "--range", str(args.alpha), "--limit", str(args.prompts),
+        "--max-new-tokens", str(args.tokens), "--threads", str(args.threads),
+        "--no-early-stop", "--n-gpu-layers", str(args.n_gpu_layers),
+        *(["--no-coherence"] if args.no_coherence else []),
+        *(["--memory-budget", str(args.memory_budget)] if args.memory_budget is not None else []),
+    ]  # fmt: skip
+    wall, peak, stderr = peak_rss(command)
+    summary = json.loads((out / "summary.json").read_text())
+    points = [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+    moved = [p for p in points if p["alpha"] != 0]
+    return {
+        "model": path.name,
+        "parameters": sum(t.n_elements for t in model.tensors),
+        "file_bytes": model.size,
+        "wall_s": wall,
+        "peak_rss": peak,
+        "estimate": summary["estimate"],
+        "actual": summary["actual"],
+        "first": moved[0],
+        "later": moved[-1],
+        "origin": next(p for p in points if p["alpha"] == 0),
+        "kernel": kernel_ratio(model, args.threads),
+        "run": str(out),
+        "cache_line": next((x for x in stderr.splitlines() if "direction cache" in x), ""),
+    }
+
+
+def report(result: dict, threads: int) -> None:
+    """Print one model's figures."""
+    e, a, later = result["estimate"], result["actual"], result["later"]
+    phases = later["weight_update_phases"]
+    print(f"\n{result['model']}: {result['parameters'] / 1e9:.2f}B parameters, "
+          f"{result['file_bytes'] / GiB:.2f} GiB file, {threads} threads")  # fmt: skip
+    print(f"  {result['cache_line']}")
+    print("  weight update s      first {:8.1f}   later {:8.1f}".format(
+        result["first"]["weight_update_s"], later["weight_update_s"]))  # fmt: skip
+    busy = sum(phases.values())
+    print("  later, thread-s      " + "  ".join(f"{k} {v:.1f}" for k, v in phases.items())
+          + f"   (sum {busy:.1f} = {busy / max(later['weight_update_s'], 1e-9) / threads:.0%}"
+          " of threads x wall)")  # fmt: skip
+    gen = result["origin"]["generation"]
+    print(f"  origin generation    prefill {gen['prefill_s']:.1f} s ({gen['prefill_tokens']} tokens)"
+          f"  decode {gen['decode_s']:.1f} s ({gen['decode_steps']} steps)")  # fmt: skip
+    print(f"  peak RSS             {result['peak_rss'] / GiB:.2f} GiB   planned "
+          f"{e['peak_bytes'] / GiB:.2f} GiB (scratch {e['scratch_bytes'] / GiB:.2f} + KV "
+          f"{e['kv_bytes'] / GiB:.2f} + work {e['working_bytes'] / GiB:.2f} + cache "
+          f"{e['cache_bytes'] / GiB:.2f});  file + KV + 1.5 GiB = "
+          f"{(result['file_bytes'] + e['kv_bytes']) / GiB + 1.5:.2f} GiB")  # fmt: skip
+    print("  estimate / actual    " + "  ".join(
+        f"{k} {e[k]:.1f}/{a[k]:.1f}={e[k] / a[k]:.2f}" for k in
+        ("first_update_s", "update_s", "prefill_s", "decode_s", "point_s") if a.get(k)))  # fmt: skip
+    for k in result["kernel"]:
+        print(f"  requantise {k['type']:7s} ({k['tensor']}): ours {k['ours_rate'] / 1e6:7.1f} M/s "
+              f"on {threads} threads, ggml {k['kernel_rate'] / 1e6:7.1f} M/s on one;"
+              f" ratio to ggml x {threads} = {k['ratio']:.2f}")  # fmt: skip
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Seconds per point (by part) and peak memory against parameter count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = sorted(results, key=lambda r: r["parameters"])
+    x = [r["parameters"] / 1e9 for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    parts = {
+        "weight update (later point)": [r["later"]["weight_update_s"] for r in results],
+        "prefill": [r["later"]["generation"]["prefill_s"] for r in results],
+        "decode": [r["later"]["generation"]["decode_s"] for r in results],
+    }
+    for label, ys in parts.items():
+        left.plot(x, ys, "o-", label=label)
+    left.plot(x, [r["estimate"]["point_s"] for r in results], "k--", label="estimate, whole point")
+    left.set(
+        xlabel="parameters (B)", ylabel="seconds", title="one point", xscale="log", yscale="log"
+    )
+    left.legend(fontsize=8)
+    right.plot(x, [r["peak_rss"] / GiB for r in results], "o-", label="peak RSS")
+    right.plot(x, [r["file_bytes"] / GiB for r in results], "s--", label="GGUF file")
+    right.plot(x, [r["estimate"]["peak_bytes"] / GiB for r in results], "k:", label="planned")
+    right.set(xlabel="parameters (B)", ylabel="GiB", title="memory", xscale="log")
+    right.legend(fontsize=8)
+    for r, xi in zip(results, x, strict=True):
+        left.annotate(r["model"].split(".")[-2], (xi, parts["decode"][x.index(xi)]), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    """Parse arguments, benchmark each model, print and plot."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--memory-budget", type=int, default=None, help="MiB; default: auto")
+    parser.add_argument("--no-coherence", action="store_true", help="the scorer maps the file too")
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="-1: all (GPU machines)")
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args()
+    print(f"{args.prompts} prompts, {args.tokens} new tokens, no early stop, a = +-{args.alpha}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in args.models:
+            results.append(bench(path, args, Path(tmp)))
+            report(results[-1], args.threads)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
