@@ -13,11 +13,13 @@ Then, in this process and on the same threads, requantisation against ggml's own
 kernel: each type's middle-layer tensor quantised by visage-local's threaded route
 (``quant.quantize``, ``--threads`` threads) against one ggml_quantize_chunk call over
 the whole tensor on one thread, times the threads. Plots seconds per point and peak
-memory against parameter count.
+memory against parameter count. With ``--reference``, only the sweep's own estimate of
+the reference setting is printed (timed, nothing run).
 
     .venv/bin/python scripts/make_models.py --scale llama-3.2-1b --scale llama-3.2-3b
     .venv/bin/python scripts/make_models.py --scale llama-3.1-8b --type Q4_K_M
     .venv/bin/python scripts/bench_scale.py models/synthetic/scale/*.gguf --plot docs/img/bench-scale.png
+    .venv/bin/python scripts/bench_scale.py --reference models/synthetic/scale/llama-3.1-8b.Q4_K_M.gguf
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ import numpy as np
 
 from visage_local import ggml, quant
 from visage_local.directions import TensorSelection
-from visage_local.estimate import samples
+from visage_local.engine import EngineSettings
+from visage_local.estimate import Estimate, samples
+from visage_local.evaluator import evaluator
 from visage_local.gguf_model import GGUFModel
+from visage_local.planning import plan
+from visage_local.settings import sweep_config
 
 GiB = 1 << 30
 
@@ -144,6 +150,17 @@ def bench(path: Path, args: argparse.Namespace, work: Path) -> dict:
     }
 
 
+def reference_estimate(path: Path, threads: int) -> Estimate:
+    """What the sweep itself estimates for the reference setting (the first 80 AdvBench
+    prompts, 512 new tokens, 21 points, coherence scored), timed here, nothing run."""
+    config = sweep_config(path, engine=EngineSettings(threads=threads))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        evaluator(config, GGUFModel(path), Path(tmp)) as live,
+    ):
+        return live.estimate(plan(config.grid))
+
+
 def report(result: dict, threads: int) -> None:
     """Print one model's figures."""
     e, a, later = result["estimate"], result["actual"], result["later"]
@@ -161,7 +178,8 @@ def report(result: dict, threads: int) -> None:
     print(f"  origin generation    prefill {gen['prefill_s']:.1f} s ({gen['prefill_tokens']} tokens)"
           f"  decode {gen['decode_s']:.1f} s ({gen['decode_steps']} steps)")  # fmt: skip
     print(f"  peak RSS             {result['peak_rss'] / GiB:.2f} GiB   planned "
-          f"{e['peak_bytes'] / GiB:.2f} GiB (scratch {e['scratch_bytes'] / GiB:.2f} + KV "
+          f"{e['peak_bytes'] / GiB:.2f} GiB (scratch {e['scratch_bytes'] / GiB:.2f} + original "
+          f"{e['origin_bytes'] / GiB:.2f} + KV "
           f"{e['kv_bytes'] / GiB:.2f} + work {e['working_bytes'] / GiB:.2f} + cache "
           f"{e['cache_bytes'] / GiB:.2f});  file + KV + 1.5 GiB = "
           f"{(result['file_bytes'] + e['kv_bytes']) / GiB + 1.5:.2f} GiB")  # fmt: skip
@@ -218,9 +236,20 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=int, default=None, help="MiB; default: auto")
     parser.add_argument("--no-coherence", action="store_true", help="the scorer maps the file too")
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="-1: all (GPU machines)")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="only print the sweep's estimate of the reference setting",
+    )
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
+    if args.reference:
+        for path in args.models:
+            estimate = reference_estimate(path, args.threads)
+            print(f"{path.name}, reference setting: "
+                  f"{estimate.describe()}")  # fmt: skip
+        return
     print(f"{args.prompts} prompts, {args.tokens} new tokens, no early stop, a = +-{args.alpha}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

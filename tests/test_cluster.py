@@ -55,10 +55,15 @@ def _comparable(folder):
 
 
 @pytest.fixture(scope="module")
-def local_run(smollm2, tmp_path_factory):
+def local_folder(smollm2, tmp_path_factory):
     folder = tmp_path_factory.mktemp("local") / "run"
     run_sweep(_config(smollm2), SweepOptions(folder))
-    return _comparable(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_run(local_folder):
+    return _comparable(local_folder)
 
 
 def test_ray_sweep_equals_the_local_sweep(local_cluster, local_run, smollm2, tmp_path):
@@ -92,10 +97,12 @@ def test_a_worker_killed_mid_sweep_loses_nothing(local_cluster, local_run, smoll
     assert summary["points"] == local_run[0]["points"] and summary["complete"]
 
 
-def test_a_ray_run_resumes_a_local_folder(local_cluster, local_run, smollm2, tmp_path):
+def test_a_ray_run_resumes_a_local_folder(
+    local_cluster, local_folder, local_run, smollm2, tmp_path
+):
     folder = tmp_path / "run"
     config = _config(smollm2)
-    run_sweep(config, SweepOptions(folder))
+    shutil.copytree(local_folder, folder)  # the local sweep's own folder
     lines = (folder / "points.jsonl").read_text().splitlines()
     (folder / "points.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if cut after 2 points
     run_sweep(config, SweepOptions(folder, ray=RayOptions(2)))

@@ -14,7 +14,7 @@ from visage_local.cli.config_file import read_config
 from visage_local.cli.main import main
 from visage_local.cli.sweep_cmd import sweep_command
 
-TIMING = ("elapsed_s", "seconds_per_point")  # what differs between two runs of one setting
+TIMING = ("elapsed_s", "seconds_per_point", "estimate", "actual")  # differ between two runs
 
 
 def run(*args) -> Result:
