@@ -4,9 +4,10 @@ The estimate comes from a short timing of this model on this machine:
 
 - the weight update: the middle layer's tensors (and, for a type that layer lacks, its
   tensor of median size) are moved to a point: once as the first point draws their
-  directions, then LATER_REPEATS times as later points find them cached or their norms
-  known, the fastest kept; and written to the scratch copy. Other tensors of each type
-  are taken to cost the same per value;
+  directions, then LATER_REPEATS times as later points find them cached, the fastest
+  kept; and written to the scratch copy. Other tensors of each type are taken to cost
+  the same per value. Random directions the cache cannot hold are drawn again at every
+  point (twice at the first), at the rate the first visits drew;
 - generation: the first prompts (up to PROBE_PROMPT_TOKENS tokens) evaluated, then one
   prompt copied into a full batch and decoded PROBE_STEPS steps; every batch is taken
   to evaluate its prompts at that prompt rate and to decode ``max_new_tokens`` steps at
@@ -33,10 +34,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from visage_local.batching import CacheBudget
+from visage_local.directions import RandomDirection
 from visage_local.engine import Engine, shared_prefix_length
 from visage_local.gguf_model import GGUFCopy, TensorInfo
 from visage_local.grid import Point
-from visage_local.perturb import Perturbation
+from visage_local.perturb import Direction, Perturbation
 from visage_local.record import COHERENCE_TOKENS, PointRecord
 
 # Decode steps timed: enough to average a step, few enough to cost seconds at 8B.
@@ -169,10 +171,14 @@ def time_update(
     if point is None:
         return 0.0, 0.0
     first = later = 0.0
+    drawn = draw_s = 0.0  # values whose directions the first visits drew, and the seconds
     for info, share in samples(perturbation.targets):
+        perturbation.phases.take()
         t0 = time.perf_counter()
         perturbation.tensor_at(info, point)
         visit = time.perf_counter() - t0
+        draw_s += perturbation.phases.take()["draw"]
+        drawn += info.n_elements * sum(_random(d, info.name) for d in perturbation.directions)
         repeats = []
         for _ in range(LATER_REPEATS):  # the first repeats run slower (allocator warming)
             t0 = time.perf_counter()
@@ -185,7 +191,19 @@ def time_update(
         first += (visit + write) * share
         later += (min(repeats) + write) * share
     perturbation.phases.take()  # the probe's work is not a point's
-    return first, later
+    # The sampled directions were cached; those the cache cannot hold are drawn again at
+    # every point, and twice at the first (once for their norms).
+    random_bytes = 4 * sum(
+        t.n_elements * sum(_random(d, t.name) for d in perturbation.directions)
+        for t in perturbation.targets
+    )
+    redrawn = max(0, random_bytes - perturbation.cache_bytes) / 4
+    per_value = draw_s / drawn if drawn else 0.0
+    return first + redrawn * per_value, later + redrawn * per_value
+
+
+def _random(direction: Direction, tensor_name: str) -> bool:
+    return isinstance(direction, RandomDirection) and not direction.excludes(tensor_name)
 
 
 def time_generation(

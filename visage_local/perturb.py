@@ -217,6 +217,7 @@ class Perturbation:
             and t.qtype not in _FLOAT_TYPES
             and t.n_per_row % ggml.block_size(int(REQUANT_MODES[requant])) == 0
         }
+        self.cache_bytes = cache_bytes  # the direction cache's budget
         self._cache_left = cache_bytes
         self.phases = PhaseTimes()
         self._cache: dict[str, list[np.ndarray | None]] = {}
