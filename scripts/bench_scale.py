@@ -20,6 +20,7 @@ the reference setting is printed (timed, nothing run).
     .venv/bin/python scripts/make_models.py --scale llama-3.1-8b --type Q4_K_M
     .venv/bin/python scripts/bench_scale.py models/synthetic/scale/*.gguf --plot docs/img/bench-scale.png
     .venv/bin/python scripts/bench_scale.py --reference models/synthetic/scale/llama-3.1-8b.Q4_K_M.gguf
+    .venv/bin/python scripts/bench_scale.py --from-json bench.json --plot bench-scale.png
 """
 
 from __future__ import annotations
@@ -193,42 +194,75 @@ def report(result: dict, threads: int) -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """Seconds per point (by part) and peak memory against parameter count."""
+    """Seconds of a later point by part, and peak memory, against parameter count; one
+    line per upload type."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = sorted(results, key=lambda r: r["parameters"])
-    x = [r["parameters"] / 1e9 for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    parts = {
-        "weight update (later point)": [r["later"]["weight_update_s"] for r in results],
-        "prefill": [r["later"]["generation"]["prefill_s"] for r in results],
-        "decode": [r["later"]["generation"]["decode_s"] for r in results],
-    }
-    for label, ys in parts.items():
-        left.plot(x, ys, "o-", label=label)
-    left.plot(x, [r["estimate"]["point_s"] for r in results], "k--", label="estimate, whole point")
+    types = sorted({_type(r) for r in results}, key=lambda t: t != "Q4_K_M")
+    styles = {"weight update": "C0", "prefill": "C1", "decode": "C2", "estimate": "k"}
+    for qtype, marker in zip(types, ("o-", "s--", "^:"), strict=False):
+        rs = sorted((r for r in results if _type(r) == qtype), key=lambda r: r["parameters"])
+        x = [r["parameters"] / 1e9 for r in rs]
+        parts = {
+            "weight update": [r["later"]["weight_update_s"] for r in rs],
+            "prefill": [r["later"]["generation"]["prefill_s"] for r in rs],
+            "decode": [r["later"]["generation"]["decode_s"] for r in rs],
+            "estimate": [r["estimate"]["point_s"] for r in rs],
+        }
+        for part, ys in parts.items():
+            label = (
+                f"{part} ({qtype})" if part != "estimate" else f"estimate, whole point ({qtype})"
+            )
+            left.plot(
+                x,
+                ys,
+                marker,
+                color=styles[part],
+                label=label,
+                alpha=0.5 if part == "estimate" else 1,
+            )
+        right.plot(
+            x, [r["peak_rss"] / GiB for r in rs], marker, color="C3", label=f"peak RSS ({qtype})"
+        )
+        right.plot(
+            x,
+            [r["estimate"]["peak_bytes"] / GiB for r in rs],
+            marker,
+            color="k",
+            alpha=0.4,
+            label=f"planned ({qtype})",
+        )
+        right.plot(
+            x, [r["file_bytes"] / GiB for r in rs], marker, color="C4", label=f"GGUF file ({qtype})"
+        )
     left.set(
-        xlabel="parameters (B)", ylabel="seconds", title="one point", xscale="log", yscale="log"
+        xlabel="parameters (billions)",
+        ylabel="seconds (log)",
+        yscale="log",
+        title="one point after the first: 8 prompts, 32 tokens, 2 threads",
     )
-    left.legend(fontsize=8)
-    right.plot(x, [r["peak_rss"] / GiB for r in results], "o-", label="peak RSS")
-    right.plot(x, [r["file_bytes"] / GiB for r in results], "s--", label="GGUF file")
-    right.plot(x, [r["estimate"]["peak_bytes"] / GiB for r in results], "k:", label="planned")
-    right.set(xlabel="parameters (B)", ylabel="GiB", title="memory", xscale="log")
-    right.legend(fontsize=8)
-    for r, xi in zip(results, x, strict=True):
-        left.annotate(r["model"].split(".")[-2], (xi, parts["decode"][x.index(xi)]), fontsize=7)
+    right.set(
+        xlabel="parameters (billions)", ylabel="GiB", title="memory (direction cache: what fits)"
+    )
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _type(result: dict) -> str:
+    return result["model"].split(".")[-2]
 
 
 def main() -> None:
     """Parse arguments, benchmark each model, print and plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument("models", type=Path, nargs="*")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
@@ -243,7 +277,15 @@ def main() -> None:
     )
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--from-json", type=Path, help="report and plot a --json file again")
     args = parser.parse_args()
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        for result in results:
+            report(result, args.threads)
+        if args.plot:
+            plot(results, args.plot)
+        return
     if args.reference:
         for path in args.models:
             estimate = reference_estimate(path, args.threads)

@@ -13,8 +13,9 @@ The estimate comes from a short timing of this model on this machine:
   to evaluate its prompts at that prompt rate and to decode ``max_new_tokens`` steps at
   that step time (the first step of each batch as timed). That is an upper bound:
   answers that end or are settled early take fewer steps;
-- coherence scoring (when on): every prompt and the first COHERENCE_TOKENS tokens of its
-  answer evaluated again by the origin model, at the same prompt rate.
+- coherence scoring (when on): the first COHERENCE_TOKENS tokens of every answer
+  evaluated by the origin model at the same prompt rate, after the prompts themselves
+  when they do not fit one batch (the scorer keeps one batch's prompts between points).
 
 The capability probe (``--capability``) is not part of the estimate.
 
@@ -235,8 +236,9 @@ def time_generation(
         # the first token comes from the prompt, the first step costs more
         if max_new_tokens > 1:
             decode += first_s + (max_new_tokens - 2) * step_s
-    heads = min(max_new_tokens, COHERENCE_TOKENS)
-    score = sum(len(p) + heads for p in tokens) / prefill_rate if scoring else 0.0
+    # the scorer keeps the prompts' keys and values between points when they fit one batch
+    heads = len(tokens) * min(max_new_tokens, COHERENCE_TOKENS) / prefill_rate
+    score = heads + (prefill if len(tokens) > width else 0.0) if scoring else 0.0
     return prefill, decode, score
 
 
@@ -287,7 +289,7 @@ def actual(records: Sequence[PointRecord], n_points: int) -> dict[str, float | i
     """What the evaluated points (in the order they ran) took, in the estimate's terms:
     the weight update of the first point away from the origin and the median of the later
     ones, the median prefill, decode and judging-and-scoring seconds, the median seconds
-    of a point away from the origin, and this process's peak memory so far."""
+    of a later point, and this process's peak memory so far."""
     moved = [r for r in records if r.alpha != 0 or r.beta]
     updates = [r.weight_update_s for r in moved]
     prefill = [r.generation.get("prefill_s", 0.0) for r in records]
@@ -306,7 +308,7 @@ def actual(records: Sequence[PointRecord], n_points: int) -> dict[str, float | i
         "prefill_s": median(prefill),
         "decode_s": median(decode),
         "score_s": median([r.judge_coherence_s for r in records]),
-        "point_s": median(durations),
+        "point_s": median(durations[1:] or durations),
         "n_points": n_points,
         "peak_bytes": peak_rss(),
     }
