@@ -44,10 +44,15 @@ def _outputs(out: Path) -> tuple[list, list]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> tuple[list, list]:
+def uninterrupted_folder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("full") / "run"
     subprocess.run(_command(out), check=True, capture_output=True)
-    return _outputs(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_folder) -> tuple[list, list]:
+    return _outputs(uninterrupted_folder)
 
 
 def test_sigkill_mid_sweep_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
@@ -112,10 +117,13 @@ main()
 """
 
 
-def test_disk_full_during_a_sweep_fails_cleanly_and_resumes(tmp_path, uninterrupted):
+def test_disk_full_during_a_sweep_fails_cleanly_and_resumes(
+    tmp_path, uninterrupted, uninterrupted_folder
+):
     out = tmp_path / "run"
     _, lines = uninterrupted
-    room = len("".join(json.dumps(r) + "\n" for r in lines).encode()) // 2  # about half the run
+    appended = [uninterrupted_folder / name for name in ("generations.jsonl", "points.jsonl")]
+    room = sum(path.stat().st_size for path in appended) // 2  # about half the run
     full = subprocess.run(
         [sys.executable, "-c", FULL_DISK, str(room), *ARGS, "--out", str(out)],
         capture_output=True, text=True,

@@ -1,14 +1,17 @@
-"""The estimate's sample of tensors stands for every value of every type (gguf-py's reader
-as the oracle), and its probe point is one the weight update really computes."""
+"""The estimate's sample of tensors stands for every value of every type (the tensor table
+as the header reader gives it, itself checked against gguf-py's reader in
+test_gguf_header.py), and its probe point is one the weight update really computes."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
-from gguf import GGUFReader
+from gguf import GGMLQuantizationType
 
 from visage_local.directions import RandomDirection
 from visage_local.estimate import probe_point, samples
+from visage_local.gguf_header import read_header
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid, Point
 from visage_local.perturb import Perturbation
@@ -20,10 +23,10 @@ def test_the_sample_stands_for_every_value_of_each_type(qwen, gemma, smollm2):
         model = GGUFModel(path)
         targets = Perturbation(model, [RandomDirection(123)]).targets
         names = {t.name for t in targets}
-        values: dict[str, int] = defaultdict(int)  # the oracle: gguf-py's reader
-        for tensor in GGUFReader(path).tensors:
-            if tensor.name in names:
-                values[tensor.tensor_type.name] += int(tensor.n_elements)
+        values: dict[str, int] = defaultdict(int)  # the oracle: the file's tensor table
+        for entry in read_header(path).tensors:
+            if entry.name in names:
+                values[GGMLQuantizationType(entry.type_id).name] += math.prod(entry.shape)
         stood_for: dict[str, float] = defaultdict(float)
         for info, factor in samples(targets):
             stood_for[info.qtype.name] += info.n_elements * factor

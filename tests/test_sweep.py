@@ -66,7 +66,11 @@ def _check_outputs(folder, dims, n_points, n_prompts):
 
 
 def test_1d_sweep_writes_every_output(smollm2, tmp_path):
-    summary = run_sweep(_config(smollm2), SweepOptions(tmp_path / "run"))
+    estimates = []
+    summary = run_sweep(
+        _config(smollm2), SweepOptions(tmp_path / "run", on_estimate=estimates.append)
+    )
+    assert [e.record() for e in estimates] == [summary.estimate]  # said before the first point
     saved, lines = _check_outputs(tmp_path / "run", 1, 3, 5)
     assert [p["alpha"] for p in saved["points"]] == [-0.5, 0.0, 0.5]
     assert saved["origin_asr"] == saved["points"][1]["asr"]

@@ -65,7 +65,8 @@ class SweepOptions:
     budget_minutes: float | None = None
     ray: RayOptions | None = None
     on_start: Callable[[], None] | None = None  # called once the run folder has been accepted
-    on_estimate: Callable[[Estimate], None] | None = None  # called before the first point
+    # given, the points are estimated before the first one and this is called with it
+    on_estimate: Callable[[Estimate], None] | None = None
 
 
 @dataclass
@@ -206,7 +207,8 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
 
 def _run_locally(run: _Run, directions, order: PointOrder, options: SweepOptions) -> bool:
     """Evaluate points in this process until the order is done, the budget is spent or the
-    user stops; True when the user stopped. The points left are estimated first."""
+    user stops; True when the user stopped. The points left are estimated first when
+    someone listens (``options.on_estimate``)."""
     budget_minutes = options.budget_minutes
     deadline = None if budget_minutes is None else run.started + 60.0 * budget_minutes
     store, points = run.store, run.points
@@ -215,10 +217,9 @@ def _run_locally(run: _Run, directions, order: PointOrder, options: SweepOptions
         if origin in store.finished:
             live.calibrate(store.finished[origin])
         left = [p for i, p in enumerate(points) if i not in store.finished]
-        if left:
+        if left and options.on_estimate is not None:
             run.estimate = live.estimate(left)
-            if options.on_estimate:
-                options.on_estimate(run.estimate)
+            options.on_estimate(run.estimate)
         with StopRequest() as stop:
             while (i := order.next_point(points, run.finished_asr())) is not None:
                 if deadline is not None and run.progress.would_overrun(deadline):
