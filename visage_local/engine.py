@@ -1,8 +1,8 @@
 """llama.cpp model and context lifetime, weight updates, batched greedy generation.
 
-The engine talks to llama.cpp through llama-cpp-python's low-level API. All
-prompts of a group decode together, one sequence each, in one context with a
-unified KV cache; greedy sampling is an argmax over the logits of every
+The engine talks to llama.cpp through llama-cpp-python's low-level API.
+Prompts decode together, one sequence each, in one context with a KV stream per
+sequence; greedy sampling is an argmax over the logits of every
 sequence at once. A sequence stops at end of generation, at ``max_new_tokens``,
 or as soon as a caller-given predicate says its verdict is settled.
 
@@ -13,16 +13,20 @@ straight from the mapped file. Rewriting tensor bytes in that file (see
 KV cache. When layers are offloaded to a GPU the weights live in device memory,
 so ``refresh_weights`` reloads the model from the file instead.
 
-Shared prefix: the tokens every prompt of a group starts with (the chat
+Shared prefix: the tokens every prompt of a batch starts with (the chat
 template's system prompt and turn markers) are evaluated once, on one
 sequence, and their keys and values copied to the other sequences.
 
 KV streams: each sequence has a KV stream of its own, and a decode call costs
 attention over every stream between the lowest and the highest sequence it
-feeds. When early stop ends sequences, the active ones are moved into the
-lowest streams and fed in stream order (``_compact``), so a point whose aligned
-model refuses most prompts within a few tokens decodes its remaining answers at
-the cost of their own number, not of the whole group.
+feeds. Up to ``max_sequences`` prompts decode together; when an answer ends, the
+next waiting prompt takes its stream (continuous batching: the tokens every
+prompt starts with stay, the rest of the new prompt is evaluated), so any
+number of prompts runs as one stream of work. Once no prompt waits and early stop
+ends sequences, the active ones are moved into the lowest streams and fed in
+stream order (``_compact``), so a point whose aligned model refuses most prompts
+within a few tokens decodes its remaining answers at the cost of their own
+number, not of the whole batch.
 
 Reasoning: given a ``Reasoning`` plan, each answer's reasoning (``reasoning.py``)
 has its own budget; when it is spent, or the model ends inside it, the syntax's
@@ -119,7 +123,7 @@ class GenerationStats:
     decode_steps: int = 0
     decode_tokens: int = 0  # sequences fed, summed over steps
     decode_s: float = 0.0
-    decode_first_s: float = 0.0  # the first step of each group (llama.cpp sizes its buffers)
+    decode_first_s: float = 0.0  # the first step (llama.cpp sizes its buffers)
 
 
 @dataclass(frozen=True)
@@ -305,23 +309,34 @@ class Engine:
         settled: Callable[[str], bool] | None = None,
         reasoning: Reasoning | None = None,
     ) -> list[Generation]:
-        """Greedy answers to tokenized prompts, ``max_sequences`` decoded together at a time.
+        """Greedy answers to tokenized prompts, up to ``max_sequences`` decoded together: when
+        an answer ends, the next waiting prompt takes its KV stream (continuous batching).
 
         ``settled(answer_so_far)`` may stop a sequence early once it returns True.
         With ``reasoning``, reasoning is kept apart from the answer (module docstring).
         """
-        results: list[Generation] = []
         self.last_stats = GenerationStats()
-        group = max(1, min(self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences()))
-        for start in range(0, len(prompts), group):
-            part = None
-            if reasoning is not None:
-                inside = reasoning.inside[start : start + group]
-                part = Reasoning(reasoning.syntax, reasoning.max_tokens, inside)
-            results.extend(
-                self._generate_group(prompts[start : start + group], max_new_tokens, settled, part)
+        if not prompts:
+            return []
+        streams = max(
+            1,
+            min(
+                self.settings.max_sequences, llama_cpp.llama_max_parallel_sequences(), len(prompts)
+            ),
+        )
+        longest = max(len(p) for p in prompts)
+        closing: list[int] = []
+        if reasoning is not None:
+            closing = self.tokenize(reasoning.syntax.forced_close, add_bos=False)
+            longest += reasoning.max_tokens + len(closing)
+        self._ensure_context(streams, longest + max_new_tokens + 1)
+        batch = llama_cpp.llama_batch_init(max(512, streams), 0, 1)
+        try:
+            return self._decode_loop(
+                batch, prompts, streams, max_new_tokens, settled, reasoning, closing
             )
-        return results
+        finally:
+            llama_cpp.llama_batch_free(batch)
 
     def logits_after(self, prompt: Sequence[int]) -> np.ndarray:
         """The next-token logits after one tokenized prompt (float32, n_vocab)."""
@@ -459,27 +474,6 @@ class Engine:
             out[start : start + len(part)] = last[:, list(columns)]
         return out
 
-    def _generate_group(self, prompts, max_new_tokens, settled, reasoning) -> list[Generation]:
-        n = len(prompts)
-        longest = max(len(p) for p in prompts)
-        closing: list[int] = []
-        if reasoning is not None:
-            closing = self.tokenize(reasoning.syntax.forced_close, add_bos=False)
-            longest += reasoning.max_tokens + len(closing)
-        self._ensure_context(n, longest + max_new_tokens + 1)
-        batch = llama_cpp.llama_batch_init(max(512, n), 0, 1)
-        try:
-            start = time.perf_counter()
-            first_logits = self._prefill_shared(batch, [list(p) for p in prompts])
-            self.last_stats.prefill_s += time.perf_counter() - start
-            shared = shared_prefix_length(prompts) if n > 1 else 0
-            self.last_stats.prefill_tokens += sum(len(p) for p in prompts) - (n - 1) * shared
-            return self._decode_loop(
-                batch, prompts, first_logits, max_new_tokens, settled, reasoning, closing
-            )
-        finally:
-            llama_cpp.llama_batch_free(batch)
-
     def _prefill_shared(self, batch, prompts: list[list[int]]) -> np.ndarray:
         """Evaluate every prompt (the prefix they share once); the logits after each."""
         shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
@@ -499,38 +493,54 @@ class Engine:
         for seq in range(1, n_sequences):
             llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)  # whole sequence: only the prefix
 
-    def _prefill(self, batch, prompts: list[list[int]], start: int = 0) -> np.ndarray:
-        """Evaluate every prompt from position ``start`` on; return the logits after each
-        prompt's last token."""
+    def _prefill(
+        self,
+        batch,
+        prompts: list[list[int]],
+        start: int = 0,
+        streams: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Evaluate every prompt from position ``start`` on, prompt k in KV stream
+        ``streams[k]`` (default k); return the logits after each prompt's last token."""
+        streams = range(len(prompts)) if streams is None else streams
         last = np.empty((len(prompts), self.n_vocab), dtype=np.float32)
-        entries = [(s, pos, p[pos]) for s, p in enumerate(prompts) for pos in range(start, len(p))]
+        entries = [(k, pos, p[pos]) for k, p in enumerate(prompts) for pos in range(start, len(p))]
         capacity = 512
         for offset in range(0, len(entries), capacity):
             chunk = entries[offset : offset + capacity]
             wanted = []
-            for i, (seq, pos, tok) in enumerate(chunk):
-                is_last = pos == len(prompts[seq]) - 1
-                _set_entry(batch, i, tok, pos, seq, is_last)
+            for i, (k, pos, tok) in enumerate(chunk):
+                is_last = pos == len(prompts[k]) - 1
+                _set_entry(batch, i, tok, pos, streams[k], is_last)
                 if is_last:
-                    wanted.append((i, seq))
+                    wanted.append((i, k))
             batch.n_tokens = len(chunk)
             self._decode(batch)
-            for i, seq in wanted:
+            for i, k in wanted:
                 ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
-                last[seq] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+                last[k] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return last
 
     def _decode_loop(
-        self, batch, prompts, first_logits, max_new_tokens, settled, reasoning, closing
+        self, batch, prompts, streams, max_new_tokens, settled, reasoning, closing
     ) -> list[Generation]:
         n = len(prompts)
         tokens: list[list[int]] = [[] for _ in range(n)]
         pieces: list[bytearray] = [bytearray() for _ in range(n)]  # the answer's text
         stop: list[str | None] = [None] * n
         positions = [len(p) for p in prompts]
-        next_tokens = np.argmax(first_logits, axis=1)
-        active = list(range(n))
-        slots = list(range(n))  # the KV sequence that holds each prompt's keys and values
+        next_tokens = np.zeros(n, dtype=np.int64)
+        slots = list(range(streams)) + [-1] * (n - streams)  # each prompt's KV stream
+        waiting = deque(range(streams, n))
+        # What every prompt starts with stays in a stream when the next prompt takes it.
+        common = shared_prefix_length(prompts) if streams > 1 else 0
+        start = time.perf_counter()
+        first = [list(p) for p in prompts[:streams]]
+        next_tokens[:streams] = np.argmax(self._prefill_shared(batch, first), axis=1)
+        self.last_stats.prefill_s += time.perf_counter() - start
+        shared = shared_prefix_length(first) if streams > 1 else 0
+        self.last_stats.prefill_tokens += sum(len(p) for p in first) - (streams - 1) * shared
+        active = list(range(streams))
         reasoners = [
             None if reasoning is None else _Reasoner(
                 ReasoningTracker(reasoning.syntax, reasoning.inside[s]), reasoning.max_tokens, closing
@@ -564,33 +574,58 @@ class Engine:
                     stop[seq] = "length"
                 else:
                     still.append(seq)
+            freed = sorted(slots[seq] for seq in active if stop[seq] is not None)
+            joining = [waiting.popleft() for _ in freed[: len(waiting)]]
+            for seq, slot in zip(joining, freed, strict=False):
+                slots[seq] = slot
+            if joining:
+                next_tokens[joining] = self._refill(batch, prompts, joining, slots, common)
             active = still
-            if not active:
-                break
-            self._compact(active, slots)
-            # Rows in KV-sequence order: llama.cpp splits a batch whose sequence ids are
-            # out of order (Qwen2.5 0.5B, 20 rows: 336 ms a step shuffled, 156 ms sorted).
-            active.sort(key=lambda seq: slots[seq])
-            for i, seq in enumerate(active):
-                _set_entry(batch, i, tokens[seq][-1], positions[seq], slots[seq], True)
-                positions[seq] += 1
-            batch.n_tokens = len(active)
-            start = time.perf_counter()
-            self._decode(batch)
-            seconds = time.perf_counter() - start
-            self.last_stats.decode_s += seconds
-            if first_step:
-                self.last_stats.decode_first_s += seconds
+            if active:
+                if not waiting:  # while prompts wait every stream is taken
+                    self._compact(active + joining, slots)
+                self._step(batch, active, tokens, positions, slots, next_tokens, first_step)
                 first_step = False
-            self.last_stats.decode_steps += 1
-            self.last_stats.decode_tokens += len(active)
-            logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits(self._ctx), shape=(len(active), self.n_vocab)
-            )
-            picked = np.argmax(logits, axis=1)
-            for i, seq in enumerate(active):
-                next_tokens[seq] = picked[i]
+            active = active + joining
         return [_generation(tokens[s], pieces[s], stop[s], reasoners[s]) for s in range(n)]
+
+    def _refill(self, batch, prompts, joining, slots, common) -> np.ndarray:
+        """Prefill the prompts ``joining`` into the streams their finished predecessors
+        left (keeping the ``common`` tokens every prompt starts with); their first tokens."""
+        memory = llama_cpp.llama_get_memory(self._ctx)
+        for seq in joining:
+            llama_cpp.llama_memory_seq_rm(memory, slots[seq], common, -1)
+        start = time.perf_counter()
+        logits = self._prefill(
+            batch, [list(prompts[s]) for s in joining], common, [slots[s] for s in joining]
+        )
+        self.last_stats.prefill_s += time.perf_counter() - start
+        self.last_stats.prefill_tokens += sum(len(prompts[s]) - common for s in joining)
+        return np.argmax(logits, axis=1)
+
+    def _step(self, batch, active, tokens, positions, slots, next_tokens, first) -> None:
+        """One decode step: feed each active sequence's latest token, pick its next."""
+        # Rows in KV-sequence order: llama.cpp splits a batch whose sequence ids are
+        # out of order (Qwen2.5 0.5B, 20 rows: 336 ms a step shuffled, 156 ms sorted).
+        active.sort(key=lambda seq: slots[seq])
+        for i, seq in enumerate(active):
+            _set_entry(batch, i, tokens[seq][-1], positions[seq], slots[seq], True)
+            positions[seq] += 1
+        batch.n_tokens = len(active)
+        start = time.perf_counter()
+        self._decode(batch)
+        seconds = time.perf_counter() - start
+        self.last_stats.decode_s += seconds
+        if first:
+            self.last_stats.decode_first_s += seconds
+        self.last_stats.decode_steps += 1
+        self.last_stats.decode_tokens += len(active)
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits(self._ctx), shape=(len(active), self.n_vocab)
+        )
+        picked = np.argmax(logits, axis=1)
+        for i, seq in enumerate(active):
+            next_tokens[seq] = picked[i]
 
     def _compact(self, active: list[int], slots: list[int]) -> None:
         """Move the keys and values of active sequences into the lowest KV sequences.

@@ -21,7 +21,11 @@ The capability probe (``--capability``) is not part of the estimate.
 
 Peak memory is the sum ``batching.CacheBudget`` plans with: the scratch copy (and the
 original file the coherence scorer maps), the KV cache, one tensor's work and the
-direction cache.
+direction cache; with overlap, the next point's tensors besides.
+
+With overlap, a point's update is taken to run beside the previous point's
+generation without slowing it (as with a GPU generating): a point takes the longer
+of the two.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ class Estimate:
     working_bytes: int  # one tensor's work, in float32
     cache_bytes: int  # the direction cache
     probe_s: float  # the timing this estimate took
+    # the next point's weights prepared while a point generates, held beside the scratch copy
+    overlap: bool = False
+    prepared_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -77,12 +84,13 @@ class Estimate:
             + self.kv_bytes
             + self.working_bytes
             + self.cache_bytes
+            + self.prepared_bytes
         )
 
     @property
     def point_s(self) -> float:
         """Seconds of a point away from the origin, after the first."""
-        return self.update_s + self.prefill_s + self.decode_s + self.score_s
+        return self._with_update(self.update_s)
 
     @property
     def total_s(self) -> float:
@@ -91,8 +99,16 @@ class Estimate:
         if self.n_points == 0:
             return 0.0
         moved = max(0, self.n_points - 1)
-        updates = self.first_update_s + max(0, moved - 1) * self.update_s if moved else 0.0
-        return self.n_points * (self.prefill_s + self.decode_s + self.score_s) + updates
+        first = self._with_update(self.first_update_s) if moved else 0.0
+        rest = self.prefill_s + self.decode_s + self.score_s
+        return rest + first + max(0, moved - 1) * self.point_s
+
+    def _with_update(self, update_s: float) -> float:
+        """A point's seconds with a weight update of ``update_s``: after it, or with
+        overlap beside the previous point's generation (as on a GPU, where the two do not
+        share the cores)."""
+        rest = self.prefill_s + self.decode_s + self.score_s
+        return max(update_s, rest) if self.overlap else update_s + rest
 
     def describe(self) -> str:
         """One line for the terminal."""
@@ -101,8 +117,9 @@ class Estimate:
             f"{_duration(self.update_s)}, first {_duration(self.first_update_s)}; prompts "
             f"{_duration(self.prefill_s)}; answers at full length {_duration(self.decode_s)}; "
             f"coherence scoring {_duration(self.score_s)}), "
-            f"{_duration(self.total_s)} for {self.n_points} points; scratch "
-            f"{_gib(self.scratch_bytes)}, peak memory about {_gib(self.peak_bytes)} "
+            f"{_duration(self.total_s)} for {self.n_points} points"
+            f"{' (each update beside the previous generation)' if self.overlap else ''}; "
+            f"scratch {_gib(self.scratch_bytes)}, peak memory about {_gib(self.peak_bytes)} "
             f"(timed on this machine in {self.probe_s:.0f} s)"
         )
 
@@ -211,7 +228,7 @@ def time_generation(
     engine: Engine, tokens: Sequence[Sequence[int]], max_new_tokens: int, scoring: bool
 ) -> tuple[float, float, float]:
     """Seconds every point spends evaluating ``tokens``, decoding up to ``max_new_tokens``
-    for each, batch by batch, and (``scoring``) scoring the answers' coherence; from the
+    for each, ``max_sequences`` at a time, and (``scoring``) scoring the answers' coherence; from the
     first prompts' evaluation and PROBE_STEPS decode steps of a full batch."""
     if not tokens:
         return 0.0, 0.0, 0.0
@@ -228,14 +245,19 @@ def time_generation(
     later_steps = stats.decode_steps - 1
     first_s = stats.decode_first_s
     step_s = (stats.decode_s - first_s) / later_steps if later_steps > 0 else first_s
-    prefill = decode = 0.0
-    for start in range(0, len(tokens), width):
-        group = tokens[start : start + width]
-        shared = shared_prefix_length(group) if len(group) > 1 else 0
-        prefill += (sum(len(p) for p in group) - (len(group) - 1) * shared) / prefill_rate
-        # the first token comes from the prompt, the first step costs more
-        if max_new_tokens > 1:
-            decode += first_s + (max_new_tokens - 2) * step_s
+    # Prompts beyond the first batch take the streams of finished answers (continuous
+    # batching), keeping only what every prompt starts with; at full length every answer
+    # of a batch ends at the same step and the next batch's prompts take their streams.
+    head = tokens[:width]
+    shared = shared_prefix_length(head) if width > 1 else 0
+    common = shared_prefix_length(tokens) if width > 1 else 0
+    evaluated = sum(map(len, head)) - (width - 1) * shared
+    evaluated += sum(len(p) - common for p in tokens[width:])
+    prefill = evaluated / prefill_rate
+    waves = -(-len(tokens) // width)
+    # the first token comes from the prompt, the first step costs more
+    steps = waves * (max_new_tokens - 1)
+    decode = first_s + (steps - 1) * step_s if steps > 0 else 0.0
     # the scorer keeps the prompts' keys and values between points when they fit one batch
     heads = len(tokens) * min(max_new_tokens, COHERENCE_TOKENS) / prefill_rate
     score = heads + (prefill if len(tokens) > width else 0.0) if scoring else 0.0
@@ -251,10 +273,12 @@ def estimate(
     points: Sequence[Point],
     budget: CacheBudget | None,
     scoring: bool = False,
+    overlap: bool = False,
 ) -> Estimate:
     """Time this model on this machine and extrapolate to ``points`` (those left to
     evaluate); ``budget``: the memory the run plans with (its ``chosen`` cache; None:
-    nothing besides the scratch copy); ``scoring``: coherence is scored."""
+    nothing besides the scratch copy); ``scoring``: coherence is scored; ``overlap``:
+    each point's weights are prepared while the previous one generates."""
     start = time.perf_counter()
     first, later = time_update(perturbation, scratch, probe_point(points))
     prefill, decode, score = time_generation(engine, tokens, max_new_tokens, scoring)
@@ -272,6 +296,8 @@ def estimate(
         working_bytes=budget.working if budget else 0,
         cache_bytes=budget.chosen if budget else 0,
         probe_s=time.perf_counter() - start,
+        overlap=overlap,
+        prepared_bytes=size if overlap else 0,
     )
 
 

@@ -4,6 +4,13 @@
 engine, the judge, the coherence scorer, the capability probe) and releases it on
 exit; ``PointEvaluator.evaluate`` returns a point's records without writing anything,
 so the local loop and the Ray workers share it.
+
+Overlap (``SweepConfig.overlaps``): given the point that comes next, ``evaluate``
+starts computing its tensors (draw, dequantise, move, requantise) in a background
+thread as soon as this point's weights are in place, into memory beside the scratch
+copy (a second copy of the perturbed tensors); the next ``evaluate`` of that point
+waits for them and only writes them. The tensors are those the sequential route
+computes, so the answers are the same; what changes is when the work runs.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from visage_local import coherence, metrics, reasoning
@@ -27,7 +36,7 @@ from visage_local.estimate import Estimate, estimate
 from visage_local.gguf_model import GGUFCopy, GGUFModel
 from visage_local.grid import Point
 from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
-from visage_local.perturb import Direction, Perturbation, PointDisplacement
+from visage_local.perturb import Direction, Perturbation, PerturbedTensor, PointDisplacement
 from visage_local.record import FORMAT_VERSION, GenerationRecord, PointRecord
 from visage_local.settings import PromptItem, SweepConfig, direction_cache, prompt_items
 
@@ -146,7 +155,7 @@ def evaluator(
             probe.calibrate()  # the scratch copy still holds the origin's weights
         items = prompt_items(config)
         tokens, plan = render_prompts(engine, model, config, items)
-        yield PointEvaluator(
+        live = PointEvaluator(
             config,
             perturbation,
             scratch,
@@ -159,6 +168,10 @@ def evaluator(
             plan,
             replace(budget, chosen=cache_bytes),
         )
+        try:
+            yield live
+        finally:
+            live.close()
     finally:
         for part in (engine, scorer, scratch):
             if part is not None:
@@ -194,6 +207,23 @@ class PointEvaluator:
     reasoning: Reasoning | None = None  # a reasoning model's answers: reasoning kept apart
     budget: CacheBudget | None = None  # the memory planned besides the scratch copy
     threshold: float | None = None
+    _next: _Prepared | None = field(default=None, repr=False)
+
+    @property
+    def overlaps(self) -> bool:
+        """True when the next point's weights are prepared while a point generates."""
+        return self.config.overlaps
+
+    @property
+    def preparing(self) -> Point | None:
+        """The point whose weights are being prepared (or are ready), if any."""
+        return None if self._next is None else self._next.point
+
+    def close(self) -> None:
+        """Stop preparing a point nobody will evaluate, and wait for the thread to end."""
+        if self._next is not None:
+            self._next.stop()
+            self._next = None
 
     def calibrate(self, origin_records: list[dict]) -> None:
         """Set the coherence threshold from the origin's stored answers."""
@@ -210,14 +240,21 @@ class PointEvaluator:
             points,
             self.budget,
             scoring=self.scorer is not None,
+            overlap=self.overlaps,
         )
 
-    def evaluate(self, index: int, point: Point) -> PointResult:
-        """Move the weights to ``point``, generate, judge and score; nothing is written."""
-        self.perturbation.phases.take()  # from zero
+    def evaluate(self, index: int, point: Point, following: Point | None = None) -> PointResult:
+        """Move the weights to ``point``, generate, judge and score; nothing is written.
+        With overlap, ``following`` (the point evaluated next, when known) is prepared while
+        this point generates."""
         t0 = time.monotonic()
-        displacement = self._move_weights(point)
-        phases = self.perturbation.phases.take()
+        prepared = self._prepared(point)
+        if prepared is None:
+            self.perturbation.phases.take()  # from zero: nothing was computed for this point
+        displacement = self._move_weights(point, prepared)
+        phases = self.perturbation.phases.take()  # prepared: its work counts too
+        if self.overlaps and following is not None:
+            self._next = _Prepared.start(self.perturbation, following)
         t1 = time.monotonic()
         settled = settled_for_all(self.judges) if self.config.early_stop else None
         generations = self.engine.generate(
@@ -275,9 +312,23 @@ class PointEvaluator:
         )
         return PointResult(records, point_record, outcome)
 
-    def _move_weights(self, point: Point) -> PointDisplacement:
+    def _prepared(self, point: Point) -> list[PerturbedTensor] | None:
+        """The tensors prepared for ``point`` (waiting for them), or None; tensors prepared
+        for another point are dropped."""
+        prepared, self._next = self._next, None
+        if prepared is None:
+            return None
+        if prepared.point != point:
+            prepared.stop()
+            return None
+        return prepared.result()
+
+    def _move_weights(
+        self, point: Point, prepared: list[PerturbedTensor] | None = None
+    ) -> PointDisplacement:
         displacement = PointDisplacement()
-        for tensor in self.perturbation.tensors_at(point):
+        tensors = self.perturbation.tensors_at(point) if prepared is None else prepared
+        for tensor in tensors:
             with self.perturbation.phases.timed("write"):
                 self.scratch.write_tensor(tensor.info.name, tensor.raw)
             displacement.add(tensor)
@@ -320,3 +371,42 @@ class PointEvaluator:
                 else {}
             )
         )
+
+
+@dataclass
+class _Prepared:
+    """A point's tensors being computed in a background thread, which can be stopped between
+    tensors."""
+
+    point: Point
+    future: Future[list[PerturbedTensor]]
+    pool: ThreadPoolExecutor
+    stopping: threading.Event
+
+    @classmethod
+    def start(cls, perturbation: Perturbation, point: Point) -> _Prepared:
+        """Start computing every perturbed tensor of ``point``."""
+        stopping = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visage-prepare")
+
+        def compute() -> list[PerturbedTensor]:
+            tensors = []
+            for tensor in perturbation.tensors_at(point):
+                if stopping.is_set():
+                    break
+                tensors.append(tensor)
+            return tensors
+
+        return cls(point, pool.submit(compute), pool, stopping)
+
+    def result(self) -> list[PerturbedTensor]:
+        """The tensors, once all are computed (the thread's error, if it failed)."""
+        try:
+            return self.future.result()
+        finally:
+            self.pool.shutdown()
+
+    def stop(self) -> None:
+        """Stop after the tensor in progress and wait; the work is dropped."""
+        self.stopping.set()
+        self.pool.shutdown()

@@ -59,6 +59,8 @@ class SweepConfig:
     requant: str = "same"
     engine: EngineSettings = field(default_factory=EngineSettings)
     memory_budget_mb: int | None = None  # direction cache; None: what fits (direction_cache)
+    # prepare the next point's weights while this one generates; None: with GPU offload
+    overlap: bool | None = None
     first_direction: int = 0
     exclude: tuple[str, ...] = ()  # tensors left alone besides the default (norms)
     include: tuple[str, ...] = ()  # when given: only the tensors these name are moved
@@ -118,6 +120,12 @@ class SweepConfig:
         return reasoning.syntax_of(GGUFModel(self.model_path).chat_template) is not None
 
     @property
+    def overlaps(self) -> bool:
+        """True when the next point's weights are prepared while a point generates: asked
+        for, or by default where it pays (layers offloaded to a GPU: docs/BENCHMARKS.md)."""
+        return self.overlap if self.overlap is not None else self.engine.n_gpu_layers > 0
+
+    @property
     def judges(self) -> tuple[str, ...]:
         """Every judge of the run, its own (the summary's) first."""
         return (self.judge, *self.also_judge)
@@ -174,9 +182,9 @@ def direction_cache(config: SweepConfig, available: int | None = None) -> CacheB
     if config.thinking == "on":
         tokens += config.max_thinking_tokens
     return cache_budget(
-        # the scratch copy, and the original file the coherence scorer maps
-        model_bytes=model.size
-        + perturbation.extra_bytes()
+        # the scratch copy, the next point's tensors when prepared beside it, and the
+        # original file the coherence scorer maps
+        model_bytes=(model.size + perturbation.extra_bytes()) * (2 if config.overlaps else 1)
         + (model.size if config.coherence else 0),
         kv_bytes=config.engine.max_sequences * sequence_bytes(model, tokens),
         working_bytes=largest * 4 * (2 + len(directions)),

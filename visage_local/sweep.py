@@ -226,10 +226,25 @@ def _run_locally(run: _Run, directions, order: PointOrder, options: SweepOptions
                     run.progress.skipped = _remaining(order, points, store)
                     return False
                 t0 = time.monotonic()
-                run.record(live.evaluate(i, points[i]), time.monotonic() - t0)
+                following = (
+                    _following(order, points, run.finished_asr(), i) if live.overlaps else None
+                )
+                run.record(live.evaluate(i, points[i], following), time.monotonic() - t0)
                 if stop.requested:
                     return True
     return False
+
+
+def _following(
+    order: PointOrder, points: list[Point], asr: dict[int, float], index: int
+) -> Point | None:
+    """The point the order takes after ``index`` when that does not depend on its result
+    (whether ``index`` turns out fully safe or fully broken)."""
+    after = {order.next_point(points, asr | {index: value}) for value in (0.0, 100.0)}
+    if len(after) != 1:
+        return None
+    (following,) = after
+    return None if following is None else points[following]
 
 
 def write_results(run: _Run, complete: bool) -> RunSummary:

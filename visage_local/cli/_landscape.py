@@ -121,6 +121,7 @@ def run_landscape(
         early_stop=options["early_stop"],
         requant=options["requant"],
         memory_budget_mb=options["memory_budget_mb"],
+        overlap=options["overlap"],
         exclude=options["exclude"],
         include=options["include"],
         finetune=finetune,

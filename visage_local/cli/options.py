@@ -262,6 +262,13 @@ _EVALUATION_OPTIONS = [
         help="Layers llama.cpp offloads to a GPU (0: CPU only).",
     ),
     click.option(
+        "--overlap/--no-overlap",
+        default=None,
+        help="Prepare the next point's weights while this point generates (holds a second "
+        "copy of the perturbed tensors; same answers) [default: on with --n-gpu-layers, "
+        "off on a CPU alone, where both compete for the same cores: docs/BENCHMARKS.md].",
+    ),
+    click.option(
         "--flash-attn/--no-flash-attn",
         default=False,
         show_default=True,
