@@ -1,15 +1,18 @@
 """Whether preparing the next point's weights while this point generates pays on this machine.
 
-The same points, prompts and engine, two ways, side by side in one process:
+The same points, prompts and engine settings, two ways, side by side in one process,
+each through the sweep's own evaluator (``PointEvaluator.evaluate``):
 
-- **sequential** (the sweep's route): move the weights to a point (compute every
+- **sequential** (``--no-overlap``): move the weights to a point (compute every
   tensor, write it into the scratch copy), then generate;
-- **overlapped**: while a point generates, a background thread computes the next
-  point's tensors into memory (a second copy of the perturbed tensors: the model's size
-  again); once generation ends they are written and the engine refreshed.
+- **overlapped** (``--overlap``): while a point generates, a background thread
+  computes the next point's tensors into memory (a second copy of the perturbed
+  tensors); once generation ends they are written and the engine refreshed.
 
 Both use ``--threads`` threads for llama.cpp and for requantisation. Prints the wall
-time of each, their ratio, and whether every answer is the same.
+time of each, their ratio, and whether every answer is the same. The origin is
+evaluated first in both, as in a sweep (with overlap, the first point's update runs
+beside it).
 
     .venv/bin/python scripts/bench_overlap.py models/qwen2.5-coder-0.5b-instruct.gguf
 """
@@ -19,41 +22,30 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from visage_local.engine import EngineSettings
-from visage_local.evaluator import PointEvaluator, evaluator
+from visage_local.evaluator import evaluator
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, Point
 from visage_local.prompts import select_prompts
-from visage_local.settings import sweep_config
+from visage_local.settings import SweepConfig, sweep_config
 
 
-def sequential(live: PointEvaluator, points: list[Point], tokens: int) -> list[list[str]]:
-    """Move, then generate, point after point."""
-    answers = []
-    for point in points:
-        for tensor in live.perturbation.tensors_at(point):
-            live.scratch.write_tensor(tensor.info.name, tensor.raw)
-        live.engine.refresh_weights()
-        answers.append([g.text for g in live.engine.generate(live.tokens, tokens)])
-    return answers
-
-
-def overlapped(live: PointEvaluator, points: list[Point], tokens: int) -> list[list[str]]:
-    """Compute point k+1's tensors in a thread while point k generates."""
-    answers = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ready = pool.submit(lambda p: list(live.perturbation.tensors_at(p)), points[0])
-        for k in range(len(points)):
-            for tensor in ready.result():
-                live.scratch.write_tensor(tensor.info.name, tensor.raw)
-            live.engine.refresh_weights()
-            if k + 1 < len(points):
-                ready = pool.submit(lambda p: list(live.perturbation.tensors_at(p)), points[k + 1])
-            answers.append([g.text for g in live.engine.generate(live.tokens, tokens)])
-    return answers
+def run(config: SweepConfig, points: list[Point]) -> tuple[float, list[list[str]]]:
+    """Seconds to evaluate ``points`` in order (each telling the evaluator the next), and
+    the answers at each."""
+    model = GGUFModel(config.model_path)
+    with tempfile.TemporaryDirectory() as tmp, evaluator(config, model, Path(tmp)) as live:
+        list(live.perturbation.tensors_at(points[1]))  # directions drawn and cached first
+        start = time.perf_counter()
+        answers = []
+        for i, point in enumerate(points):
+            following = points[i + 1] if i + 1 < len(points) else None
+            result = live.evaluate(i, point, following)
+            answers.append([r["response"] for r in result.records])
+        return time.perf_counter() - start, answers
 
 
 def main() -> None:
@@ -62,29 +54,25 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--points", type=int, default=4)
+    parser.add_argument("--points", type=int, default=4, help="points besides the origin")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-gpu-layers", type=int, default=0)
     args = parser.parse_args()
     config = sweep_config(
         args.model,
         prompts=select_prompts(None, args.prompts),
         max_new_tokens=args.tokens,
-        engine=EngineSettings(threads=args.threads),
+        engine=EngineSettings(threads=args.threads, n_gpu_layers=args.n_gpu_layers),
         coherence=False,
         memory_budget_mb=4096,
     )
-    points = [Point(a) for a in Grid(1, args.points + 1, 0.2).alpha_axis() if a != 0][: args.points]
-    model = GGUFModel(args.model)
-    with tempfile.TemporaryDirectory() as tmp, evaluator(config, model, Path(tmp)) as live:
-        list(live.perturbation.tensors_at(points[0]))  # directions drawn and cached first
-        start = time.perf_counter()
-        first = sequential(live, points, args.tokens)
-        seq_s = time.perf_counter() - start
-        start = time.perf_counter()
-        second = overlapped(live, points, args.tokens)
-        over_s = time.perf_counter() - start
-    print(f"{args.model.name}: {len(points)} points x {args.prompts} prompts x up to "
-          f"{args.tokens} tokens, {args.threads} threads")  # fmt: skip
+    axis = [a for a in Grid(1, args.points + 1, 0.2).alpha_axis() if a != 0]
+    points = [Point(0.0)] + [Point(a) for a in axis][: args.points]
+    seq_s, first = run(replace(config, overlap=False), points)
+    over_s, second = run(replace(config, overlap=True), points)
+    print(f"{args.model.name}: origin + {len(points) - 1} points x {args.prompts} prompts x up "
+          f"to {args.tokens} tokens, {args.threads} threads, "
+          f"{args.n_gpu_layers} GPU layers")  # fmt: skip
     print(f"sequential  {seq_s:7.1f} s")
     print(f"overlapped  {over_s:7.1f} s   ratio overlapped / sequential = {over_s / seq_s:.2f}")
     print(f"answers identical: {first == second}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU and CUDA: build the pinned llama-cpp-python with CUDA in a
 # temporary venv, run the scale benchmark with every layer offloaded on the generated 1B and
-# 8B models, and a short Qwen sweep on the GPU and on the CPU whose verdicts are compared.
+# 8B models, overlapped against sequential weight updates on Qwen (scripts/bench_overlap.py),
+# and a short Qwen sweep on the GPU and on the CPU whose verdicts are compared.
 # Everything goes to one folder (OUT, default runs/gpu-check-<time>). Unattended; every step
 # stops the script with a message when it fails. The build takes minutes; making the 8B
 # model (when models/synthetic/scale has none) about 20 min; the checks after that about 10.
@@ -46,6 +47,12 @@ step "scale benchmark, every layer on the GPU"
 "$PY" scripts/bench_scale.py "$SCALE/llama-3.2-1b.Q4_K_M.gguf" "$SCALE/llama-3.1-8b.Q4_K_M.gguf" \
   --n-gpu-layers 999 --json "$OUT/bench-gpu.json" --plot "$OUT/bench-gpu.png" \
   | tee "$OUT/bench-gpu.txt" || fail "the scale benchmark failed"
+
+step "overlapped against sequential weight updates, every layer on the GPU"
+"$PY" scripts/bench_overlap.py "$QWEN" --n-gpu-layers 999 | tee "$OUT/overlap-gpu.txt" \
+  || fail "the overlap benchmark failed"
+grep -q "answers identical: True" "$OUT/overlap-gpu.txt" \
+  || fail "overlapped answers differ from sequential ones: $OUT/overlap-gpu.txt"
 
 SWEEP=(sweep "$QWEN" --limit 16 --max-new-tokens 64 --steps 4 --range 0.2 --no-coherence)
 for route in cpu gpu; do

@@ -21,9 +21,9 @@ from visage_local.sweep import _following
 
 pytestmark = pytest.mark.slow
 
-# The origin, two points, a point prepared but not evaluated (a wrong guess), a last one.
-ROUTE = [(Point(0.0), Point(0.3)), (Point(0.3), Point(-0.3)), (Point(-0.3), Point(0.15)),
-         (Point(-0.15), None)]  # fmt: skip
+# The origin, a point prepared while the origin generates, a point prepared but not
+# evaluated (a wrong guess), a last one.
+ROUTE = [(Point(0.0), Point(0.3)), (Point(0.3), Point(0.15)), (Point(-0.3), None)]
 
 
 def _evaluate(config: SweepConfig, folder: Path) -> list[PointResult]:
@@ -71,11 +71,12 @@ def test_overlapped_route_gives_the_sequential_answers_on_smollm2(smollm2, tmp_p
 
 
 def test_overlapped_route_gives_the_sequential_answers_at_llama_1b_shape(tmp_path):
-    """Llama 3.2 1B's tensors (random weights, Q4_0 by llama.cpp's quantiser: Q4_K_M takes
-    five times longer to make), its first layer moved, no direction cache: directions
+    """Llama 3.2 1B's tensors and vocabulary (random weights, Q4_0 by llama.cpp's quantiser:
+    Q4_K_M takes five times longer to make), two of its 16 layers (the test moves one:
+    the others would only make writing the file slower), no direction cache: directions
     drawn block by block in the preparing thread."""
     arch, size = synthetic.SCALES["llama-3.2-1b"]
-    source = synthetic.write_model(tmp_path / "f16.gguf", arch, size)
+    source = synthetic.write_model(tmp_path / "f16.gguf", arch, replace(size, n_layer=2))
     model = synthetic.requantize(source, tmp_path / "q4_0.gguf", "Q4_0")
     source.unlink()
     # short prompts, no system prompt: the tokenizer makes a token of each byte, and 1B

@@ -254,14 +254,32 @@ def test_requant_modes_change_only_quantised_tensors_and_export_reads_back(tiny_
 @pytest.mark.parametrize("model_fixture", ["tiny_gguf", "smollm2"])
 def test_directions_drawn_in_blocks_give_the_cached_routes_bytes(model_fixture, request):
     """With no cache budget, random directions are drawn block by block at every point;
-    the perturbed bytes equal those of directions held whole, in 1D and 2D."""
+    the perturbed bytes equal those of directions held whole, in 1D and 2D; given a sink,
+    they (and the origin's) are handed over block by block, in order, and not kept."""
     model = GGUFModel(request.getfixturevalue(model_fixture))
     directions = [RandomDirection(123), RandomDirection(123, 1)]
     whole = Perturbation(model, directions, threads=2, cache_bytes=1 << 34)
     streamed = Perturbation(model, directions, threads=2, cache_bytes=0)
+    blocks: dict[str, list[tuple[int, bytes]]] = {}
+
+    def sink(info, first: int, rows: np.ndarray) -> None:
+        blocks.setdefault(info.name, []).append((first, rows.tobytes()))
+
     for point in (Point(0.3, -0.2), Point(-0.1, 0.0)):
         for a, b in zip(whole.tensors_at(point), streamed.tensors_at(point), strict=True):
             assert a.raw.tobytes() == b.raw.tobytes(), a.info.name
             assert a.displacement.ratio == pytest.approx(b.displacement.ratio, rel=1e-6)
+    for point in (Point(0.3, -0.2), Point(0.0, 0.0)):
+        blocks.clear()
+        for a, c in zip(whole.tensors_at(point), streamed.tensors_at(point, sink), strict=True):
+            assert c.raw is None, a.info.name
+            if not point.is_origin:
+                assert c.displacement.ratio == pytest.approx(a.displacement.ratio, rel=1e-6)
+            firsts = [first for first, _ in blocks[a.info.name]]
+            row_bytes = a.raw.nbytes // a.info.n_rows
+            sizes = [len(data) // row_bytes for _, data in blocks[a.info.name]]
+            assert firsts == [sum(sizes[:k]) for k in range(len(sizes))]  # in order, no gap
+            assert b"".join(data for _, data in blocks[a.info.name]) == a.raw.tobytes()
     assert streamed._scales and not streamed._cache
     assert whole._cache and not whole._scales
+    assert model_fixture == "tiny_gguf" or max(len(b) for b in blocks.values()) > 1

@@ -26,6 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from visage_local import coherence, metrics, reasoning
 from visage_local.batching import CacheBudget
 from visage_local.capability import CapabilityProbe
@@ -33,7 +35,7 @@ from visage_local.chat import render_prompt
 from visage_local.coherence import CoherenceScorer
 from visage_local.engine import Engine, Generation, GenerationStats, Reasoning
 from visage_local.estimate import Estimate, estimate
-from visage_local.gguf_model import GGUFCopy, GGUFModel
+from visage_local.gguf_model import GGUFCopy, GGUFModel, TensorInfo
 from visage_local.grid import Point
 from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
 from visage_local.perturb import Direction, Perturbation, PerturbedTensor, PointDisplacement
@@ -327,13 +329,20 @@ class PointEvaluator:
         self, point: Point, prepared: list[PerturbedTensor] | None = None
     ) -> PointDisplacement:
         displacement = PointDisplacement()
-        tensors = self.perturbation.tensors_at(point) if prepared is None else prepared
+        tensors = (
+            self.perturbation.tensors_at(point, self._write_rows) if prepared is None else prepared
+        )
         for tensor in tensors:
-            with self.perturbation.phases.timed("write"):
-                self.scratch.write_tensor(tensor.info.name, tensor.raw)
+            if tensor.raw is not None:
+                with self.perturbation.phases.timed("write"):
+                    self.scratch.write_tensor(tensor.info.name, tensor.raw)
             displacement.add(tensor)
         self.engine.refresh_weights()
         return displacement
+
+    def _write_rows(self, info: TensorInfo, first_row: int, rows: np.ndarray) -> None:
+        with self.perturbation.phases.timed("write"):
+            self.scratch.write_rows(info, first_row, rows)
 
     def _record(
         self,

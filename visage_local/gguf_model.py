@@ -314,6 +314,16 @@ class GGUFCopy:
             )
         write_at(self._fd, memoryview(data), info.offset)
 
+    def write_rows(self, info: TensorInfo, first_row: int, rows: np.ndarray) -> None:
+        """Overwrite rows ``first_row``, ... of tensor ``info.name`` with ``rows`` (each row
+        the tensor's row size in this copy)."""
+        own = self.tensors[info.name]
+        data = np.ascontiguousarray(rows).reshape(-1).view(np.uint8)
+        row_bytes = own.n_bytes // own.n_rows
+        if data.size % row_bytes or first_row * row_bytes + data.size > own.n_bytes:
+            raise ValueError(f"tensor {info.name!r}: rows {first_row}+ do not fit the file's")
+        write_at(self._fd, memoryview(data), own.offset + first_row * row_bytes)
+
     def close(self) -> None:
         """Close the file (the bytes written are in the page cache, visible to mappings)."""
         if self._fd is not None:

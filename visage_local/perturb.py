@@ -7,7 +7,8 @@ quantise back with ggml's kernel, to the tensor's own type (requant mode
 tensor is processed at a time, its rows in chunks on parallel threads. A cache
 budget keeps directions in memory between points; random directions that do
 not fit it are drawn block by block (about 16 MiB of rows at a time) at every
-point, so no tensor's direction is ever held whole.
+point, so no tensor's direction is ever held whole, and (written through a
+``RowSink``) neither are its perturbed bytes.
 
 Requantisation does not move a tensor exactly by a*d1 + b*d2. For every point
 the Displacement figures compare the displacement applied, deq(W_point) -
@@ -142,8 +143,12 @@ class PerturbedTensor:
 
     info: TensorInfo  # the source tensor
     qtype: GGMLQuantizationType
-    raw: np.ndarray
+    raw: np.ndarray | None  # None: its rows went to a RowSink as they were made
     displacement: Displacement = field(default_factory=Displacement)
+
+
+# Takes a tensor's rows from ``first_row`` on, as they are made: (tensor, first_row, rows).
+RowSink = Callable[[TensorInfo, int, np.ndarray], None]
 
 
 @dataclass
@@ -310,26 +315,40 @@ class Perturbation:
 
     def origin_bytes(self, info: TensorInfo) -> np.ndarray:
         """The tensor at the origin in its output type (the original bytes when unchanged)."""
-        raw = self._read_rows(info, 0, info.n_rows)  # a copy read from the file
+        return self.origin_rows(info, 0, info.n_rows)
+
+    def origin_rows(self, info: TensorInfo, first: int, count: int) -> np.ndarray:
+        """Rows ``first`` to ``first + count`` of the tensor at the origin, in its output type."""
+        raw = self._read_rows(info, first, count)  # a copy read from the file
         qtype = self.output_type(info)
         if qtype == info.qtype:
             return raw
         values = quant.dequantize(raw, info.qtype, info.n_per_row, self.threads)
         return quant.quantize(values, qtype, self.threads)
 
-    def tensor_at(self, info: TensorInfo, point: Point) -> PerturbedTensor:
+    def tensor_at(
+        self, info: TensorInfo, point: Point, sink: RowSink | None = None
+    ) -> PerturbedTensor:
         """The tensor's bytes at ``point`` and the displacement they apply.
 
         Rows are dequantised, moved, requantised and measured in chunks on
         ``threads`` threads. Directions that do not fit the cache are drawn in
-        blocks of rows, so a tensor's direction is never held whole.
+        blocks of rows, so a tensor's direction is never held whole; given a
+        ``sink``, such a tensor's bytes, and the bytes of a tensor at the origin, go
+        to it block by block as they are made (the result's ``raw`` is None), so
+        they are not held whole either.
         """
         qtype = self.output_type(info)
         if point.is_origin or info.name not in self._target_names:
-            return PerturbedTensor(info, qtype, self.origin_bytes(info))
-        out = np.empty((info.n_rows, quant.row_bytes(qtype, info.n_per_row)), dtype=np.uint8)
+            if sink is None:
+                return PerturbedTensor(info, qtype, self.origin_bytes(info))
+            for first, count in _blocks(info):
+                sink(info, first, self.origin_rows(info, first, count))
+            return PerturbedTensor(info, qtype, None)
+        row_bytes = quant.row_bytes(qtype, info.n_per_row)
         parts: list[Displacement] = []
         if self._streamed(info):
+            out = None if sink is not None else np.empty((info.n_rows, row_bytes), np.uint8)
             scales = self._scales_of(info)
             shape = (info.n_rows, info.n_per_row)
             streams = [
@@ -341,8 +360,14 @@ class Perturbation:
                 with self.phases.timed("draw"):
                     steps = [(c, next(blocks)) for c, blocks in streams]
                 raw = self._read_rows(info, first, count)
-                self._move_rows(info, qtype, raw, None, steps, out[first : first + count], parts)
+                block = (
+                    np.empty((count, row_bytes), np.uint8) if out is None else out[first:][:count]
+                )
+                self._move_rows(info, qtype, raw, None, steps, block, parts)
+                if sink is not None:
+                    sink(info, first, block)
         else:
+            out = np.empty((info.n_rows, row_bytes), dtype=np.uint8)
             dirs, weights = self._directions(info)
             endpoint = self._endpoint_raw(info, point, qtype)
             if endpoint is not None:
@@ -412,10 +437,10 @@ class Perturbation:
         intended = direction if direction is not None else np.zeros_like(base)
         return PerturbedTensor(info, qtype, raw.reshape(info.n_rows, -1), _sums(applied, intended))
 
-    def tensors_at(self, point: Point) -> Iterator[PerturbedTensor]:
-        """Every perturbed tensor at ``point``, in file order."""
+    def tensors_at(self, point: Point, sink: RowSink | None = None) -> Iterator[PerturbedTensor]:
+        """Every perturbed tensor at ``point``, in file order (``sink``: see ``tensor_at``)."""
         for info in self.targets:
-            yield self.tensor_at(info, point)
+            yield self.tensor_at(info, point, sink)
 
     def displacement_at(self, point: Point) -> PointDisplacement:
         """The displacement figures of ``point`` without writing anything."""
@@ -446,8 +471,9 @@ def export_perturbed(
     with atomic_copy(
         perturbation.model, out_path, perturbation.retype, perturbation.origin_bytes
     ) as copy:
-        for tensor in perturbation.tensors_at(point):
-            copy.write_tensor(tensor.info.name, tensor.raw)
+        for tensor in perturbation.tensors_at(point, copy.write_rows):
+            if tensor.raw is not None:
+                copy.write_tensor(tensor.info.name, tensor.raw)
             if on_tensor:
                 on_tensor(tensor.info)
     return Path(out_path)
