@@ -18,7 +18,4 @@ if .venv/bin/python -m pip install -v --no-deps --no-build-isolation -e . 2>&1 \
   exit 1
 fi
 # Every test runs here: a skip not listed in tests/conftest.py's ALLOWED_SKIPS fails the run.
-# Two pytest workers, each taking whole test files (module fixtures are made once): on 2
-# cores a serial run leaves a quarter of the CPU idle in file I/O, gguf-py's reader and
-# Python between llama.cpp calls (docs/TESTING.md).
-VISAGE_NO_SKIPS=1 .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 "$@"
+VISAGE_NO_SKIPS=1 .venv/bin/python -m pytest -q --durations=15 "$@"

@@ -23,6 +23,7 @@ from visage_local.conditions import (
 )
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
+from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
 from visage_local.judges import get_judge
 from visage_local.judges.llm import LLMJudge
@@ -30,7 +31,8 @@ from visage_local.planning import AdaptiveEdges, plan
 from visage_local.prompts import load_prompts
 from visage_local.record import RunFolder
 from visage_local.rejudge import judge_agreement, rejudge
-from visage_local.settings import SweepConfig
+from visage_local.settings import SweepConfig, result_config
+from visage_local.store import config_hash
 from visage_local.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -216,8 +218,9 @@ def test_several_directions_each_in_a_folder_with_figures_across_them(smollm2, t
     low, high = across["visage"]["ci"]
     assert low <= across["visage"]["mean"] <= high
     # direction 0 is the plain sweep's direction: same configuration, same hash
-    plain = run_sweep(base, SweepOptions(tmp_path / "plain"))
-    assert plain.config_hash == results[0][1].config_hash
+    model = GGUFModel(smollm2)
+    plain = result_config(base, model, [d.describe() for d in base.directions(model)])
+    assert config_hash(plain) == results[0][1].config_hash
 
 
 def test_adaptive_order_evaluates_fewer_points_and_budget_skips_then_resumes(smollm2, tmp_path):

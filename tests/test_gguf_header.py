@@ -88,7 +88,9 @@ def test_the_tiny_model_of_every_type_reads_like_gguf_py(tiny_gguf):
     assert_same_as_gguf_py(tiny_gguf)
 
 
-@pytest.mark.parametrize("which", ["smollm2", "qwen", "gemma"])
+# Qwen's header has nothing SmolLM2's (a BPE vocabulary with merges) and Gemma's (the
+# longest token list, 262k) lack; its 20 s went to CI's time budget.
+@pytest.mark.parametrize("which", ["smollm2", "gemma"])
 def test_registry_models_read_like_gguf_py(which, request):
     assert_same_as_gguf_py(request.getfixturevalue(which))
 
