@@ -361,7 +361,9 @@ class Perturbation:
                     steps = [(c, next(blocks)) for c, blocks in streams]
                 raw = self._read_rows(info, first, count)
                 block = (
-                    np.empty((count, row_bytes), np.uint8) if out is None else out[first:][:count]
+                    np.empty((count, row_bytes), np.uint8)
+                    if out is None
+                    else out[first : first + count]
                 )
                 self._move_rows(info, qtype, raw, None, steps, block, parts)
                 if sink is not None:
