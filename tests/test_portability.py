@@ -96,6 +96,8 @@ def test_the_sweep_says_where_the_scratch_copy_goes(small, tmp_path, monkeypatch
 
 
 def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_path, monkeypatch):
+    from dataclasses import replace
+
     from gguf import GGUFReader
 
     from visage_local.prompts import select_prompts
@@ -105,7 +107,27 @@ def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_pat
                           batch_size=4)  # fmt: skip
     # the oracle, from gguf-py's reader: every tensor but the norms, in float32, one direction
     reader = GGUFReader(smollm2)
-    needed = sum(int(t.n_elements) * 4 for t in reader.tensors if "norm" not in t.name)
+    targets = [t for t in reader.tensors if "norm" not in t.name]
+    sizes = [int(t.n_elements) * 4 for t in targets]
+    needed = sum(sizes)
+
+    def moved(tensor, size: int, cache: int) -> int:
+        """Weights, perturbed copy and direction in float32: the whole tensor when its
+        direction fits the cache, else a block of rows of 2**22 values at most."""
+        if size <= cache:
+            return 3 * size
+        per_row = int(tensor.shape[0])
+        return 3 * 4 * min(int(tensor.n_elements), (1 << 22) // per_row * per_row)
+
+    def work(cache: int) -> int:
+        return max(moved(t, size, cache) for t, size in zip(targets, sizes, strict=True))
+
+    def largest_cache(room: int) -> int:
+        """The largest cache c <= needed with c + work(c) <= room, among every value it can
+        take: needed, just below a tensor's direction size, or room less a work figure."""
+        works = {work(c) for c in (0, *sizes)}
+        candidates = {needed, *(s - 1 for s in sizes), *(room - w for w in works)}
+        return max((c for c in candidates if 0 <= c <= needed and c + work(c) <= room), default=0)
 
     def field(key: str) -> int:
         return int(reader.fields[key].parts[-1][0])
@@ -117,18 +139,25 @@ def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_pat
     kv = 4 * (per_token * (batching.TYPICAL_PROMPT_TOKENS + 16) + n_vocab * 4)
     meminfo = tmp_path / "meminfo"
     monkeypatch.setattr(batching, "MEMINFO", meminfo)
-    # one tensor at work: the largest one's weights, perturbed copy and direction, float32
-    working = max(int(t.n_elements) for t in reader.tensors) * 4 * 3
     assert config.coherence  # the coherence scorer maps the original beside the scratch copy
     model = 2 * smollm2.stat().st_size
-    floor = model + kv + working + batching.HEADROOM
-    for extra, expected in ((-(1 << 20), 0), (needed // 3, needed // 3), (10 * needed, needed)):
+    floor = model + kv + batching.HEADROOM
+    blocks, largest = work(0), max(sizes)
+    assert blocks < work(largest)  # the premise: the largest tensor costs more moved whole
+    for extra, expected in (
+        (blocks - (1 << 20), 0),  # not even one block's work fits
+        (blocks + largest // 2, largest // 2),  # the rest of the room; the largest in blocks
+        (work(largest) + 10 * needed, needed),
+    ):
         available = (floor + extra) // 1024 * 1024
         meminfo.write_text(f"MemTotal: 99999999 kB\nMemAvailable: {available // 1024} kB\n")
         budget = direction_cache(config)
-        assert (budget.needed, budget.model, budget.kv, budget.working) == (
-            needed, model, kv, working,
-        )  # fmt: skip
-        assert budget.chosen == max(0, min(needed, available - floor))
+        assert (budget.needed, budget.model, budget.kv) == (needed, model, kv)
+        room = available - floor
+        assert budget.chosen == largest_cache(room)
+        assert budget.working == work(budget.chosen)
         assert abs(budget.chosen - expected) < 1024  # MemAvailable is in kB
-        assert budget.chosen + floor <= available or budget.chosen == 0
+        assert budget.chosen + budget.working <= room or budget.chosen == 0
+    # a cache asked for is kept, with the work it implies
+    asked = direction_cache(replace(config, memory_budget_mb=0))
+    assert (asked.chosen, asked.working) == (0, blocks)

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,22 @@ def sequence_bytes(model: GGUFModel, tokens_per_sequence: int) -> int:
 
 
 @dataclass(frozen=True)
+class TensorWork:
+    """The memory one perturbed tensor takes while it is moved (bytes)."""
+
+    cached_from: int  # the smallest direction cache at which it takes the whole-tensor route
+    whole: int  # its weights, perturbed copy and directions, whole, in float32
+    block: int  # the same for one block of rows, when its directions are drawn in blocks
+
+
+def working_bytes(works: Sequence[TensorWork], cache: int) -> int:
+    """The most memory one tensor's work takes with a direction cache of ``cache`` bytes:
+    a tensor whose directions could be cached takes the whole-tensor route, any other
+    is moved in blocks of rows."""
+    return max((w.whole if w.cached_from <= cache else w.block for w in works), default=0)
+
+
+@dataclass(frozen=True)
 class CacheBudget:
     """How much of the directions a sweep keeps in memory, and why (bytes)."""
 
@@ -132,7 +149,7 @@ class CacheBudget:
     available: int  # when the sweep starts
     model: int  # the scratch copy llama.cpp maps (and the original, for coherence scoring)
     kv: int  # KV cache and logits of the batch
-    working: int  # one tensor's weights, perturbed copy and directions, in float32
+    working: int  # one tensor's work at this cache (``working_bytes``)
     headroom: int = HEADROOM
 
     def describe(self) -> str:
@@ -147,13 +164,27 @@ class CacheBudget:
 
 
 def cache_budget(
-    model_bytes: int, kv_bytes: int, working_bytes: int, needed: int, available: int | None = None
+    model_bytes: int,
+    kv_bytes: int,
+    works: Sequence[TensorWork],
+    needed: int,
+    available: int | None = None,
+    chosen: int | None = None,
 ) -> CacheBudget:
-    """The direction cache that fits beside the model, the KV cache and one tensor's work in
-    ``available`` memory (default: what the machine has now) less HEADROOM: never more than
-    the directions take, never less than nothing."""
+    """The largest direction cache that fits, with the work on one tensor at that cache,
+    beside the model and the KV cache in ``available`` memory (default: what the machine
+    has now) less HEADROOM: never more than the directions take, never less than nothing.
+    A larger cache can cost more than its own bytes: a tensor whose directions it could
+    hold is moved whole, not in blocks. ``chosen``: the cache asked for (--memory-budget)."""
     available = available_memory() if available is None else available
-    room = available - model_bytes - kv_bytes - working_bytes - HEADROOM
+    if chosen is None:
+        room = available - model_bytes - kv_bytes - HEADROOM
+        chosen = 0
+        steps = sorted({0, *(w.cached_from for w in works if w.cached_from <= needed)})
+        for low, high in zip(steps, [*steps[1:], needed + 1], strict=True):
+            fits = min(high - 1, room - working_bytes(works, low))
+            if fits >= low:
+                chosen = max(chosen, fits)
     return CacheBudget(
-        max(0, min(needed, room)), needed, available, model_bytes, kv_bytes, working_bytes
+        chosen, needed, available, model_bytes, kv_bytes, working_bytes(works, chosen)
     )

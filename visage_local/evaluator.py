@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -126,14 +126,11 @@ def evaluator(
     in ``spill_folder``), engine, judge and scorers, all released on exit. ``directions``
     are the config's, when the caller has resolved them already."""
     budget = direction_cache(config)
-    cache_bytes = (
-        budget.chosen if config.memory_budget_mb is None else config.memory_budget_mb << 20
-    )
     perturbation = Perturbation(
         model,
         directions if directions is not None else config.directions(model),
         threads=config.engine.threads,
-        cache_bytes=cache_bytes,
+        cache_bytes=budget.chosen,
         requant=config.requant,
     )
     folder = scratch_folder(scratch_size(model, perturbation), spill_folder)
@@ -168,7 +165,7 @@ def evaluator(
             scorer,
             probe,
             plan,
-            replace(budget, chosen=cache_bytes),
+            budget,
         )
         try:
             yield live

@@ -19,13 +19,20 @@ from visage_local.attacks import Attack
 from visage_local.batching import (
     TYPICAL_PROMPT_TOKENS,
     CacheBudget,
+    TensorWork,
     auto_batch_size,
     cache_budget,
     sequence_bytes,
 )
 from visage_local.capability import CapabilitySettings
 from visage_local.chat import DEFAULT_SYSTEM, SystemPrompt
-from visage_local.directions import GGUF_ONLY, RandomDirection, TensorSelection, selection
+from visage_local.directions import (
+    GGUF_ONLY,
+    RandomDirection,
+    TensorSelection,
+    direction_block_rows,
+    selection,
+)
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
@@ -167,17 +174,25 @@ def sweep_config(
 
 
 def direction_cache(config: SweepConfig, available: int | None = None) -> CacheBudget:
-    """The direction cache a sweep of ``config`` (its batch size set) can keep beside its
-    model copy, its KV cache and the work on its largest tensor, in ``available`` bytes
-    (default: what the machine has now)."""
+    """The direction cache a sweep of ``config`` (its batch size set) keeps beside its
+    model copy, its KV cache and the work on one tensor: ``config.memory_budget_mb`` when
+    set, else what fits in ``available`` bytes (default: what the machine has now)."""
     model = GGUFModel(config.model_path)
     directions = config.directions(model)
     perturbation = Perturbation(model, directions, requant=config.requant)
-    targets = perturbation.targets
-    needed = sum(
-        t.n_elements * 4 * sum(not d.excludes(t.name) for d in directions) for t in targets
-    )
-    largest = max((t.n_elements for t in targets), default=0)
+    works, needed = [], 0
+    for t in perturbation.targets:
+        live = [d for d in directions if not d.excludes(t.name)]
+        needed += t.n_elements * 4 * len(live)
+        random = all(isinstance(d, RandomDirection) for d in live)  # only these are streamed
+        per_value = 4 * (2 + len(directions))
+        works.append(
+            TensorWork(
+                cached_from=t.n_elements * 4 * len(live) if random else 0,
+                whole=t.n_elements * per_value,
+                block=min(t.n_rows, direction_block_rows(t.n_per_row)) * t.n_per_row * per_value,
+            )
+        )
     tokens = TYPICAL_PROMPT_TOKENS + config.max_new_tokens
     if config.thinking == "on":
         tokens += config.max_thinking_tokens
@@ -187,9 +202,10 @@ def direction_cache(config: SweepConfig, available: int | None = None) -> CacheB
         model_bytes=(model.size + perturbation.extra_bytes()) * (2 if config.overlaps else 1)
         + (model.size if config.coherence else 0),
         kv_bytes=config.engine.max_sequences * sequence_bytes(model, tokens),
-        working_bytes=largest * 4 * (2 + len(directions)),
+        works=works,
         needed=needed,
         available=available,
+        chosen=None if config.memory_budget_mb is None else config.memory_budget_mb << 20,
     )
 
 
