@@ -265,16 +265,21 @@ def test_directions_drawn_in_blocks_give_the_cached_routes_bytes(model_fixture, 
     def sink(info, first: int, rows: np.ndarray) -> None:
         blocks.setdefault(info.name, []).append((first, rows.tobytes()))
 
-    for point in (Point(0.3, -0.2), Point(-0.1, 0.0)):
-        for a, b in zip(whole.tensors_at(point), streamed.tensors_at(point), strict=True):
-            assert a.raw.tobytes() == b.raw.tobytes(), a.info.name
-            assert a.displacement.ratio == pytest.approx(b.displacement.ratio, rel=1e-6)
-    for point in (Point(0.3, -0.2), Point(0.0, 0.0)):
+    # without a sink the bytes come back whole; with one, block by block (the origin too)
+    for point, to_sink in (
+        (Point(-0.1, 0.0), False),
+        (Point(0.3, -0.2), True),
+        (Point(0, 0), True),
+    ):
         blocks.clear()
-        for a, c in zip(whole.tensors_at(point), streamed.tensors_at(point, sink), strict=True):
-            assert c.raw is None, a.info.name
+        moved = streamed.tensors_at(point, sink if to_sink else None)
+        for a, c in zip(whole.tensors_at(point), moved, strict=True):
             if not point.is_origin:
                 assert c.displacement.ratio == pytest.approx(a.displacement.ratio, rel=1e-6)
+            if not to_sink:
+                assert a.raw.tobytes() == c.raw.tobytes(), a.info.name
+                continue
+            assert c.raw is None, a.info.name
             firsts = [first for first, _ in blocks[a.info.name]]
             row_bytes = a.raw.nbytes // a.info.n_rows
             sizes = [len(data) // row_bytes for _, data in blocks[a.info.name]]
@@ -283,3 +288,20 @@ def test_directions_drawn_in_blocks_give_the_cached_routes_bytes(model_fixture, 
     assert streamed._scales and not streamed._cache
     assert whole._cache and not whole._scales
     assert model_fixture == "tiny_gguf" or max(len(b) for b in blocks.values()) > 1
+
+
+def test_directions_drawn_ahead_give_the_bytes_drawn_in_turn(tiny_gguf):
+    """tensors_at draws the next tensor's directions on another thread; tensor_at, one
+    tensor at a time, draws each in turn: the same directions and bytes, 1D and 2D."""
+    model = GGUFModel(tiny_gguf)
+    for directions in ([RandomDirection(123)], [RandomDirection(123), RandomDirection(123, 1)]):
+        ahead = Perturbation(model, directions, threads=2, cache_bytes=1 << 34)
+        in_turn = Perturbation(model, directions, threads=2, cache_bytes=1 << 34)
+        assert len(ahead._draws()) == len(ahead.targets) > 1  # the premise: all drawn ahead
+        point = Point(0.3) if len(directions) == 1 else Point(0.3, -0.2)
+        moved = list(ahead.tensors_at(point))
+        for a, info in zip(moved, ahead.targets, strict=True):
+            assert a.raw.tobytes() == in_turn.tensor_at(info, point).raw.tobytes(), info.name
+            for x, y in zip(ahead._cache[info.name], in_turn._cache[info.name], strict=True):
+                assert (x is None and y is None) or x.tobytes() == y.tobytes()
+        assert ahead._draws() == []  # all cached: nothing is drawn again

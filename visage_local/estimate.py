@@ -6,8 +6,10 @@ The estimate comes from a short timing of this model on this machine:
   tensor of median size) are moved to a point: once as the first point draws their
   directions, then LATER_REPEATS times as later points find them cached, the fastest
   kept; and written to the scratch copy. Other tensors of each type are taken to cost
-  the same per value. Random directions the cache cannot hold are drawn again at every
-  point (twice at the first), at the rate the first visits drew;
+  the same per value. Directions the cache keeps are drawn one tensor ahead, beside the
+  other threads' work (``Perturbation.tensors_at``), so the first point takes that work
+  plus the draws' share of the threads. Random directions the cache cannot hold are
+  drawn again at every point (twice at the first), at the rate the first visits drew;
 - generation: the first prompts (up to PROBE_PROMPT_TOKENS tokens) evaluated, then one
   prompt copied into a full batch and decoded PROBE_STEPS steps; every batch is taken
   to evaluate its prompts at that prompt rate and to decode ``max_new_tokens`` steps at
@@ -190,13 +192,19 @@ def time_update(
         return 0.0, 0.0
     first = later = 0.0
     drawn = draw_s = 0.0  # values whose directions the first visits drew, and the seconds
+    ahead = beside = 0.0  # draws a point makes one tensor ahead, and the work they run beside
     for info, share in samples(perturbation.targets):
         perturbation.phases.take()
         t0 = time.perf_counter()
         perturbation.tensor_at(info, point)
         visit = time.perf_counter() - t0
-        draw_s += perturbation.phases.take()["draw"]
+        draw = perturbation.phases.take()["draw"]
+        draw_s += draw
         drawn += info.n_elements * sum(_random(d, info.name) for d in perturbation.directions)
+        if perturbation.draws_ahead(info):
+            ahead += draw * share
+            beside += (visit - draw) * share
+            visit = 0.0  # counted below
         repeats = []
         for _ in range(LATER_REPEATS):  # the first repeats run slower (allocator warming)
             t0 = time.perf_counter()
@@ -209,6 +217,9 @@ def time_update(
         first += (visit + write) * share
         later += (min(repeats) + write) * share
     perturbation.phases.take()  # the probe's work is not a point's
+    # A draw made ahead runs on a thread beside the other threads' work: the point takes
+    # that work plus the draw's share of all threads, and never less than the draws.
+    first += max(ahead, beside + ahead / perturbation.threads)
     # The sampled directions were cached; those the cache cannot hold are drawn again at
     # every point, and twice at the first (once for their norms).
     random_bytes = 4 * sum(

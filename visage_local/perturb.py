@@ -4,7 +4,9 @@ For every perturbed tensor: dequantise to float32, add the scaled directions,
 quantise back with ggml's kernel, to the tensor's own type (requant mode
 ``same``) or to a finer one (``q8_0``, ``f16``). Excluded tensors and, in
 ``same`` mode, the origin (a = b = 0) keep their original bytes untouched. One
-tensor is processed at a time, its rows in chunks on parallel threads. A cache
+tensor is processed at a time, its rows in chunks on parallel threads, while the
+next tensor's random directions are drawn on another (each tensor has its own random
+stream, so the bytes do not depend on which thread draws). A cache
 budget keeps directions in memory between points; random directions that do
 not fit it are drawn block by block (about 16 MiB of rows at a time) at every
 point, so no tensor's direction is ever held whole, and (written through a
@@ -23,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -228,9 +231,11 @@ class Perturbation:
         self._cache: dict[str, list[np.ndarray | None]] = {}
         self._scales: dict[str, list[list[np.float32] | None]] = {}
 
-    def _directions(self, info: TensorInfo) -> tuple[list[np.ndarray | None], np.ndarray | None]:
+    def _directions(
+        self, info: TensorInfo, ahead: Future | None = None
+    ) -> tuple[list[np.ndarray | None], np.ndarray | None]:
         """The directions on one tensor, whole, and its dequantised weights when they had
-        to be read.
+        to be read; ``ahead``: ``_whole`` of the tensor, computed on another thread.
 
         Directions are kept in memory while the cache budget allows: drawing one
         costs far more than dequantising the weights again.
@@ -238,15 +243,21 @@ class Perturbation:
         cached = self._cache.get(info.name)
         if cached is not None:
             return cached, None
-        weights = self._dequantize_rows(info, 0, info.n_rows)
-        n_slices = slices(info.name, info.shape)
-        with self.phases.timed("draw"):
-            dirs = [d.tensor(info.name, weights, n_slices) for d in self.directions]
+        dirs, weights = self._whole(info, self.threads) if ahead is None else ahead.result()
         size = sum(d.nbytes for d in dirs if d is not None)
         if size <= self._cache_left:
             self._cache_left -= size
             self._cache[info.name] = dirs
         return dirs, weights
+
+    def _whole(self, info: TensorInfo, threads: int) -> tuple[list[np.ndarray | None], np.ndarray]:
+        """The tensor's dequantised weights (on ``threads`` threads) and its directions."""
+        raw = self._read_rows(info, 0, info.n_rows)
+        with self.phases.timed("dequantize", threads):
+            weights = quant.dequantize(raw, info.qtype, info.n_per_row, threads)
+        n_slices = slices(info.name, info.shape)
+        with self.phases.timed("draw"):
+            return [d.tensor(info.name, weights, n_slices) for d in self.directions], weights
 
     def _streamed(self, info: TensorInfo) -> bool:
         """True when the tensor's directions are drawn in blocks of rows at every point:
@@ -327,7 +338,11 @@ class Perturbation:
         return quant.quantize(values, qtype, self.threads)
 
     def tensor_at(
-        self, info: TensorInfo, point: Point, sink: RowSink | None = None
+        self,
+        info: TensorInfo,
+        point: Point,
+        sink: RowSink | None = None,
+        ahead: Future | None = None,
     ) -> PerturbedTensor:
         """The tensor's bytes at ``point`` and the displacement they apply.
 
@@ -336,7 +351,8 @@ class Perturbation:
         blocks of rows, so a tensor's direction is never held whole; given a
         ``sink``, such a tensor's bytes, and the bytes of a tensor at the origin, go
         to it block by block as they are made (the result's ``raw`` is None), so
-        they are not held whole either.
+        they are not held whole either. ``ahead``: its weights and directions, prepared
+        ahead (``tensors_at``).
         """
         qtype = self.output_type(info)
         if point.is_origin or info.name not in self._target_names:
@@ -370,7 +386,7 @@ class Perturbation:
                     sink(info, first, block)
         else:
             out = np.empty((info.n_rows, row_bytes), dtype=np.uint8)
-            dirs, weights = self._directions(info)
+            dirs, weights = self._directions(info, ahead)
             endpoint = self._endpoint_raw(info, point, qtype)
             if endpoint is not None:
                 return self._endpoint_tensor(info, qtype, endpoint, dirs[0], weights)
@@ -440,9 +456,59 @@ class Perturbation:
         return PerturbedTensor(info, qtype, raw.reshape(info.n_rows, -1), _sums(applied, intended))
 
     def tensors_at(self, point: Point, sink: RowSink | None = None) -> Iterator[PerturbedTensor]:
-        """Every perturbed tensor at ``point``, in file order (``sink``: see ``tensor_at``)."""
+        """Every perturbed tensor at ``point``, in file order (``sink``: see ``tensor_at``).
+
+        Random directions drawn whole (those the cache will keep) are drawn, with the
+        weights they are scaled to, one tensor ahead on a thread of their own while the
+        tensor before is moved: a Gaussian draw runs on one core, and each tensor's
+        comes from its own stream, so the bytes are those drawn in turn."""
+        ahead = [] if point.is_origin else self._draws()
+        if not ahead:
+            for info in self.targets:
+                yield self.tensor_at(info, point, sink)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="draw") as pool:
+            queue = iter(ahead)
+            prepared: dict[str, Future] = {}
+
+            def prepare_next() -> None:
+                info = next(queue, None)
+                if info is not None:
+                    prepared[info.name] = pool.submit(self._whole, info, 1)
+
+            prepare_next()
+            for info in self.targets:
+                future = prepared.pop(info.name, None)
+                if future is not None:
+                    prepare_next()
+                yield self.tensor_at(info, point, sink, future)
+
+    def _draws(self) -> list[TensorInfo]:
+        """The tensors, in file order, whose random directions the next visit draws whole:
+        not cached yet, and (as ``_directions`` will decide) fitting what is left of the
+        cache, so a draw made ahead takes memory the cache would take anyway."""
+        left, draws = self._cache_left, []
         for info in self.targets:
-            yield self.tensor_at(info, point, sink)
+            if info.name in self._cache or info.name in self._scales:
+                continue
+            live = [d for d in self.directions if not d.excludes(info.name)]
+            size = info.n_elements * 4 * len(live)
+            if size > left:
+                continue  # streamed (random) or moved whole uncached (other directions)
+            left -= size
+            if live and all(isinstance(d, RandomDirection) for d in live):
+                draws.append(info)
+        return draws
+
+    def draws_ahead(self, info: TensorInfo) -> bool:
+        """True when a point's first visit draws the tensor's directions ahead (its
+        random directions are cached whole)."""
+        live = [d for d in self.directions if not d.excludes(info.name)]
+        return (
+            info.name in self._cache
+            and bool(live)
+            and all(isinstance(d, RandomDirection) for d in live)
+        )
 
     def displacement_at(self, point: Point) -> PointDisplacement:
         """The displacement figures of ``point`` without writing anything."""
