@@ -198,7 +198,7 @@ def qwen_run(qwen, advbench, tmp_path_factory) -> Path:
         writer.writerows([goal, _category(i)] for i, goal in enumerate(goals))
     out = folder / "run"
     result = run("sweep", qwen, "--prompts", prompts, "--category-column", "group", "--steps",
-                 "2", "--range", "0.45", "--max-new-tokens", "16", "--no-early-stop",
+                 "2", "--range", "0.45", "--max-new-tokens", "8", "--no-early-stop",
                  "--no-coherence", "--threads", "2", "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     (folder / "output.txt").write_text(result.output)

@@ -13,7 +13,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["sweep", "--steps", "2", "--limit", "3", "--max-new-tokens", "24", "--threads", "2"]
+ARGS = ["sweep", "--steps", "2", "--limit", "3", "--max-new-tokens", "24", "--threads", "2",
+        "--no-coherence"]  # fmt: skip
 
 
 def _command(out: Path) -> list[str]:

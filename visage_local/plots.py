@@ -5,19 +5,26 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from visage_local.record import RunSummary  # noqa: E402
+from visage_local.record import RunSummary
 
 SERIES_STYLES = {
     "harmful compliance": dict(color="#8e44ad", linestyle="--"),
     "incoherent answers": dict(color="#7f8c8d", linestyle=":"),
     "benign prompts refused": dict(color="#2980b9", linestyle="-."),
 }
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn
+    (it takes half a second, which every command would pay at start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_1d(
@@ -35,6 +42,7 @@ def plot_1d(
     order = np.argsort(alphas)
     x = np.asarray(alphas)[order]
     y = np.asarray(asr)[order]
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     if asr_band is not None:
         band = np.asarray(asr_band, dtype=float)[order]
@@ -72,6 +80,7 @@ def plot_2d(
     ``grid_asr[j, i]`` is the ASR at alpha = alphas[i], beta = betas[j] (NaN where missing).
     """
     a, b = np.meshgrid(alphas, betas)
+    plt = _pyplot()
     fig = plt.figure(figsize=(15, 4.4), dpi=110)
     ax1 = fig.add_subplot(1, 3, 1)
     mesh = ax1.pcolormesh(a, b, grid_asr, cmap="RdYlGn_r", vmin=0, vmax=100, shading="nearest")
@@ -112,6 +121,7 @@ def plot_2d(
 def plot_runs_1d(runs: list[tuple[str, RunSummary]], title: str, path: Path) -> None:
     """Several 1D landscapes on one figure: ASR on top; the displacement's norm ratio and
     cosine (how closely requantised weights follow the direction) below."""
+    plt = _pyplot()
     fig, (top, ratio_ax, cos_ax) = plt.subplots(
         3, 1, figsize=(6.4, 7.2), dpi=110, sharex=True, height_ratios=[2, 1, 1]
     )
@@ -146,6 +156,7 @@ def plot_runs_1d(runs: list[tuple[str, RunSummary]], title: str, path: Path) -> 
 def plot_conditions_1d(runs: list[tuple[str, RunSummary]], title: str, path: Path) -> None:
     """Landscapes of several conditions on one grid: ASR (solid) and harmful compliance
     (dashed, when measured) per condition, VISAGE in the legend."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for (label, summary), color in zip(runs, colors, strict=False):
@@ -172,6 +183,7 @@ def plot_conditions_1d(runs: list[tuple[str, RunSummary]], title: str, path: Pat
 def plot_training_curve(losses: list[float], title: str, path: Path) -> None:
     """Training loss per step, with a 10-step moving average."""
     steps = np.arange(len(losses))
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
     ax.plot(steps, losses, color="#bdc3c7", linewidth=1, label="loss per step")
     if len(losses) >= 10:
@@ -203,6 +215,7 @@ def plot_capability_1d(
     def series(values):
         return np.array([np.nan if v is None else v for v in values], dtype=float)[order]
 
+    plt = _pyplot()
     fig, left = plt.subplots(figsize=(6.4, 3.8), dpi=110)
     left.plot(x, series(asr), marker="o", markersize=3.5, color="#c0392b", label="ASR (%)")
     left.plot(x, series(capability["mcq_accuracy"]), marker="s", markersize=3.5,
@@ -237,6 +250,7 @@ def plot_capability_2d(
     """Side-by-side 3D surfaces over (alpha, beta), one per figure in ``surfaces``
     (label -> grid with ``grid[j, i]`` at alpha = alphas[i], beta = betas[j])."""
     a, b = np.meshgrid(alphas, betas)
+    plt = _pyplot()
     fig = plt.figure(figsize=(4.2 * len(surfaces), 4.2), dpi=110)
     for k, (label, grid) in enumerate(surfaces.items(), start=1):
         ax = fig.add_subplot(1, len(surfaces), k, projection="3d")
@@ -264,6 +278,7 @@ def plot_screen(
     if visage is not None and visage_ci is not None:
         panels.append(("VISAGE", visage, visage_ci, "#1e8449"))
     height = 1.2 + 0.38 * len(names)
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.4, height), dpi=110,
                              sharey=True, squeeze=False)  # fmt: skip
     y = np.arange(len(names))[::-1]

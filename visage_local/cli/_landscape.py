@@ -29,7 +29,7 @@ from visage_local.evaluator import SCRATCH_DIR, PointOutcome, scratch_folder
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
 from visage_local.landscape import deviation_text, headline
-from visage_local.planning import PointOrder
+from visage_local.planning import PointOrder, plan
 from visage_local.prompts import select_prompts
 from visage_local.record import RunSummary
 from visage_local.settings import (
@@ -178,7 +178,7 @@ def run_landscape(
         variants = direction_variants(config, n_directions)
     else:
         variants = condition_variants(config, conditions)
-    n_points = len(grid.points())
+    n_points = len(plan(grid))  # the origin too, where the grid misses it
     click.echo(
         f"{model_path.name}: {n_points} points x {n_sequences(config)} prompts"
         f"{f' x {len(variants)} runs' if len(variants) > 1 else ''}, "
