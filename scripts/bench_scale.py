@@ -12,15 +12,18 @@ this process samples the child's peak resident memory (VmHWM). From the run fold
 Then, in this process and on the same threads, requantisation against ggml's own
 kernel: each type's middle-layer tensor quantised by visage-local's threaded route
 (``quant.quantize``, ``--threads`` threads) against one ggml_quantize_chunk call over
-the whole tensor on one thread, times the threads. Plots seconds per point and peak
+the whole tensor on one thread, times the threads, and against ggml alone on the same
+threads (one call per thread, no Python between: what the cores give together). Plots seconds per point and peak
 memory against parameter count. With ``--reference``, only the sweep's own estimate of
-the reference setting is printed (timed, nothing run).
+the reference setting is printed (timed, nothing run); with ``--kernels``, only the
+requantisation rates are measured. ``--json`` keeps the other models' figures.
 
     .venv/bin/python scripts/make_models.py --scale llama-3.2-1b --scale llama-3.2-3b
     .venv/bin/python scripts/make_models.py --scale llama-3.1-8b --type Q4_K_M
     .venv/bin/python scripts/bench_scale.py models/synthetic/scale/*.gguf --plot docs/img/bench-scale.png
     .venv/bin/python scripts/bench_scale.py --reference models/synthetic/scale/llama-3.1-8b.Q4_K_M.gguf
     .venv/bin/python scripts/bench_scale.py --from-json bench.json --plot bench-scale.png
+    .venv/bin/python scripts/bench_scale.py --kernels models/synthetic/scale/*.gguf --json bench.json
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +87,7 @@ def kernel_ratio(model: GGUFModel, threads: int) -> list[dict]:
         qtype = info.qtype
         ours = min(_timed(quant.quantize, values, qtype, threads) for _ in range(3))
         kernel = min(_timed(_one_call, values, int(qtype)) for _ in range(3))
+        split = min(_timed(_split_calls, values, int(qtype), threads) for _ in range(3))
         rows.append(
             {
                 "type": info.qtype.name,
@@ -91,9 +96,21 @@ def kernel_ratio(model: GGUFModel, threads: int) -> list[dict]:
                 "ours_rate": info.n_elements / ours,
                 "kernel_rate": info.n_elements / kernel,
                 "ratio": (info.n_elements / ours) / (threads * info.n_elements / kernel),
+                # ggml alone on the same threads: what the machine's cores give together
+                "split_rate": info.n_elements / split,
+                "split_ratio": split / ours,
             }
         )
     return rows
+
+
+def _split_calls(values: np.ndarray, type_id: int, threads: int) -> None:
+    """One ggml_quantize_chunk call per thread over an equal share of the rows, no Python
+    between (ctypes releases the GIL): the most ``threads`` threads of ggml can do here."""
+    share = -(-len(values) // threads)
+    parts = [values[i : i + share] for i in range(0, len(values), share)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda part: _one_call(np.ascontiguousarray(part), type_id), parts))
 
 
 def _timed(work, *args) -> float:
@@ -187,10 +204,17 @@ def report(result: dict, threads: int) -> None:
     print("  estimate / actual    " + "  ".join(
         f"{k} {e[k]:.1f}/{a[k]:.1f}={e[k] / a[k]:.2f}" for k in
         ("first_update_s", "update_s", "prefill_s", "decode_s", "point_s") if a.get(k)))  # fmt: skip
-    for k in result["kernel"]:
+    print_kernels(result["kernel"], threads)
+
+
+def print_kernels(rows: list[dict], threads: int) -> None:
+    """One line per type: our rate against ggml's."""
+    for k in rows:
         print(f"  requantise {k['type']:7s} ({k['tensor']}): ours {k['ours_rate'] / 1e6:7.1f} M/s "
               f"on {threads} threads, ggml {k['kernel_rate'] / 1e6:7.1f} M/s on one;"
-              f" ratio to ggml x {threads} = {k['ratio']:.2f}")  # fmt: skip
+              f" ratio to ggml x {threads} = {k['ratio']:.2f}"
+              + (f", to ggml alone on {threads} ({k['split_rate'] / 1e6:.1f} M/s) = "
+                 f"{k['split_ratio']:.2f}" if "split_rate" in k else ""))  # fmt: skip
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -259,6 +283,21 @@ def _type(result: dict) -> str:
     return result["model"].split(".")[-2]
 
 
+def kernels(args: argparse.Namespace) -> None:
+    """Measure and print only the requantisation rates; with ``--json``, store them in
+    each model's entry (which a whole run wrote before)."""
+    stored = json.loads(args.json.read_text()) if args.json else []
+    for path in args.models:
+        rows = kernel_ratio(GGUFModel(path), args.threads)
+        print(f"\n{path.name}, {args.threads} threads")
+        print_kernels(rows, args.threads)
+        for result in stored:
+            if result["model"] == path.name:
+                result["kernel"] = rows
+    if args.json:
+        args.json.write_text(json.dumps(stored, indent=1))
+
+
 def main() -> None:
     """Parse arguments, benchmark each model, print and plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -275,8 +314,15 @@ def main() -> None:
         action="store_true",
         help="only print the sweep's estimate of the reference setting",
     )
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="only the requantisation rates (with --json: replace each model's kernel figures)",
+    )
     parser.add_argument("--plot", type=Path)
-    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--json", type=Path, help="write every figure here (models measured again replace theirs)"
+    )
     parser.add_argument("--from-json", type=Path, help="report and plot a --json file again")
     args = parser.parse_args()
     if args.from_json:
@@ -292,6 +338,9 @@ def main() -> None:
             print(f"{path.name}, reference setting: "
                   f"{estimate.describe()}")  # fmt: skip
         return
+    if args.kernels:
+        kernels(args)
+        return
     print(f"{args.prompts} prompts, {args.tokens} new tokens, no early stop, a = +-{args.alpha}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -299,6 +348,13 @@ def main() -> None:
             results.append(bench(path, args, Path(tmp)))
             report(results[-1], args.threads)
     if args.json:
+        # a model measured again replaces its earlier figures; the others are kept
+        earlier = json.loads(args.json.read_text()) if args.json.exists() else []
+        measured = {r["model"]: r for r in results}
+        known = {r["model"] for r in earlier}
+        results = [measured.pop(r["model"], r) for r in earlier] + [
+            r for r in results if r["model"] not in known
+        ]
         args.json.write_text(json.dumps(results, indent=1))
     if args.plot:
         plot(results, args.plot)
