@@ -190,45 +190,45 @@ def time_update(
     the scratch copy is left as it was."""
     if point is None:
         return 0.0, 0.0
-    first = later = 0.0
-    drawn = draw_s = 0.0  # values whose directions the first visits drew, and the seconds
-    ahead = beside = 0.0  # draws a point makes one tensor ahead, and the work they run beside
+    first = later = 0.0  # every sampled tensor's work but drawing, extrapolated
+    draws = draw_s = 0.0  # values drawn once over (a streamed first visit draws twice), seconds
     for info, share in samples(perturbation.targets):
+        values = info.n_elements * sum(_random(d, info.name) for d in perturbation.directions)
         perturbation.phases.take()
         t0 = time.perf_counter()
         perturbation.tensor_at(info, point)
         visit = time.perf_counter() - t0
         draw = perturbation.phases.take()["draw"]
         draw_s += draw
-        drawn += info.n_elements * sum(_random(d, info.name) for d in perturbation.directions)
-        if perturbation.draws_ahead(info):
-            ahead += draw * share
-            beside += (visit - draw) * share
-            visit = 0.0  # counted below
+        # kept whole in the cache: drawn once; else drawn in blocks, for the norms and again
+        draws += values * (1 if perturbation.draws_ahead(info) else 2)
         repeats = []
         for _ in range(LATER_REPEATS):  # the first repeats run slower (allocator warming)
             t0 = time.perf_counter()
             moved = perturbation.tensor_at(info, point)
-            repeats.append(time.perf_counter() - t0)
+            # a tensor drawn in blocks draws again: counted below with every such tensor
+            repeats.append(time.perf_counter() - t0 - perturbation.phases.take()["draw"])
         t0 = time.perf_counter()
         scratch.write_tensor(info.name, moved.raw)
         write = time.perf_counter() - t0
         scratch.write_tensor(info.name, perturbation.origin_bytes(info))  # put back
-        first += (visit + write) * share
+        first += (visit - draw + write) * share
         later += (min(repeats) + write) * share
     perturbation.phases.take()  # the probe's work is not a point's
-    # A draw made ahead runs on a thread beside the other threads' work: the point takes
-    # that work plus the draw's share of all threads, and never less than the draws.
-    first += max(ahead, beside + ahead / perturbation.threads)
-    # The sampled directions were cached; those the cache cannot hold are drawn again at
-    # every point, and twice at the first (once for their norms).
-    random_bytes = 4 * sum(
+    per_value = draw_s / draws if draws else 0.0  # one draw
+    random_values = sum(
         t.n_elements * sum(_random(d, t.name) for d in perturbation.directions)
         for t in perturbation.targets
     )
-    redrawn = max(0, random_bytes - perturbation.cache_bytes) / 4
-    per_value = draw_s / drawn if drawn else 0.0
-    return first + redrawn * per_value, later + redrawn * per_value
+    kept = min(random_values, perturbation.cache_bytes // 4)
+    redrawn = random_values - kept
+    # The directions the cache keeps are drawn once, one tensor ahead on a thread beside
+    # the other threads' work: the point takes that work plus the draws' share of all
+    # threads, and never less than the draws. Those it cannot hold are drawn in blocks at
+    # every point, twice at the first (once for their norms).
+    ahead = kept * per_value
+    first = max(ahead, first + ahead / perturbation.threads) + 2 * redrawn * per_value
+    return first, later + redrawn * per_value
 
 
 def _random(direction: Direction, tensor_name: str) -> bool:
