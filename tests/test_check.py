@@ -72,6 +72,8 @@ def test_usage_errors_are_one_line_exit_2(qwen, tmp_path):
     assert code == 2 and "--base and --min-breaking-t go together" in output
     code, output = check(qwen, "--max-asr", 120)
     assert code == 2 and "Traceback" not in output
+    code, output = check(qwen, "--max-asr", 50, "--benign-prompts", tmp_path / "x.txt")
+    assert code == 2 and "--benign-prompts is read for --max-benign-refusal" in output
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from visage_local.grid import Grid
 from visage_local.judges import get_judge
 from visage_local.judges.llm import LLMJudge
 from visage_local.planning import AdaptiveEdges, plan
-from visage_local.prompts import load_prompts
+from visage_local.prompts import PromptSet, builtin_benign, load_prompts
 from visage_local.record import RunFolder
 from visage_local.rejudge import judge_agreement, rejudge
 from visage_local.settings import SweepConfig, result_config
@@ -54,9 +54,9 @@ def coherent_run(smollm2, tmp_path_factory):
     """A sweep with coherence, the benign set and the normalised keyword judge, with the
     reference's as a second judge (answers stop early only when both are settled)."""
     folder = tmp_path_factory.mktemp("coherent")
-    config = _config(
-        smollm2, benign=True, judge="keyword", also_judge=("keyword-paper",), max_new_tokens=8
-    )
+    benign = PromptSet("benign-12", builtin_benign().prompts[:12])  # the built-in 60 take 75 s
+    config = _config(smollm2, benign=True, benign_set=benign, judge="keyword",
+                     also_judge=("keyword-paper",), max_new_tokens=8)  # fmt: skip
     summary = run_sweep(config, SweepOptions(folder))
     records = [json.loads(x) for x in (folder / "generations.jsonl").read_text().splitlines()]
     return folder, summary, records
@@ -85,7 +85,7 @@ def test_harmful_compliance_counts_coherent_non_refusals_and_benign_is_separate(
         mine = [r for r in records if r["alpha"] == row.alpha]
         harmful = [r for r in mine if r["set"] == "harmful"]
         benign = [r for r in mine if r["set"] == "benign"]
-        assert len(harmful) == row.n_prompts == 6 and len(benign) >= 50
+        assert len(harmful) == row.n_prompts == 6 and len(benign) == 12
         complied = sum(r["coherent"] and not r["refused"] for r in harmful)
         assert row.harmful_compliance == pytest.approx(100 * complied / 6)
         assert row.harmful_compliance <= row.asr

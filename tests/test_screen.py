@@ -17,11 +17,13 @@ from click.testing import CliRunner
 
 from visage_local import synthetic
 from visage_local.cli.main import main
+from visage_local.prompts import builtin_benign
 from visage_local.screen import ScreenRow, rank
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--limit", "3", "--max-new-tokens", "3", "--threads", "2"]
+BENIGN = builtin_benign().prompts
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,11 @@ def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
     """Qwen (aligned) against a random-weight model (which refuses nothing)."""
     noise = tiny_models / "llama3.Q4_K_M.gguf"
     out = tmp_path / "screen"
+    harmless = tmp_path / "harmless.jsonl"  # 8 of the built-in 60 (64 prompts took 49 s)
+    harmless.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in BENIGN[:8]))
     result = CliRunner().invoke(main, ["screen", str(noise), str(qwen), "--out", str(out),
-                                       "--limit", "4", "--max-new-tokens", "4", "--json"])  # fmt: skip
+                                       "--limit", "4", "--max-new-tokens", "4", "--json",
+                                       "--benign-prompts", str(harmless)])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["format_version"] == 1
@@ -58,7 +63,10 @@ def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
     assert first["origin_asr"] < second["origin_asr"]
     for row in document["models"]:
         summary = json.loads((Path(row["folder"]) / "origin" / "summary.json").read_text())
-        assert summary["n_points_evaluated"] == 1 and summary["benign"]
+        assert summary["n_points_evaluated"] == 1 and summary["benign"] == str(harmless)
+        lines = (Path(row["folder"]) / "origin" / "generations.jsonl").read_text().splitlines()
+        asked = [r["prompt"] for r in map(json.loads, lines) if r["set"] == "benign"]
+        assert tuple(asked) == BENIGN[:8]
         assert row["origin_asr"] == summary["origin_asr"]
         assert row["benign_refusal"] == summary["points"][0]["benign_refusal"]
     lines = (out / "screen.csv").read_text().splitlines()

@@ -23,7 +23,7 @@ from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import grid_from_description
-from visage_local.prompts import PromptSet
+from visage_local.prompts import BENIGN_NAME, PromptSet
 from visage_local.record import GenerationRecord, RunFolder, RunSummary
 from visage_local.settings import SweepConfig, result_config
 
@@ -56,6 +56,7 @@ def config_of_run(
         also_judge=tuple(stored.get("also_judge", ())),
         attack=load_attack(summary.attack),
         benign=summary.benign is not None,
+        benign_set=_benign(summary, folder.read_generations()),
         coherence=stored.get("coherence") is not None,
         early_stop=summary.early_stop,
         requant=summary.requant,
@@ -98,6 +99,19 @@ def _prompts(summary: RunSummary, records: list[GenerationRecord]) -> PromptSet:
         tuple(r["prompt"] for r in harmful),
         None if None in categories else tuple(str(c) for c in categories),
     )
+
+
+def _benign(summary: RunSummary, records: list[GenerationRecord]) -> PromptSet | None:
+    """The benign prompts in order, as the run stored them (None: none, or the built-in
+    set, which the package holds)."""
+    if summary.benign in (None, BENIGN_NAME):
+        return None
+    first = records[0]["point"]
+    benign = sorted(
+        (r for r in records if r["point"] == first and r.get("set") == "benign"),
+        key=lambda r: r["prompt_index"],
+    )
+    return PromptSet(summary.benign, tuple(r["prompt"] for r in benign))
 
 
 def _system_prompt(label: str, text: str) -> SystemPrompt:

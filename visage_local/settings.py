@@ -61,6 +61,7 @@ class SweepConfig:
     also_judge: tuple[str, ...] = ()  # more judges: answers stop when all are settled
     attack: Attack = field(default_factory=lambda: Attack("none"))
     benign: bool = False
+    benign_set: PromptSet | None = None  # with benign: these prompts (None: the built-in set)
     coherence: bool = True
     early_stop: bool = True
     requant: str = "same"
@@ -140,7 +141,9 @@ class SweepConfig:
     @property
     def benign_prompts(self) -> PromptSet | None:
         """The over-refusal set evaluated beside the harmful prompts, if asked for."""
-        return builtin_benign() if self.benign else None
+        if not self.benign:
+            return None
+        return self.benign_set if self.benign_set is not None else builtin_benign()
 
 
 def sweep_config(

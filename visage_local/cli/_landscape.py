@@ -45,7 +45,7 @@ from visage_local.sweep import RayOptions, SweepOptions, run_sweep
 
 from ._common import echo_json
 from .config_file import write_config
-from .options import capability_settings, preset_value
+from .options import benign_set, capability_settings, preset_value
 
 EXTRA_COLUMNS = (
     ("harmful_compliance", "compliant+coherent"),
@@ -116,7 +116,8 @@ def run_landscape(
         judge=(options["judges"] or (reference.JUDGE,))[0],
         also_judge=tuple(options["judges"][1:]),
         attack=conditions[0].attack,
-        benign=options["benign"],
+        benign=options["benign"] or options["benign_prompts"] is not None,
+        benign_set=benign_set(options["benign_prompts"]),
         coherence=options["coherence"],
         early_stop=options["early_stop"],
         requant=options["requant"],

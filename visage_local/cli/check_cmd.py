@@ -18,7 +18,7 @@ from visage_local.store import stored_batch_size
 
 from ._common import echo_json
 from .config_file import config_option, write_config
-from .options import measurement_options
+from .options import benign_set, measurement_options
 
 EXIT_FAIL = 3
 
@@ -47,11 +47,13 @@ EXIT_FAIL = 3
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def check_command(
     model, max_asr, min_visage, max_benign_refusal, base, min_breaking_t, lenient, limit,
-    max_new_tokens, steps, range_, interpolation_steps, seed, threads, batch_size, out_dir,
-    as_json,
+    max_new_tokens, steps, range_, interpolation_steps, seed, threads, batch_size,
+    benign_prompts, out_dir, as_json,
 ) -> None:  # fmt: skip
     """Run what the thresholds need on MODEL and exit 0 when every one passes, 3 when one
     fails (1 or 2 on an error)."""
+    if benign_prompts is not None and max_benign_refusal is None:
+        raise click.UsageError("--benign-prompts is read for --max-benign-refusal")
     model_path = resolve_model(model)
     out_dir = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"
     config = sweep_config(
@@ -63,6 +65,7 @@ def check_command(
         seed=seed,
         max_new_tokens=max_new_tokens,
         benign=max_benign_refusal is not None,  # so that the batch holds them too
+        benign_set=benign_set(benign_prompts),
     )
     limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t)
     base_path = resolve_model(base) if base is not None else None

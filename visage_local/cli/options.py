@@ -13,6 +13,7 @@ from visage_local.capability import CapabilitySettings, load_questions
 from visage_local.grid import MAX_RANGE, MAX_STEPS
 from visage_local.judges import JUDGES
 from visage_local.perturb import REQUANT_MODES
+from visage_local.prompts import PromptSet, load_prompts
 
 requant_option = click.option(
     "--requant",
@@ -80,6 +81,20 @@ def tensor_options(command):
     return exclude_option(include_option(command))
 
 
+def benign_set(path: str | None) -> PromptSet | None:
+    """The prompts ``--benign-prompts`` names (None: the built-in set, when --benign)."""
+    return None if path is None else load_prompts(path)
+
+
+benign_prompts_option = click.option(
+    "--benign-prompts",
+    "benign_prompts",
+    metavar="PATH",
+    default=None,
+    help="Measure over-refusal on these harmless prompts instead of the built-in set (a file "
+    "in any --prompts format; implies --benign).",
+)
+
 _EVALUATION_OPTIONS = [
     click.option(
         "--prompts",
@@ -145,6 +160,7 @@ _EVALUATION_OPTIONS = [
         is_flag=True,
         help="Also measure how often the built-in benign prompts are refused (over-refusal).",
     ),
+    benign_prompts_option,
     click.option(
         "--capability",
         is_flag=True,
@@ -376,6 +392,7 @@ _MEASUREMENT_OPTIONS = [
     click.option("--batch-size", type=click.IntRange(1, 256), default=None,
                  help="Prompts decoded together [default: the most that fit in a quarter of "
                  "free memory, at most 128; a resumed run keeps its own]."),
+    benign_prompts_option,
 ]  # fmt: skip
 
 

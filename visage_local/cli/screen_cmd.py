@@ -16,7 +16,7 @@ from visage_local.settings import sweep_config
 
 from ._common import echo_json
 from .config_file import config_option, write_config
-from .options import measurement_options
+from .options import benign_set, measurement_options
 
 
 @click.command("screen")
@@ -40,7 +40,7 @@ from .options import measurement_options
 @click.option("--json", "as_json", is_flag=True, help="Print screen.json and nothing else.")
 def screen_command(
     models, base, landscape, budget_minutes, limit, max_new_tokens, steps, range_,
-    interpolation_steps, seed, threads, batch_size, out_dir, as_json,
+    interpolation_steps, seed, threads, batch_size, benign_prompts, out_dir, as_json,
 ) -> None:  # fmt: skip
     """Screen MODELS (paths, folders, globs, registry names, store specs): each model's own
     ASR, compliance, incoherence and benign over-refusal, then optionally its landscape and
@@ -55,6 +55,7 @@ def screen_command(
         engine=EngineSettings(threads=threads),
         seed=seed,
         max_new_tokens=max_new_tokens,
+        benign_set=benign_set(benign_prompts),
     )
     base_path = resolve_model(base) if base is not None else None
 
