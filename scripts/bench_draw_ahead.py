@@ -1,0 +1,72 @@
+"""Whether drawing the next tensor's directions ahead pays on this machine.
+
+A sweep's first point away from the origin draws every direction the cache keeps. Two
+ways, side by side in one process, alternating, on fresh perturbations with a cache
+that holds every direction:
+
+- **in turn**: ``Perturbation.tensor_at`` for each tensor, drawing its directions
+  when it is reached;
+- **ahead**: ``Perturbation.tensors_at``, as the sweep moves a point: the next
+  tensor's weights and directions are prepared on a thread of their own while this
+  one is moved.
+
+Prints the wall time of each, the phases' thread-seconds, the ratio of the means, and
+whether the bytes are the same.
+
+    .venv/bin/python scripts/bench_draw_ahead.py models/qwen2.5-coder-0.5b-instruct.gguf
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import time
+from pathlib import Path
+
+from visage_local.directions import RandomDirection
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import Point
+from visage_local.perturb import Perturbation
+
+
+def first_point(model: GGUFModel, ahead: bool, threads: int) -> tuple[float, dict, str]:
+    """Seconds to move every tensor to a = 0.45 from nothing drawn, the phases'
+    thread-seconds, and a digest of the bytes."""
+    perturbation = Perturbation(model, [RandomDirection(123)], threads, cache_bytes=1 << 40)
+    point, digest = Point(0.45), hashlib.sha256()
+    start = time.perf_counter()
+    if ahead:
+        moved = perturbation.tensors_at(point)
+    else:
+        moved = (perturbation.tensor_at(info, point) for info in perturbation.targets)
+    for tensor in moved:
+        digest.update(tensor.raw.tobytes())
+    seconds = time.perf_counter() - start
+    return seconds, perturbation.phases.take(), digest.hexdigest()
+
+
+def main() -> None:
+    """Parse arguments, time both ways, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    model = GGUFModel(args.model)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    digests = set()
+    for _ in range(args.repeats):
+        for ahead in (False, True):
+            seconds, phases, digest = first_point(model, ahead, args.threads)
+            times[ahead].append(seconds)
+            digests.add(digest)
+            busy = " ".join(f"{k} {v:.1f}" for k, v in phases.items() if v >= 0.05)
+            print(f"{'ahead  ' if ahead else 'in turn'} {seconds:6.1f} s   thread-s: {busy}")
+    turn, ahead = statistics.mean(times[False]), statistics.mean(times[True])
+    print(f"\n{args.model.name}, {args.threads} threads: in turn {turn:.1f} s, ahead {ahead:.1f} s,"
+          f" ratio {ahead / turn:.2f}; bytes {'identical' if len(digests) == 1 else 'DIFFER'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
