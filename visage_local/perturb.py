@@ -271,10 +271,12 @@ class Perturbation:
             return False
         if info.name in self._scales:
             return True
-        live = [d for d in self.directions if not d.excludes(info.name)]
-        if not all(isinstance(d, RandomDirection) for d in live):
-            return False
-        return info.n_elements * 4 * len(live) > self._cache_left
+        live = self._live(info)
+        return _all_random(live) and info.n_elements * 4 * len(live) > self._cache_left
+
+    def _live(self, info: TensorInfo) -> list[Direction]:
+        """The directions that move the tensor."""
+        return [d for d in self.directions if not d.excludes(info.name)]
 
     def _scales_of(self, info: TensorInfo) -> list[list[np.float32] | None]:
         """Each direction's layer-normalisation factors on the tensor, one per slice
@@ -491,24 +493,19 @@ class Perturbation:
         for info in self.targets:
             if info.name in self._cache or info.name in self._scales:
                 continue
-            live = [d for d in self.directions if not d.excludes(info.name)]
+            live = self._live(info)
             size = info.n_elements * 4 * len(live)
             if size > left:
                 continue  # streamed (random) or moved whole uncached (other directions)
             left -= size
-            if live and all(isinstance(d, RandomDirection) for d in live):
+            if _all_random(live):
                 draws.append(info)
         return draws
 
     def draws_ahead(self, info: TensorInfo) -> bool:
         """True when a point's first visit draws the tensor's directions ahead (its
         random directions are cached whole)."""
-        live = [d for d in self.directions if not d.excludes(info.name)]
-        return (
-            info.name in self._cache
-            and bool(live)
-            and all(isinstance(d, RandomDirection) for d in live)
-        )
+        return info.name in self._cache and _all_random(self._live(info))
 
     def displacement_at(self, point: Point) -> PointDisplacement:
         """The displacement figures of ``point`` without writing anything."""
@@ -516,6 +513,11 @@ class Perturbation:
         for tensor in self.tensors_at(point):
             figures.add(tensor)
         return figures
+
+
+def _all_random(directions: list[Direction]) -> bool:
+    """True when there are directions and all are random (drawn, not read from files)."""
+    return bool(directions) and all(isinstance(d, RandomDirection) for d in directions)
 
 
 def _blocks(info: TensorInfo) -> list[tuple[int, int]]:
