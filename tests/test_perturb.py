@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import llama_cpp
 import numpy as np
@@ -16,7 +17,7 @@ from visage_local.cli.main import main
 from visage_local.directions import RandomDirection, selection
 from visage_local.engine import Engine, EngineSettings
 from visage_local.gguf_model import GGUFModel, write_retyped
-from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.perturb import Perturbation, Point, _blocks, export_perturbed
 from visage_local.record import RunFolder
 
 
@@ -305,3 +306,28 @@ def test_directions_drawn_ahead_give_the_bytes_drawn_in_turn(tiny_gguf):
             for x, y in zip(ahead._cache[info.name], in_turn._cache[info.name], strict=True):
                 assert (x is None and y is None) or x.tobytes() == y.tobytes()
         assert ahead._draws() == []  # all cached: nothing is drawn again
+
+
+def test_directions_drawn_in_blocks_ahead_give_the_bytes_drawn_in_turn(smollm2):
+    """With no cache, tensor_at given a pool draws each block of rows on it, one block
+    ahead of the block being moved; the bytes are those drawn in turn (2D, on the
+    largest tensor, which has several blocks)."""
+    model = GGUFModel(smollm2)
+    info = max(model.tensors, key=lambda t: t.n_elements)
+    directions = [RandomDirection(123), RandomDirection(123, 1)]
+    point = Point(0.3, -0.2)
+
+    class Counted(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    in_turn = Perturbation(model, directions, threads=2, cache_bytes=0).tensor_at(info, point)
+    with Counted(max_workers=1) as pool:
+        ahead = Perturbation(model, directions, threads=2, cache_bytes=0)
+        moved = ahead.tensor_at(info, point, pool=pool)
+    assert ahead._scales and len(_blocks(info)) > 1  # the premise: drawn in blocks
+    assert pool.submitted == len(_blocks(info))
+    assert moved.raw.tobytes() == in_turn.raw.tobytes()

@@ -6,10 +6,11 @@ The estimate comes from a short timing of this model on this machine:
   tensor of median size) are moved to a point: once as the first point draws their
   directions, then LATER_REPEATS times as later points find them cached, the fastest
   kept; and written to the scratch copy. Other tensors of each type are taken to cost
-  the same per value. Directions the cache keeps are drawn one tensor ahead, beside the
-  other threads' work (``Perturbation.tensors_at``), so the first point takes that work
-  plus the draws' share of the threads. Random directions the cache cannot hold are
-  drawn again at every point (twice at the first), at the rate the first visits drew;
+  the same per value. Directions are drawn ahead, beside the other threads' work
+  (``Perturbation.tensors_at``: those the cache keeps one tensor ahead, the others one
+  block of rows ahead), so a point takes that work plus the draws' share of the
+  threads. Random directions the cache cannot hold are drawn again at every point (and
+  once more in turn at the first, for their norms), at the rate the first visits drew;
 - generation: the first prompts (up to PROBE_PROMPT_TOKENS tokens) evaluated, then one
   prompt copied into a full batch and decoded PROBE_STEPS steps; every batch is taken
   to evaluate its prompts at that prompt rate and to decode ``max_new_tokens`` steps at
@@ -201,7 +202,7 @@ def time_update(
         draw = perturbation.phases.take()["draw"]
         draw_s += draw
         # kept whole in the cache: drawn once; else drawn in blocks, for the norms and again
-        draws += values * (1 if perturbation.draws_ahead(info) else 2)
+        draws += values * (1 if perturbation.kept_whole(info) else 2)
         repeats = []
         for _ in range(LATER_REPEATS):  # the first repeats run slower (allocator warming)
             t0 = time.perf_counter()
@@ -222,13 +223,15 @@ def time_update(
     )
     kept = min(random_values, perturbation.cache_bytes // 4)
     redrawn = random_values - kept
-    # The directions the cache keeps are drawn once, one tensor ahead on a thread beside
-    # the other threads' work: the point takes that work plus the draws' share of all
-    # threads, and never less than the draws. Those it cannot hold are drawn in blocks at
-    # every point, twice at the first (once for their norms).
-    ahead = kept * per_value
-    first = max(ahead, first + ahead / perturbation.threads) + 2 * redrawn * per_value
-    return first, later + redrawn * per_value
+    # Directions are drawn ahead on a thread beside the other threads' work: a point takes
+    # that work plus the draws' share of all threads, and never less than the draws. The
+    # cache keeps some, drawn once; the others are drawn in blocks at every point, and
+    # once more, in turn, at the first (for their norms).
+    threads = perturbation.threads
+    ahead = (kept + redrawn) * per_value
+    first = max(ahead, first + ahead / threads) + redrawn * per_value
+    again = redrawn * per_value
+    return first, max(again, later + again / threads)
 
 
 def _random(direction: Direction, tensor_name: str) -> bool:

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -271,12 +271,21 @@ class Perturbation:
             return False
         if info.name in self._scales:
             return True
-        live = self._live(info)
-        return _all_random(live) and info.n_elements * 4 * len(live) > self._cache_left
+        return self.drawn(info) and self.direction_bytes(info) > self._cache_left
 
     def _live(self, info: TensorInfo) -> list[Direction]:
         """The directions that move the tensor."""
         return [d for d in self.directions if not d.excludes(info.name)]
+
+    def direction_bytes(self, info: TensorInfo) -> int:
+        """Bytes of the tensor's directions held whole (float32), as the cache keeps them."""
+        return info.n_elements * 4 * len(self._live(info))
+
+    def drawn(self, info: TensorInfo) -> bool:
+        """True when the tensor is moved and every direction moving it is random (drawn
+        from a seed, not read from files), so it can be drawn in blocks of rows."""
+        live = self._live(info)
+        return bool(live) and all(isinstance(d, RandomDirection) for d in live)
 
     def _scales_of(self, info: TensorInfo) -> list[list[np.float32] | None]:
         """Each direction's layer-normalisation factors on the tensor, one per slice
@@ -345,6 +354,7 @@ class Perturbation:
         point: Point,
         sink: RowSink | None = None,
         ahead: Future | None = None,
+        pool: Executor | None = None,
     ) -> PerturbedTensor:
         """The tensor's bytes at ``point`` and the displacement they apply.
 
@@ -354,7 +364,8 @@ class Perturbation:
         ``sink``, such a tensor's bytes, and the bytes of a tensor at the origin, go
         to it block by block as they are made (the result's ``raw`` is None), so
         they are not held whole either. ``ahead``: its weights and directions, prepared
-        ahead (``tensors_at``).
+        ahead (``tensors_at``); ``pool``: a thread on which directions drawn in blocks
+        are drawn one block ahead of the block being moved.
         """
         qtype = self.output_type(info)
         if point.is_origin or info.name not in self._target_names:
@@ -374,9 +385,10 @@ class Perturbation:
                 for c, d, scale in zip(point.coefficients(), self.directions, scales, strict=False)
                 if scale is not None and c
             ]
-            for first, count in _blocks(info):
-                with self.phases.timed("draw"):
-                    steps = [(c, next(blocks)) for c, blocks in streams]
+            blocks = _blocks(info)
+            for (first, count), steps in zip(
+                blocks, self._block_steps(streams, len(blocks), pool), strict=True
+            ):
                 raw = self._read_rows(info, first, count)
                 block = (
                     np.empty((count, row_bytes), np.uint8)
@@ -403,6 +415,28 @@ class Perturbation:
         for part in parts:
             total.add(part)
         return PerturbedTensor(info, qtype, out, total)
+
+    def _block_steps(
+        self, streams: list, n_blocks: int, pool: Executor | None
+    ) -> Iterator[list[tuple[np.float32, np.ndarray]]]:
+        """Each block's (coefficient, direction rows) from ``streams``, drawn one block
+        ahead on ``pool`` when given (the streams are read in the same order either way,
+        so the bytes are the same)."""
+
+        def draw() -> list[tuple[np.float32, np.ndarray]]:
+            with self.phases.timed("draw"):
+                return [(c, next(blocks)) for c, blocks in streams]
+
+        if pool is None:
+            for _ in range(n_blocks):
+                yield draw()
+            return
+        pending = pool.submit(draw)
+        for index in range(n_blocks):
+            steps = pending.result()
+            if index + 1 < n_blocks:
+                pending = pool.submit(draw)
+            yield steps
 
     def _move_rows(self, info, qtype, raw, weights, steps, out, parts: list[Displacement]) -> None:
         """Requantise rows ``raw`` (dequantised ``weights`` when already at hand) moved by
@@ -460,17 +494,17 @@ class Perturbation:
     def tensors_at(self, point: Point, sink: RowSink | None = None) -> Iterator[PerturbedTensor]:
         """Every perturbed tensor at ``point``, in file order (``sink``: see ``tensor_at``).
 
-        Random directions drawn whole (those the cache will keep) are drawn, with the
-        weights they are scaled to, one tensor ahead on a thread of their own while the
-        tensor before is moved: a Gaussian draw runs on one core, and each tensor's
-        comes from its own stream, so the bytes are those drawn in turn."""
-        ahead = [] if point.is_origin else self._draws()
-        if not ahead:
+        Random directions are drawn ahead on a thread of their own while the other
+        threads move rows: those drawn whole (the cache will keep them), with the weights
+        they are scaled to, one tensor ahead; those drawn in blocks of rows, one block
+        ahead. A Gaussian draw runs on one core, and each tensor's comes from its own
+        stream read in order, so the bytes are those drawn in turn."""
+        if point.is_origin:
             for info in self.targets:
                 yield self.tensor_at(info, point, sink)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="draw") as pool:
-            queue = iter(ahead)
+            queue = iter(self._draws())
             prepared: dict[str, Future] = {}
 
             def prepare_next() -> None:
@@ -483,7 +517,7 @@ class Perturbation:
                 future = prepared.pop(info.name, None)
                 if future is not None:
                     prepare_next()
-                yield self.tensor_at(info, point, sink, future)
+                yield self.tensor_at(info, point, sink, future, pool)
 
     def _draws(self) -> list[TensorInfo]:
         """The tensors, in file order, whose random directions the next visit draws whole:
@@ -493,19 +527,18 @@ class Perturbation:
         for info in self.targets:
             if info.name in self._cache or info.name in self._scales:
                 continue
-            live = self._live(info)
-            size = info.n_elements * 4 * len(live)
+            size = self.direction_bytes(info)
             if size > left:
                 continue  # streamed (random) or moved whole uncached (other directions)
             left -= size
-            if _all_random(live):
+            if self.drawn(info):
                 draws.append(info)
         return draws
 
-    def draws_ahead(self, info: TensorInfo) -> bool:
-        """True when a point's first visit draws the tensor's directions ahead (its
-        random directions are cached whole)."""
-        return info.name in self._cache and _all_random(self._live(info))
+    def kept_whole(self, info: TensorInfo) -> bool:
+        """True when the tensor's directions are random and kept whole in the cache
+        (drawn once, not again in blocks at every point)."""
+        return info.name in self._cache and self.drawn(info)
 
     def displacement_at(self, point: Point) -> PointDisplacement:
         """The displacement figures of ``point`` without writing anything."""
@@ -513,11 +546,6 @@ class Perturbation:
         for tensor in self.tensors_at(point):
             figures.add(tensor)
         return figures
-
-
-def _all_random(directions: list[Direction]) -> bool:
-    """True when there are directions and all are random (drawn, not read from files)."""
-    return bool(directions) and all(isinstance(d, RandomDirection) for d in directions)
 
 
 def _blocks(info: TensorInfo) -> list[tuple[int, int]]:

@@ -184,14 +184,13 @@ def direction_cache(config: SweepConfig, available: int | None = None) -> CacheB
     directions = config.directions(model)
     perturbation = Perturbation(model, directions, requant=config.requant)
     works, needed = [], 0
+    per_value = 4 * (2 + len(directions))
     for t in perturbation.targets:
-        live = [d for d in directions if not d.excludes(t.name)]
-        needed += t.n_elements * 4 * len(live)
-        random = all(isinstance(d, RandomDirection) for d in live)  # only these are streamed
-        per_value = 4 * (2 + len(directions))
+        size = perturbation.direction_bytes(t)
+        needed += size
         works.append(
             TensorWork(
-                cached_from=t.n_elements * 4 * len(live) if random else 0,
+                cached_from=size if perturbation.drawn(t) else 0,  # only these are streamed
                 whole=t.n_elements * per_value,
                 block=min(t.n_rows, direction_block_rows(t.n_per_row)) * t.n_per_row * per_value,
             )
