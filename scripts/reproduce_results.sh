@@ -38,11 +38,30 @@ mkdir -p "$RUNS" "$IMG"
 
 need_qwen() { [ -f "$Q" ] || $V fetch qwen2.5-coder-0.5b-instruct; }
 
-# The reference setting, and its 64-token landscape read off the same answers.
-# about 9 h on 2 cores (a broken point: 80 answers of 512 tokens, 30-35 min)
-qwen_reference() {
+# The reference setting in two shards (each the origin and half of the other points), for
+# two sittings or two machines; qwen_reference runs both and merges them.
+# about 1 h 45 min on 2 cores (a broken point: 80 answers of 512 tokens, 12 min)
+qwen_reference_1() {
   need_qwen
-  $V sweep "$Q" --out "$RUNS/qwen-1d-ref" "${QUICK[@]}"
+  $V sweep "$Q" --shard 1/2 --out "$RUNS/qwen-1d-ref-1" "${QUICK[@]}"
+}
+
+# about 1 h 45 min
+qwen_reference_2() {
+  need_qwen
+  $V sweep "$Q" --shard 2/2 --out "$RUNS/qwen-1d-ref-2" "${QUICK[@]}"
+}
+
+# The reference setting (both shards, merged without the answers' text), and its
+# 64-token landscape read off the same answers. A shard made elsewhere can stand in for
+# its folder (SHARD1=DIR or SHARD2=DIR, e.g. docs/runs/qwen-1d-ref-1, a shard merged
+# --without-answers).
+# about 3 h 30 min (both shards, unless given)
+qwen_reference() {
+  local one=${SHARD1:-} two=${SHARD2:-}
+  [ -n "$one" ] || { qwen_reference_1; one=$RUNS/qwen-1d-ref-1; }
+  [ -n "$two" ] || { qwen_reference_2; two=$RUNS/qwen-1d-ref-2; }
+  $V merge "$one" "$two" --without-answers --overwrite --out "$RUNS/qwen-1d-ref"
   cp "$RUNS/qwen-1d-ref/landscape.png" "$IMG/qwen-1d-ref.png"
   $PY scripts/shorter_answers.py "$RUNS/qwen-1d-ref" --max-new-tokens 64 \
     --plot "$IMG/qwen-1d-tokens.png"
@@ -153,14 +172,16 @@ screen_testbed() {
 SECTIONS=(qwen_reference early_stop smollm2 requant_modes conditions interpolation_q8_0
   directions testbed harmful screen_testbed capability)
 
+PARTS=(qwen_reference_1 qwen_reference_2)  # run by name only
+
 if [ "${1:-}" = "--list" ]; then
-  for s in "${SECTIONS[@]}"; do
+  for s in "${SECTIONS[@]}" "${PARTS[@]}"; do
     printf '%-20s %s\n' "$s" "$(grep -B1 "^$s()" "$0" | head -1 | sed 's/^# //')"
   done
   exit 0
 fi
 for s in "${@:-${SECTIONS[@]}}"; do
-  if ! printf '%s\n' "${SECTIONS[@]}" | grep -qx "$s"; then
+  if ! printf '%s\n' "${SECTIONS[@]}" "${PARTS[@]}" | grep -qx "$s"; then
     echo "unknown section: $s (see --list)" >&2
     exit 2
   fi

@@ -7,7 +7,14 @@ import pytest
 from visage_local.grid import Grid, InterpolationGrid
 from visage_local.landscape import basin_outline
 from visage_local.perturb import Point
-from visage_local.planning import AdaptiveEdges, FullGrid, coarse_to_fine, origin_index, plan
+from visage_local.planning import (
+    AdaptiveEdges,
+    FullGrid,
+    Shard,
+    coarse_to_fine,
+    origin_index,
+    plan,
+)
 from visage_local.stats import basin_edges
 
 
@@ -24,6 +31,25 @@ def test_full_grid_visits_every_point_once_origin_first():
     points = plan(Grid(1, 20, 0.5))
     asr = _run(FullGrid(), points, lambda a: 0.0)
     assert len(asr) == 21 and next(iter(asr)) == origin_index(points)
+
+
+def test_shards_split_the_points_evenly_and_each_runs_the_origin_first():
+    """N shards: each the origin, then every N-th other point; together every point once."""
+    for points in (plan(Grid(1, 20, 0.5)), plan(Grid(2, 4, 0.5))):
+        origin = origin_index(points)
+        for n in (2, 3, 5):
+            shards = [Shard(i, n) for i in range(1, n + 1)]
+            visits = [list(_run(shard, points, lambda a: 0.0)) for shard in shards]
+            assert all(visit[0] == origin for visit in visits)
+            others = sorted(i for visit in visits for i in visit[1:])
+            assert others == [i for i in range(len(points)) if i != origin]
+            sizes = [len(visit) for visit in visits]
+            assert max(sizes) - min(sizes) <= 1
+    points = plan(Grid(1, 4, 0.5))  # -0.5, -0.25, 0, 0.25, 0.5
+    assert [points[i].alpha for i in _run(Shard(2, 2), points, lambda a: 0.0)] == [0.0, -0.25, 0.5]
+    for index, count in ((0, 2), (3, 2), (1, 1)):
+        with pytest.raises(ValueError):
+            Shard(index, count)
 
 
 def test_coarse_first_alternates_sides_so_any_prefix_covers_the_axis_evenly():

@@ -29,7 +29,7 @@ from visage_local.planning import origin_index, plan
 from visage_local.progress import StopRequest, SweepInterrupted
 from visage_local.rebuild import config_of_run
 from visage_local.record import GenerationRecord, RunFolder, finished_points, read_jsonl
-from visage_local.rejudge import file_label
+from visage_local.rejudge import file_label, require_answers
 from visage_local.store import append_jsonl
 
 OnCompleted = Callable[[int, int], None]  # (points done, points to do)
@@ -37,6 +37,7 @@ OnCompleted = Callable[[int, int], None]  # (points done, points to do)
 
 def undecided_points(records: list[GenerationRecord], judge_name: str) -> set[int]:
     """Points holding an answer cut early whose verdict ``judge_name`` has not settled."""
+    require_answers(records)
     judge = get_judge(check_judge_name(judge_name))
     try:
         return {

@@ -8,6 +8,9 @@ adaptively can later be completed as a full grid, reusing every point.
   coarse to fine: the far ends of both sides of every axis, then the halves, and
   so on (``coarse_to_fine`` on each side), both sides at each level before the
   next, so a sweep stopped by ``--budget-minutes`` covers the whole grid evenly.
+- ``Shard``: the origin, then one of ``count`` shares of the other points, so that
+  ``count`` sweeps (on other machines, or on other days) cover the grid between them;
+  ``merge.merge_runs`` joins their folders into the whole landscape.
 - ``AdaptiveEdges``: in 1D, the origin, then on each side coarse points walking
   outwards until one exceeds the origin's ASR by ``threshold``, bisection over
   the grid points between the last point inside and the first outside, then
@@ -141,6 +144,39 @@ class OriginOnly:
         """The origin until it is evaluated."""
         index = origin_index(points)
         return None if index in asr else index
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): the origin, then every ``count``-th of the
+    plan's other points in plan order, from the ``index``-th. Every shard evaluates the
+    origin, so each has the reference its figures need and merged shards can be checked
+    against one another on it."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count or self.count < 2:
+            raise ValueError(f"shard {self.index}/{self.count}: need 1 <= I <= N and N >= 2")
+
+    @property
+    def name(self) -> str:
+        """The order as summaries record it."""
+        return f"shard {self}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"  # as --shard takes it
+
+    def share(self, points: list[Point]) -> list[int]:
+        """Plan indices of the shard's points, the origin first."""
+        origin = origin_index(points)
+        others = [i for i in range(len(points)) if i != origin]
+        return [origin] + others[self.index - 1 :: self.count]
+
+    def next_point(self, points: list[Point], asr: dict[int, float]) -> int | None:
+        """The first point of the shard not yet finished."""
+        return next((i for i in self.share(points) if i not in asr), None)
 
 
 @dataclass(frozen=True)

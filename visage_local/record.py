@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -69,7 +70,7 @@ class GenerationRecord(TypedDict):
     n_prompts: int
     set: str  # "harmful" or "benign"
     prompt: str
-    response: str
+    response: NotRequired[str]  # left out by ``merge --without-answers`` (ANSWER_KEYS)
     refused: bool
     matched: str | None
     coherence_ll: float | None
@@ -367,6 +368,20 @@ class RunFolder:
             return None
         entries = json.loads(self.conditions.read_text())
         return [RunFolder(self.path / entry["folder"]) for entry in entries]
+
+
+# the generated text of a record, which ``merge --without-answers`` leaves out
+ANSWER_KEYS = ("response", "reasoning")
+
+
+def without_answer(record: GenerationRecord) -> GenerationRecord:
+    """The record without its generated text: prompt, verdicts, token count and coherence."""
+    return {k: v for k, v in record.items() if k not in ANSWER_KEYS}  # type: ignore[return-value]
+
+
+def has_answers(records: Sequence[GenerationRecord]) -> bool:
+    """True when every record keeps its answer's text."""
+    return all(ANSWER_KEYS[0] in r for r in records)
 
 
 def finished_points(records: list[GenerationRecord]) -> dict[int, list[GenerationRecord]]:

@@ -24,7 +24,13 @@ from visage_local.landscape import (
     landscape_figures,
     point_figures,
 )
-from visage_local.record import COHERENCE_TOKENS, GenerationRecord, RunFolder, RunSummary
+from visage_local.record import (
+    COHERENCE_TOKENS,
+    GenerationRecord,
+    RunFolder,
+    RunSummary,
+    has_answers,
+)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunSummary, list[GenerationRecord]]:
@@ -35,6 +41,16 @@ def load_run(run_dir: str | Path) -> tuple[RunSummary, list[GenerationRecord]]:
     if not complete:
         raise VisageError(f"{run_dir}: no finished point to judge")
     return summary, complete
+
+
+def require_answers(records: list[GenerationRecord]) -> None:
+    """ConfigError when the answers were left out of the run (``merge --without-answers``):
+    its verdicts stand, but no judge can read the answers again."""
+    if not has_answers(records):
+        raise ConfigError(
+            "this run's answers were left out (merge --without-answers): its verdicts cannot "
+            "be judged again; use the folders it was merged from"
+        )
 
 
 def check_whole(records: list[GenerationRecord], judge: Judge, run_judge: str) -> None:
@@ -61,6 +77,7 @@ def judge_records(
     """Copies of ``records`` with ``refused`` and ``matched`` from the judge ``judge_name``;
     ConfigError when some of them were cut before that judge's verdict was settled
     (``check_whole``; ``run_judge`` is the judge of the run that wrote them)."""
+    require_answers(records)
     judge = get_judge(check_judge_name(judge_name), threads)
     try:
         check_whole(records, judge, run_judge)

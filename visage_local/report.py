@@ -125,7 +125,7 @@ def _samples(generations: list[GenerationRecord], per_point: int) -> str:
                 verdict = "[benign] " + verdict
             items.append(
                 f"<p><b>{g['prompt_index']}.</b> {escape(g['prompt'])} — {verdict}</p>"
-                f"<pre>{escape(g['response'])}</pre>"
+                f"<pre>{escape(g.get('response', '(answer left out of this run)'))}</pre>"
             )
         refused = sum(g["refused"] for g in records)
         blocks.append(

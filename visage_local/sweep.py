@@ -36,7 +36,7 @@ from visage_local.landscape import (
     point_rows,
 )
 from visage_local.perturb import Perturbation
-from visage_local.planning import FullGrid, PointOrder, origin_index, plan
+from visage_local.planning import FullGrid, PointOrder, Shard, origin_index, plan
 from visage_local.progress import Progress, StopRequest, SweepInterrupted
 from visage_local.record import FORMAT_VERSION, RunSummary
 from visage_local.rejudge import rejudge
@@ -165,7 +165,7 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
     """
     if options.ray is not None and (options.order is not None or options.budget_minutes):
         raise ConfigError(
-            "--ray runs full grids: --adaptive and --budget-minutes are not supported"
+            "--ray runs full grids: --adaptive, --shard and --budget-minutes are not supported"
         )
     if options.ray is not None:
         from visage_local.cluster import absolute_paths, connect  # Ray is an optional extra
@@ -261,8 +261,12 @@ def write_results(run: _Run, complete: bool) -> RunSummary:
 
 def _remaining(order: PointOrder, points: list[Point], store: RunStore) -> list[Point]:
     if isinstance(order, FullGrid):
-        return [points[i] for i in order.order(points) if i not in store.finished]
-    return [p for i, p in enumerate(points) if i not in store.finished]
+        visit = order.order(points)
+    elif isinstance(order, Shard):
+        visit = order.share(points)
+    else:
+        visit = list(range(len(points)))
+    return [points[i] for i in visit if i not in store.finished]
 
 
 def default_out_dir(model_label: str, dims: int, seed: int) -> Path:

@@ -29,7 +29,7 @@ from visage_local.evaluator import SCRATCH_DIR, PointOutcome, scratch_folder
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
 from visage_local.landscape import deviation_text, headline
-from visage_local.planning import PointOrder, plan
+from visage_local.planning import PointOrder, Shard, plan
 from visage_local.prompts import select_prompts
 from visage_local.record import RunSummary
 from visage_local.settings import (
@@ -179,9 +179,11 @@ def run_landscape(
         variants = direction_variants(config, n_directions)
     else:
         variants = condition_variants(config, conditions)
-    n_points = len(plan(grid))  # the origin too, where the grid misses it
+    planned = plan(grid)  # the origin too, where the grid misses it
+    n_points = len(order.share(planned)) if isinstance(order, Shard) else len(planned)
+    shard = f" (shard {order}: {n_points} of them)" if isinstance(order, Shard) else ""
     click.echo(
-        f"{model_path.name}: {n_points} points x {n_sequences(config)} prompts"
+        f"{model_path.name}: {len(planned)} points{shard} x {n_sequences(config)} prompts"
         f"{f' x {len(variants)} runs' if len(variants) > 1 else ''}, "
         f"up to {config.max_new_tokens} new tokens -> {out_dir}",
         err=True,
@@ -192,6 +194,7 @@ def run_landscape(
     def on_point(label: str, outcome: PointOutcome, done: int, total: int) -> None:
         if label not in started:
             started.append(label)
+        total = min(total, n_points)  # a shard's share of the points
         bar.total = total * len(variants)
         bar.n = done + total * (len(started) - 1)
         where = f"a={outcome.point.alpha:+.3f}"

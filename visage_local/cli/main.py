@@ -18,6 +18,7 @@ from .compare_cmd import compare_command
 from .inspect_cmd import inspect_command
 from .interpolate_cmd import interpolate_command
 from .judge_cmd import judge_agreement_command, rejudge_command
+from .merge_cmd import merge_command
 from .models_cmd import fetch_command, models_command
 from .perturb_cmd import perturb_command
 from .report_cmd import report_command
@@ -79,3 +80,4 @@ main.add_command(screen_command)
 main.add_command(rerun_command)
 main.add_command(rejudge_command)
 main.add_command(judge_agreement_command)
+main.add_command(merge_command)

@@ -6,13 +6,25 @@ import click
 
 from visage_local import reference
 from visage_local.grid import MAX_STEPS, Grid
-from visage_local.planning import AdaptiveEdges
+from visage_local.planning import AdaptiveEdges, Shard
 from visage_local.registry import model_label, resolve_model
 from visage_local.sweep import default_out_dir
 
 from ._landscape import run_landscape
 from .config_file import config_option
 from .options import dims_option, evaluation_options, preset_value, range_option, seed_option
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        index, count = (int(x) for x in value.split("/"))
+        return Shard(index, count)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: want I/N with 1 <= I <= N and N >= 2, e.g. 1/2"
+        ) from None
 
 
 @click.command("sweep")
@@ -51,6 +63,15 @@ from .options import dims_option, evaluation_options, preset_value, range_option
     help="Stop before a point that would not finish in time (from the measured time per "
     "point); the grid is then visited coarse to fine and the skipped points are listed.",
 )
+@click.option(
+    "--shard",
+    metavar="I/N",
+    callback=_shard,
+    default=None,
+    help="Evaluate the origin and shard I of N of the other points (every N-th, from the "
+    "I-th): N sweeps, on other machines or days, cover the grid; `visage-local merge` "
+    "joins their folders.",
+)
 def sweep_command(
     model: str | None,
     dims: int,
@@ -60,6 +81,7 @@ def sweep_command(
     n_directions: int,
     adaptive: bool,
     budget_minutes: float | None,
+    shard: Shard | None,
     **options,
 ) -> None:
     """Safety landscape of MODEL (a GGUF path or registry name; default: the embedded SmolLM2)."""
@@ -69,6 +91,8 @@ def sweep_command(
         raise click.UsageError(
             "--directions needs --dims 1 and a single --system-prompt and --attack"
         )
+    if shard is not None and adaptive:
+        raise click.UsageError("--shard and --adaptive are two ways to choose points: use one")
     model_path = resolve_model(model)
     steps = steps or preset_value(options, "steps") or reference.STEPS
     run_landscape(
@@ -78,7 +102,7 @@ def sweep_command(
         options,
         default_out=default_out_dir(model_label(model, model_path), dims, seed),
         n_directions=n_directions,
-        order=AdaptiveEdges() if adaptive else None,
+        order=AdaptiveEdges() if adaptive else shard,
         budget_minutes=budget_minutes,
         resolved={"model": model_path.resolve(), "steps": steps},
     )
