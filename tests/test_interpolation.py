@@ -229,6 +229,7 @@ def test_two_dimensional_interpolation_adds_a_random_direction(smollm2, tmp_path
     config = SweepConfig(
         model_path=smollm2, prompts=load_prompts("builtin", 2), grid=InterpolationGrid(2, 2, range=0.2),
         max_new_tokens=4, engine=EngineSettings(threads=2), coherence=False, finetune=finetune,
+        include=("blk.0.",),  # one layer moved: the plan and the figures are what is tested
     )  # fmt: skip
     summary = run_sweep(config, SweepOptions(tmp_path / "interp2d"))
     kinds = [d["kind"] for d in summary.directions]
