@@ -8,9 +8,11 @@
 #
 # --quick runs every measurement with 8 prompts and 32 new tokens (and trains the testbed
 # for 30 steps) into runs/quick/, to see that each section works end to end: its numbers
-# are not RESULTS.md's and its figures are not copied to docs/img/.
+# are not RESULTS.md's, its figures are not copied to docs/img/ and no run to docs/runs/.
 # Run folders go to $RUNS (default runs/, git-ignored) and are resumed when run again;
-# figures are copied to docs/img/ under the names RESULTS.md shows. AdvBench is the copy
+# figures are copied to docs/img/ under the names RESULTS.md shows, and the reference
+# runs, merged without their answers' text (visage-local merge --without-answers), are
+# written to docs/runs/, where RESULTS.md's reference tables are read from. AdvBench is the copy
 # shipped in the package (the same file as the reference code's), so no path is needed.
 # Each section prints the tables RESULTS.md quotes (visage-local compare).
 set -euo pipefail
@@ -21,14 +23,18 @@ QUICK=()
 TRAIN_STEPS=120
 RUNS=${RUNS:-runs}
 IMG=docs/img
+PUBLISHED=docs/runs  # run folders without their answers' text, committed
+SHORT=64  # the shorter answers the reference runs are read off at
 TESTBED=models/testbed
 HARMFUL=models/harmful
 if [ "${1:-}" = "--quick" ]; then
   shift
   QUICK=(--limit 8 --max-new-tokens 32)
+  SHORT=16
   TRAIN_STEPS=30
   RUNS=$RUNS/quick
   IMG=$RUNS/img
+  PUBLISHED=$RUNS/published
   TESTBED=$RUNS/testbed-model
   HARMFUL=$RUNS/harmful-models
 fi
@@ -44,12 +50,16 @@ need_qwen() { [ -f "$Q" ] || $V fetch qwen2.5-coder-0.5b-instruct; }
 qwen_reference_1() {
   need_qwen
   $V sweep "$Q" --shard 1/2 --out "$RUNS/qwen-1d-ref-1" "${QUICK[@]}"
+  $V merge "$RUNS/qwen-1d-ref-1" --without-answers --overwrite --out "$PUBLISHED/qwen-1d-ref-1"
+  $PY scripts/shorter_answers.py "$PUBLISHED/qwen-1d-ref-1" --max-new-tokens $SHORT
 }
 
 # about 1 h 45 min
 qwen_reference_2() {
   need_qwen
   $V sweep "$Q" --shard 2/2 --out "$RUNS/qwen-1d-ref-2" "${QUICK[@]}"
+  $V merge "$RUNS/qwen-1d-ref-2" --without-answers --overwrite --out "$PUBLISHED/qwen-1d-ref-2"
+  $PY scripts/shorter_answers.py "$PUBLISHED/qwen-1d-ref-2" --max-new-tokens $SHORT
 }
 
 # The reference setting (both shards, merged without the answers' text), and its
@@ -61,9 +71,9 @@ qwen_reference() {
   local one=${SHARD1:-} two=${SHARD2:-}
   [ -n "$one" ] || { qwen_reference_1; one=$RUNS/qwen-1d-ref-1; }
   [ -n "$two" ] || { qwen_reference_2; two=$RUNS/qwen-1d-ref-2; }
-  $V merge "$one" "$two" --without-answers --overwrite --out "$RUNS/qwen-1d-ref"
-  cp "$RUNS/qwen-1d-ref/landscape.png" "$IMG/qwen-1d-ref.png"
-  $PY scripts/shorter_answers.py "$RUNS/qwen-1d-ref" --max-new-tokens 64 \
+  $V merge "$one" "$two" --without-answers --overwrite --out "$PUBLISHED/qwen-1d-ref"
+  cp "$PUBLISHED/qwen-1d-ref/landscape.png" "$IMG/qwen-1d-ref.png"
+  $PY scripts/shorter_answers.py "$PUBLISHED/qwen-1d-ref" --max-new-tokens $SHORT \
     --plot "$IMG/qwen-1d-tokens.png"
 }
 

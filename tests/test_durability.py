@@ -77,8 +77,10 @@ def test_first_ctrl_c_finishes_the_point_and_says_how_to_resume(tmp_path, uninte
     assert proc.returncode == 130
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr
     assert _finished_lines(out) % 3 == 0  # only whole points were written
+    before = _finished_lines(out) // 3
     done = subprocess.run(_command(out), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert f" {before}/3 [" in done.stderr  # the bar starts after the points already done
     assert _outputs(out) == uninterrupted
 
 

@@ -55,11 +55,15 @@ def _config(model: Path) -> SweepConfig:
 
 @pytest.fixture(scope="module")
 def shards(smollm2, tmp_path_factory) -> Path:
-    """One sweep over the grid, and the same sweep in two shards."""
+    """One sweep over the grid, and the same sweep in two shards, each estimating only
+    its own points (the origin and one other) before starting."""
     root = tmp_path_factory.mktemp("shards")
     run_sweep(_config(smollm2), SweepOptions(root / "whole"))
     for i in (1, 2):
-        run_sweep(_config(smollm2), SweepOptions(root / f"shard{i}", order=Shard(i, 2)))
+        estimates = []
+        options = SweepOptions(root / f"shard{i}", order=Shard(i, 2), on_estimate=estimates.append)
+        run_sweep(_config(smollm2), options)
+        assert [e.n_points for e in estimates] == [2]
     return root
 
 

@@ -37,7 +37,7 @@ from visage_local.record import (
     without_answer,
 )
 from visage_local.rejudge import rejudge, resummarise
-from visage_local.store import RunStore
+from visage_local.store import RunStore, differing_settings
 
 # what must agree for a point found in several folders
 _SAME = ("prompt", "response", "refused", "matched", "tokens", "stop_reason", "coherent")
@@ -92,11 +92,7 @@ def merge_runs(
     sources = [_Source.read(Path(d)) for d in run_dirs]
     first = sources[0]
     for other in sources[1:]:
-        differing = sorted(
-            k
-            for k in set(first.config) | set(other.config)
-            if first.config.get(k) != other.config.get(k)
-        )
+        differing = differing_settings(first.config, other.config)
         if differing:
             raise ConfigError(
                 f"{other.folder} holds another sweep than {first.folder} "

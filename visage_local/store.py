@@ -46,7 +46,8 @@ def stored_batch_size(folder: str | os.PathLike) -> int | None:
     return None
 
 
-def _differences(old: dict, new: dict) -> list[str]:
+def differing_settings(old: dict, new: dict) -> list[str]:
+    """The settings (config keys) whose values differ between two runs' configs, sorted."""
     keys = sorted(set(old) | set(new))
     return [k for k in keys if old.get(k) != new.get(k)]
 
@@ -79,7 +80,7 @@ class RunStore:
                     f"{config_path}: damaged; pass --overwrite to start this folder anew"
                 ) from e
             if stored.get("hash") != self.hash:
-                differing = ", ".join(_differences(stored.get("config", {}), self.config))
+                differing = ", ".join(differing_settings(stored.get("config", {}), self.config))
                 raise ConfigError(
                     f"{self.folder} holds a run with other settings ({differing}); "
                     "use another --out folder, or --overwrite to discard it"

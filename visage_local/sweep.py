@@ -216,7 +216,7 @@ def _run_locally(run: _Run, directions, order: PointOrder, options: SweepOptions
         origin = origin_index(points)
         if origin in store.finished:
             live.calibrate(store.finished[origin])
-        left = [p for i, p in enumerate(points) if i not in store.finished]
+        left = _remaining(order, points, store)
         if left and options.on_estimate is not None:
             run.estimate = live.estimate(left)
             options.on_estimate(run.estimate)
@@ -260,6 +260,7 @@ def write_results(run: _Run, complete: bool) -> RunSummary:
 
 
 def _remaining(order: PointOrder, points: list[Point], store: RunStore) -> list[Point]:
+    """The points the order has left to evaluate (an adaptive order: all it might)."""
     if isinstance(order, FullGrid):
         visit = order.order(points)
     elif isinstance(order, Shard):

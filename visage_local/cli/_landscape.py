@@ -25,6 +25,7 @@ from visage_local.conditions import (
     run_variants,
 )
 from visage_local.engine import EngineSettings
+from visage_local.estimate import Estimate
 from visage_local.evaluator import SCRATCH_DIR, PointOutcome, scratch_folder
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
@@ -211,6 +212,12 @@ def run_landscape(
                 file=sys.stderr,
             )
 
+    def on_estimate(estimate: Estimate) -> None:
+        if not started and len(variants) == 1:  # points an earlier sitting finished
+            bar.initial = bar.n = n_points - estimate.n_points  # so the ETA counts ours
+            bar.refresh()
+        tqdm.write(estimate.describe(), file=sys.stderr)
+
     ctx = click.get_current_context()
     values = (
         ctx.params
@@ -225,7 +232,7 @@ def run_landscape(
     sweep_options = SweepOptions(
         out_dir=out_dir,
         on_start=lambda: write_config(out_dir, ctx.command, values),
-        on_estimate=lambda estimate: tqdm.write(estimate.describe(), file=sys.stderr),
+        on_estimate=on_estimate,
         overwrite=options["overwrite"],
         order=order,
         budget_minutes=budget_minutes,

@@ -33,9 +33,10 @@ def merge_command(run_dirs: tuple[Path, ...], out_dir: Path, without_answers: bo
     days) into one run folder, or copy one folder without its answers."""
     summary = merge_runs(run_dirs, out_dir, without_answers, overwrite)
     left = summary.n_points_planned - summary.n_points_evaluated
+    folders = f"{len(run_dirs)} folder" + ("s" if len(run_dirs) > 1 else "")
     click.echo(
-        f"merged {len(run_dirs)} folders: {summary.n_points_evaluated} of "
-        f"{summary.n_points_planned} points" + (f" ({left} still to evaluate)" if left else "")
+        f"merged {folders}: {summary.n_points_evaluated} of {summary.n_points_planned} points"
+        + (f" ({left} still to evaluate)" if left else "")
     )
     click.echo(headline(summary))
     click.echo(str(out_dir))
