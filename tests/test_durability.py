@@ -174,3 +174,16 @@ def test_a_resumed_run_keeps_the_batch_size_it_started_with(tmp_path):
     assert summary["batch_size"] == 1
     other = runner.invoke(main, [*args, "--batch-size", "2"])
     assert other.exit_code == 2 and "other settings (batch_size)" in other.output
+
+
+def test_a_resumed_sweep_of_several_directions_starts_its_bar_after_the_done_points(tmp_path):
+    out = tmp_path / "run"
+    command = [*_command(out), "--directions", "2"]
+    subprocess.run(command, check=True, capture_output=True)
+    # as a kill after direction-1's first point leaves it: the later point lines missing
+    points = out / "direction-1" / "points.jsonl"
+    points.write_text(points.read_text().splitlines(keepends=True)[0])
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # direction-0's 3 points and direction-1's first before any new one, then the other 2
+    assert all(f" {n}/6 [" in done.stderr for n in (4, 5, 6))

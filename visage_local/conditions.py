@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from visage_local import plots, stats
 from visage_local.attacks import Attack
 from visage_local.chat import SystemPrompt
+from visage_local.estimate import Estimate
 from visage_local.evaluator import PointOutcome
 from visage_local.files import atomic_write_text
 from visage_local.record import RunFolder, RunSummary
@@ -62,8 +64,10 @@ def run_variants(
     variants: list[tuple[str, SweepConfig]],
     options: SweepOptions,
     on_point: Callable[[str, PointOutcome, int, int], None] | None = None,
+    on_estimate: Callable[[str, Estimate], None] | None = None,
 ) -> list[tuple[str, RunSummary]]:
-    """Sweep every variant in ``options.out_dir/<label>``; return (label, summary) pairs.
+    """Sweep every variant in ``options.out_dir/<label>``, in turn; return (label, summary)
+    pairs. ``on_point`` and ``on_estimate`` are ``SweepOptions``' with the variant's label.
 
     A time budget is shared: each variant gets what is left divided by the variants left.
     """
@@ -75,13 +79,15 @@ def run_variants(
         if options.budget_minutes is not None:
             share = max(0.0, options.budget_minutes - spent) / (len(variants) - k)
 
-        def report(outcome, done, total, label=label):
-            if on_point:
-                on_point(label, outcome, done, total)
-
         summary = run_sweep(
             config,
-            replace(options, out_dir=out_dir / label, on_point=report, budget_minutes=share),
+            replace(
+                options,
+                out_dir=out_dir / label,
+                on_point=None if on_point is None else partial(on_point, label),
+                on_estimate=None if on_estimate is None else partial(on_estimate, label),
+                budget_minutes=share,
+            ),
         )
         spent += summary.elapsed_s / 60.0
         results.append((label, summary))

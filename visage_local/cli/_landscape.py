@@ -190,14 +190,18 @@ def run_landscape(
         err=True,
     )
     bar = tqdm(total=n_points * len(variants), unit="point", desc="sweep")
-    started: list[str] = []
+    labels = [label for label, _ in variants]
+    finished: dict[str, int] = {}  # points finished in each variant, earlier sittings too
+    estimated: list[str] = []  # the variants estimated in this sitting
+
+    def advance(label: str, done: int) -> None:
+        for earlier in labels[: labels.index(label)]:
+            finished[earlier] = n_points  # the variants run in turn: these are done
+        finished[label] = done
+        bar.n = sum(finished.values())
 
     def on_point(label: str, outcome: PointOutcome, done: int, total: int) -> None:
-        if label not in started:
-            started.append(label)
-        total = min(total, n_points)  # a shard's share of the points
-        bar.total = total * len(variants)
-        bar.n = done + total * (len(started) - 1)
+        advance(label, done)
         where = f"a={outcome.point.alpha:+.3f}"
         if outcome.point.beta is not None:
             where += f" b={outcome.point.beta:+.3f}"
@@ -212,10 +216,12 @@ def run_landscape(
                 file=sys.stderr,
             )
 
-    def on_estimate(estimate: Estimate) -> None:
-        if not started and len(variants) == 1:  # points an earlier sitting finished
-            bar.initial = bar.n = n_points - estimate.n_points  # so the ETA counts ours
-            bar.refresh()
+    def on_estimate(label: str, estimate: Estimate) -> None:
+        advance(label, n_points - estimate.n_points)  # points an earlier sitting finished
+        if len(estimated) == 0:  # so the ETA counts this sitting's points only
+            bar.initial = bar.n
+        estimated.append(label)
+        bar.refresh()
         tqdm.write(estimate.describe(), file=sys.stderr)
 
     ctx = click.get_current_context()
@@ -232,7 +238,6 @@ def run_landscape(
     sweep_options = SweepOptions(
         out_dir=out_dir,
         on_start=lambda: write_config(out_dir, ctx.command, values),
-        on_estimate=on_estimate,
         overwrite=options["overwrite"],
         order=order,
         budget_minutes=budget_minutes,
@@ -245,11 +250,15 @@ def run_landscape(
             label, single = variants[0]
             summary = run_sweep(
                 single,
-                replace(sweep_options, on_point=lambda o, d, t: on_point(label, o, d, t)),
+                replace(
+                    sweep_options,
+                    on_point=lambda o, d, t: on_point(label, o, d, t),
+                    on_estimate=lambda e: on_estimate(label, e),
+                ),
             )
             results = [(label, summary)]
         else:
-            results = run_variants(variants, sweep_options, on_point)
+            results = run_variants(variants, sweep_options, on_point, on_estimate)
     finally:
         bar.close()
     if options["as_json"]:
