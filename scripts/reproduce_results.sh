@@ -46,7 +46,7 @@ need_qwen() { [ -f "$Q" ] || $V fetch qwen2.5-coder-0.5b-instruct; }
 
 # The reference setting in two shards (each the origin and half of the other points), for
 # two sittings or two machines; qwen_reference runs both and merges them.
-# about 1 h 45 min on 2 cores (a broken point: 80 answers of 512 tokens, 12 min)
+# about 1 h 20 min on 2 cores (a broken point: 80 answers of 512 tokens, up to 16 min)
 qwen_reference_1() {
   need_qwen
   $V sweep "$Q" --shard 1/2 --out "$RUNS/qwen-1d-ref-1" "${QUICK[@]}"
@@ -54,7 +54,7 @@ qwen_reference_1() {
   $PY scripts/shorter_answers.py "$PUBLISHED/qwen-1d-ref-1" --max-new-tokens $SHORT
 }
 
-# about 1 h 45 min
+# about 1 h 20 min
 qwen_reference_2() {
   need_qwen
   $V sweep "$Q" --shard 2/2 --out "$RUNS/qwen-1d-ref-2" "${QUICK[@]}"
@@ -66,7 +66,7 @@ qwen_reference_2() {
 # 64-token landscape read off the same answers. A shard made elsewhere can stand in for
 # its folder (SHARD1=DIR or SHARD2=DIR, e.g. docs/runs/qwen-1d-ref-1, a shard merged
 # --without-answers).
-# about 3 h 30 min (both shards, unless given)
+# about 2 h 40 min (both shards, unless given)
 qwen_reference() {
   local one=${SHARD1:-} two=${SHARD2:-}
   [ -n "$one" ] || { qwen_reference_1; one=$RUNS/qwen-1d-ref-1; }
