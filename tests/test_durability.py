@@ -178,7 +178,8 @@ def test_a_resumed_run_keeps_the_batch_size_it_started_with(tmp_path):
 
 def test_a_resumed_sweep_of_several_directions_starts_its_bar_after_the_done_points(tmp_path):
     out = tmp_path / "run"
-    command = [*_command(out), "--directions", "2"]
+    command = [*_command(out), "--directions", "2", "--include", "blk.0.", "--limit", "2",
+               "--max-new-tokens", "4"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
     # as a kill after direction-1's first point leaves it: the later point lines missing
     points = out / "direction-1" / "points.jsonl"
