@@ -12,11 +12,16 @@ in blocks):
   tensor's weights and directions, or the next block's rows, are prepared on a thread
   of their own while this one is moved.
 
+With ``--later``, a later point is timed instead: the first point is moved (untimed)
+by the same perturbation, so the norms are known and the directions the cache does not
+hold are drawn once, in blocks, as at every later point of a sweep.
+
 Prints the wall time of each, the phases' thread-seconds, the ratio of the means, and
 whether the bytes are the same.
 
     .venv/bin/python scripts/bench_draw_ahead.py models/qwen2.5-coder-0.5b-instruct.gguf
     .venv/bin/python scripts/bench_draw_ahead.py models/qwen2.5-coder-0.5b-instruct.gguf --cache-mb 0
+    .venv/bin/python scripts/bench_draw_ahead.py models/qwen2.5-coder-0.5b-instruct.gguf --cache-mb 0 --later
 """
 
 from __future__ import annotations
@@ -33,13 +38,18 @@ from visage_local.grid import Point
 from visage_local.perturb import Perturbation
 
 
-def first_point(
-    model: GGUFModel, ahead: bool, threads: int, cache_bytes: int
+def timed_point(
+    model: GGUFModel, ahead: bool, threads: int, cache_bytes: int, later: bool
 ) -> tuple[float, dict, str]:
-    """Seconds to move every tensor to a = 0.45 from nothing drawn, the phases'
-    thread-seconds, and a digest of the bytes."""
+    """Seconds to move every tensor to a = 0.45 from nothing drawn (``later``: to a = -0.45
+    after a = 0.45), the phases' thread-seconds, and a digest of the bytes."""
     perturbation = Perturbation(model, [RandomDirection(123)], threads, cache_bytes)
     point, digest = Point(0.45), hashlib.sha256()
+    if later:
+        for _ in perturbation.tensors_at(point):
+            pass
+        perturbation.phases.take()
+        point = Point(-0.45)
     start = time.perf_counter()
     if ahead:
         moved = perturbation.tensors_at(point)
@@ -60,6 +70,7 @@ def main() -> None:
     parser.add_argument(
         "--cache-mb", type=int, default=None, help="direction cache (default: every direction)"
     )
+    parser.add_argument("--later", action="store_true", help="time a later point, not the first")
     args = parser.parse_args()
     model = GGUFModel(args.model)
     times: dict[bool, list[float]] = {False: [], True: []}
@@ -67,14 +78,17 @@ def main() -> None:
     cache_bytes = 1 << 40 if args.cache_mb is None else args.cache_mb << 20
     for _ in range(args.repeats):
         for ahead in (False, True):
-            seconds, phases, digest = first_point(model, ahead, args.threads, cache_bytes)
+            seconds, phases, digest = timed_point(
+                model, ahead, args.threads, cache_bytes, args.later
+            )
             times[ahead].append(seconds)
             digests.add(digest)
             busy = " ".join(f"{k} {v:.1f}" for k, v in phases.items() if v >= 0.05)
             print(f"{'ahead  ' if ahead else 'in turn'} {seconds:6.1f} s   thread-s: {busy}")
     turn, ahead = statistics.mean(times[False]), statistics.mean(times[True])
     cache = "every direction" if args.cache_mb is None else f"{args.cache_mb} MiB"
-    print(f"\n{args.model.name}, {args.threads} threads, cache {cache}: in turn {turn:.1f} s, ahead {ahead:.1f} s,"
+    which = "later point" if args.later else "first point"
+    print(f"\n{args.model.name}, {which}, {args.threads} threads, cache {cache}: in turn {turn:.1f} s, ahead {ahead:.1f} s,"
           f" ratio {ahead / turn:.2f}; bytes {'identical' if len(digests) == 1 else 'DIFFER'}")  # fmt: skip
 
 

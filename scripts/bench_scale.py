@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType
 
 from visage_local import ggml, quant
 from visage_local.directions import TensorSelection
@@ -73,21 +75,35 @@ def peak_rss(command: list[str]) -> tuple[float, int, str]:
     return time.monotonic() - start, peak, text
 
 
+# Each route runs once a round, the three in turn, and the median of the rounds is kept:
+# on a shared machine the best of consecutive runs of one route, then the next, measured
+# the moment as much as the route (a ggml-alone figure 0.7 of ours, gone interleaved).
+KERNEL_ROUNDS = 7
+
+
 def kernel_ratio(model: GGUFModel, threads: int) -> list[dict]:
-    """Per type: values/s of ``quant.quantize`` on ``threads`` threads and of one ggml call
-    on one thread, on the type's sampled tensor (dequantised first)."""
+    """Per type: values/s of ``quant.quantize`` on ``threads`` threads, of one ggml call on
+    one thread, and of one ggml call per thread (ggml alone), on the type's sampled tensor
+    (dequantised first); medians of rounds that run the three in turn."""
     targets = [t for t in model.tensors if not TensorSelection().excludes(t.name)]
     rows = []
-    seen = set()
+    seen = {GGMLQuantizationType.F32}  # kept in float32, no ggml kernel to compare with
     for info, _ in samples(targets):
         if info.qtype in seen:
             continue
         seen.add(info.qtype)
         values = model.dequantize(info, threads)
         qtype = info.qtype
-        ours = min(_timed(quant.quantize, values, qtype, threads) for _ in range(3))
-        kernel = min(_timed(_one_call, values, int(qtype)) for _ in range(3))
-        split = min(_timed(_split_calls, values, int(qtype), threads) for _ in range(3))
+        routes = {
+            "ours": (quant.quantize, values, qtype, threads),
+            "kernel": (_one_call, values, int(qtype)),
+            "split": (_split_calls, values, int(qtype), threads),
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in routes}
+        for _ in range(KERNEL_ROUNDS):
+            for name, (work, *args) in routes.items():
+                seconds[name].append(_timed(work, *args))
+        ours, kernel, split = (statistics.median(seconds[name]) for name in routes)
         rows.append(
             {
                 "type": info.qtype.name,
