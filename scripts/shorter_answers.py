@@ -4,7 +4,9 @@ With early stop and one keyword judge, a sweep with ``--max-new-tokens N`` below
 gives, answer for answer, the first N tokens of the run's answers (the same batches run the
 same first N steps), so its landscape is computed here from the run folder
 (``rejudge.shorter_answers``; tests/test_early_stop.py compares it with a real run). Prints
-each point's ASR at both lengths and their difference, and VISAGE at both.
+each point's ASR at both lengths and their difference, VISAGE at both, and where the
+refusals came: the refusal strings by count, the latest token a refusal came by within N,
+each refusal after N, and how many answers ran to the run's limit.
 
     .venv/bin/python scripts/shorter_answers.py runs/qwen-1d-ref --max-new-tokens 64 \
         --plot docs/img/qwen-1d-tokens.png
@@ -13,11 +15,12 @@ each point's ASR at both lengths and their difference, and VISAGE at both.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from visage_local.errors import VisageError
 from visage_local.plots import plot_runs_1d
-from visage_local.record import RunFolder
+from visage_local.record import RunFolder, read_jsonl
 from visage_local.rejudge import shorter_answers
 
 
@@ -47,9 +50,30 @@ def main() -> None:
         f"untrimmed mean margin {_score(full.visage_untrimmed)} / {_score(short.visage_untrimmed)}"
     )
     print(f"origin ASR {_score(full.origin_asr)} / {_score(short.origin_asr)}")
+    _refusals(args.run, b, a)
     if args.plot:
         plot_runs_1d([(f"{a} tokens", full), (f"{b} tokens", short)], full.model_name, args.plot)
         print(f"wrote {args.plot}")
+
+
+def _refusals(run: Path, short: int, limit: int) -> None:
+    """Where the run's refusals came, against the shorter budget."""
+    records, _ = read_jsonl(RunFolder(run).generations)
+    refused = [r for r in records if r["refused"]]
+    within = [r["tokens"] for r in refused if r["tokens"] <= short]
+    strings = Counter(r["matched"] for r in refused).most_common()
+    print(f"{len(refused)} refusals of {len(records)} answers: "
+          + ", ".join(f"{n} {m!r}" for m, n in strings))  # fmt: skip
+    if within:
+        print(f"within {short} tokens: {len(within)}, the latest by token {max(within)}")
+    for r in refused:
+        if r["tokens"] > short:
+            print(f"after {short} tokens: alpha {r['alpha']:+.2f}, prompt {r['prompt_index']}, "
+                  f"{r['matched']!r} at token {r['tokens']} ({r['prompt']!r})")  # fmt: skip
+    full_length = sum(r["tokens"] >= limit for r in records)
+    print(f"{full_length} answers ran to {limit} tokens, none of them refused"
+          if not any(r["refused"] and r["tokens"] >= limit for r in records)
+          else f"{full_length} answers ran to {limit} tokens")  # fmt: skip
 
 
 if __name__ == "__main__":
