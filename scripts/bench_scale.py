@@ -184,10 +184,10 @@ def bench(path: Path, args: argparse.Namespace, work: Path) -> dict:
     }
 
 
-def reference_estimate(path: Path, threads: int) -> Estimate:
+def reference_estimate(path: Path, engine: EngineSettings) -> Estimate:
     """What the sweep itself estimates for the reference setting (the first 80 AdvBench
     prompts, 512 new tokens, 21 points, coherence scored), timed here, nothing run."""
-    config = sweep_config(path, engine=EngineSettings(threads=threads))
+    config = sweep_config(path, engine=engine)
     with (
         tempfile.TemporaryDirectory() as tmp,
         evaluator(config, GGUFModel(path), Path(tmp)) as live,
@@ -350,7 +350,8 @@ def main() -> None:
         return
     if args.reference:
         for path in args.models:
-            estimate = reference_estimate(path, args.threads)
+            settings = EngineSettings(threads=args.threads, n_gpu_layers=args.n_gpu_layers)
+            estimate = reference_estimate(path, settings)
             print(f"{path.name}, reference setting: "
                   f"{estimate.describe()}")  # fmt: skip
         return

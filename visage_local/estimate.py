@@ -77,6 +77,8 @@ class Estimate:
     # the next point's weights prepared while a point generates, held beside the scratch copy
     overlap: bool = False
     prepared_bytes: int = 0
+    # with layers offloaded to a GPU, the model reloaded after each update (in update_s too)
+    reload_s: float = 0.0
 
     @property
     def peak_bytes(self) -> int:
@@ -117,7 +119,9 @@ class Estimate:
         """One line for the terminal."""
         return (
             f"estimate: at most {_duration(self.point_s)} a point (weight update "
-            f"{_duration(self.update_s)}, first {_duration(self.first_update_s)}; prompts "
+            f"{_duration(self.update_s)}, first {_duration(self.first_update_s)}"
+            f"{f', of it the reload to the GPU {_duration(self.reload_s)}' if self.reload_s else ''}"
+            "; prompts "
             f"{_duration(self.prefill_s)}; answers at full length {_duration(self.decode_s)}; "
             f"coherence scoring {_duration(self.score_s)}), "
             f"{_duration(self.total_s)} for {self.n_points} points"
@@ -295,11 +299,12 @@ def estimate(
     each point's weights are prepared while the previous one generates."""
     start = time.perf_counter()
     first, later = time_update(perturbation, scratch, probe_point(points))
+    reload = time_reload(engine) if first else 0.0
     prefill, decode, score = time_generation(engine, tokens, max_new_tokens, scoring)
     size = perturbation.model.size + perturbation.extra_bytes()
     return Estimate(
-        first_update_s=first,
-        update_s=later,
+        first_update_s=first + reload,
+        update_s=later + reload,
         prefill_s=prefill,
         decode_s=decode,
         score_s=score,
@@ -312,7 +317,18 @@ def estimate(
         probe_s=time.perf_counter() - start,
         overlap=overlap,
         prepared_bytes=size if overlap else 0,
+        reload_s=reload,
     )
+
+
+def time_reload(engine: Engine) -> float:
+    """Seconds of one ``refresh_weights``: none on the CPU (the mapped file is used in
+    place), a reload of the model from the file with layers on a GPU."""
+    if engine.settings.n_gpu_layers == 0:
+        return 0.0
+    t0 = time.perf_counter()
+    engine.refresh_weights()
+    return time.perf_counter() - t0
 
 
 def peak_rss() -> int | None:
