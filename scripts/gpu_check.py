@@ -31,6 +31,7 @@ skipped with its reason recorded:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+# llama.cpp loaded first: a CUDA build loaded after gguf-py and visage_local.synthetic crashed
+# in llama_model_load_from_file on the H200 (docs/BENCHMARKS.md); --sources-only runs while
+# llama-cpp-python builds, without it.
+with contextlib.suppress(ImportError):
+    import llama_cpp
 
 from visage_local import synthetic
 from visage_local.gguf_model import GGUFCopy, GGUFModel
@@ -160,10 +167,12 @@ def step_small(check: Check, path: Path) -> dict:
             if k is None:  # one answer ended where the other went on
                 ended_apart += 1
                 continue
+            # the CPU's two candidates after the shared prefix (negative: the CPU's batched
+            # decode itself chose against its single-prompt logits, batching's rounding)
             logits = cpu.logits_after(prompt + a[:k])
             margin = float(logits[a[k]] - logits[b[k]])
             margins.append(margin)
-            near_ties += margin < 2 * spread
+            near_ties += abs(margin) < 2 * spread
     return {
         "prompts": len(tokens),
         "new_tokens": 48,
@@ -329,8 +338,6 @@ def main() -> None:
     if args.out is None:
         parser.error("--out is required")
     check = Check(args.out, args.budget_s, args.threads)
-    import llama_cpp
-
     check.figures["llama_cpp"] = {
         "version": llama_cpp.__version__,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),

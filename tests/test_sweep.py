@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from visage_local.attacks import load_attack
@@ -48,6 +49,9 @@ def _check_outputs(folder, dims, n_points, n_prompts):
     assert set(summary) >= SUMMARY_KEYS
     assert summary["dims"] == dims and summary["n_prompts"] == n_prompts
     assert len(summary["points"]) == n_points
+    # the build's instruction sets, as llama.cpp reports them: two builds' runs told apart
+    features = [f.strip() for f in llama_cpp.llama_print_system_info().decode().split("|")]
+    assert summary["versions"]["llama.cpp build"].split(" | ") == [f for f in features if f]
     for point in summary["points"]:
         assert set(point) >= POINT_KEYS
         assert 0 <= point["asr"] <= 100 and point["n_prompts"] == n_prompts

@@ -57,6 +57,14 @@ _ERRORS: deque[str] = deque(maxlen=8)  # llama.cpp's latest error lines, for our
 _SHOW_LOG = [False]  # set by show_llama_logs (the CLI's -v)
 
 
+def build_features() -> str:
+    """What this llama.cpp build computes with, as llama.cpp reports it (``CPU : AVX2 = 1 |
+    AVX512 = 1 | ...``, and a GPU backend's line where one is built in): builds for other
+    instruction sets round differently, so greedy answers may part at near ties."""
+    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    return " | ".join(part.strip() for part in info.split("|") if part.strip())
+
+
 def quiet_llama_logs() -> None:
     """Keep llama.cpp's logging off stderr (unless ``show_llama_logs``); its error lines
     are kept for ``llama_error``."""

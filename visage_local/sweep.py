@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from visage_local import coherence
+from visage_local.engine import build_features
 from visage_local.errors import ConfigError
 from visage_local.estimate import Estimate, actual
 from visage_local.evaluator import PointOutcome, PointResult, evaluator
@@ -145,7 +146,7 @@ class _Run:
             complete=complete,
             elapsed_s=round(time.monotonic() - self.started, 3),
             config_hash=store.hash,
-            versions=versions(),
+            versions=versions() | {"llama.cpp build": build_features()},
             deviations=[asdict(d) for d in config.deviations()],
             uniform_imatrix=self.uniform_imatrix or None,
             estimate=None if self.estimate is None else self.estimate.record(),
