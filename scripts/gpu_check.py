@@ -92,7 +92,9 @@ class Check:
             text=True,
             check=False,
         )
-        if done.returncode:
+        if done.returncode and "the plot was not drawn" in done.stderr:  # the run's files are
+            self.figures["plot"] = done.stderr.strip().splitlines()[-1]  # written (see plots.py)
+        elif done.returncode:
             raise RuntimeError(f"visage-local {' '.join(args)}: {done.stderr.strip()[-2000:]}")
         return done.stdout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -188,3 +189,22 @@ def test_a_resumed_sweep_of_several_directions_starts_its_bar_after_the_done_poi
     assert done.returncode == 0, done.stderr
     # direction-0's 3 points and direction-1's first before any new one, then the other 2
     assert all(f" {n}/6 [" in done.stderr for n in (4, 5, 6))
+
+
+def test_a_matplotlib_that_cannot_be_imported_costs_the_plot_alone(tmp_path, uninterrupted):
+    """On one GPU machine's image matplotlib failed to import once llama.cpp's CUDA libraries
+    were loaded (a SystemError in its font module): the sweep says so in one line, exits
+    non-zero, and its results are those of a run that drew its plot."""
+    broken = tmp_path / "site" / "matplotlib"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise SystemError('returned NULL without an exception')")
+    out = tmp_path / "run"
+    done = subprocess.run(
+        _command(out),
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(broken.parent)},
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "the plot was not drawn: matplotlib could not be imported (SystemError" in done.stderr
+    assert _outputs(out) == uninterrupted and not (out / "landscape.png").exists()

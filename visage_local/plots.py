@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from visage_local.errors import VisageError
 from visage_local.record import RunSummary
 
 SERIES_STYLES = {
@@ -18,12 +19,20 @@ SERIES_STYLES = {
 
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn
-    (it takes half a second, which every command would pay at start)."""
-    import matplotlib
+    (it takes half a second, which every command would pay at start). A matplotlib that
+    cannot be imported is one line: on one GPU machine's image its font module failed once
+    llama.cpp's CUDA libraries were loaded (docs/BENCHMARKS.md), after the run's files
+    were written."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as error:  # any failure of the installed package, named in the line
+        raise VisageError(
+            f"the plot was not drawn: matplotlib could not be imported "
+            f"({type(error).__name__}: {str(error)[:200]}); the run's other files are written"
+        ) from error
     return plt
 
 
