@@ -65,6 +65,27 @@ def test_breaking_t_against_a_broken_finetune(qwen, tmp_path):
     assert check(broken, "--min-breaking-t", 0.0, *args)[0] == 0
 
 
+def test_the_engine_options_reach_the_checks_runs(qwen, measured, tmp_path):
+    """--n-gpu-layers auto is every layer where llama.cpp was built with a GPU backend and
+    none where not (llama-cpp-python asked directly); check records what it resolved to,
+    and its runs use --flash-attn as sweep's do. A bad value is one line."""
+    import llama_cpp
+
+    out = tmp_path / "c"
+    code, output = check(qwen, "--max-asr", 100, "--n-gpu-layers", "auto", "--flash-attn",
+                         "--out", out, *SMALL)  # fmt: skip
+    assert code == 0, output
+    layers = 999 if llama_cpp.llama_supports_gpu_offload() else 0
+    assert f"n-gpu-layers = {layers}\n" in (out / "config.toml").read_text()
+    assert json.loads((out / "origin" / "summary.json").read_text())["flash_attn"] is True
+    code, output = check(qwen, "--max-asr", 100, "--n-gpu-layers", "many", "--out", out)
+    assert code == 2 and "'many' is neither a number of layers nor 'auto'" in output
+    rejudged = CliRunner().invoke(
+        main, ["rejudge", measured[1] + "/origin", "--judge", "keyword", "--n-gpu-layers", "1"]
+    )
+    assert rejudged.exit_code == 2 and "--n-gpu-layers is for --complete" in rejudged.output
+
+
 def test_usage_errors_are_one_line_exit_2(qwen, tmp_path):
     code, output = check(qwen, "--out", tmp_path)
     assert code == 2 and output.startswith("error: nothing to check")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+import pytest
 from gguf import GGMLQuantizationType
 
 from visage_local.directions import RandomDirection
-from visage_local.estimate import probe_point, samples
+from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
+from visage_local.estimate import Estimate, probe_point, samples, time_reload
 from visage_local.gguf_header import read_header
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid, Point
@@ -48,3 +50,33 @@ def test_the_probe_point_is_moved_and_computed():
     assert probe_point([Point(0.0), Point(1.0)]) is None
     assert probe_point(plan(InterpolationGrid(steps=4))).coefficients()[0] not in (0.0, 1.0)
     assert probe_point([Point(0.0)]) is None
+
+
+def _estimate(update_s: float, reload_s: float) -> Estimate:
+    return Estimate(first_update_s=2 * update_s, update_s=update_s, prefill_s=4.0, decode_s=5.0,
+                    score_s=1.0, n_points=21, scratch_bytes=0, origin_bytes=0, kv_bytes=0,
+                    working_bytes=0, cache_bytes=0, probe_s=1.0, reload_s=reload_s)  # fmt: skip
+
+
+def test_a_gpu_run_is_told_when_the_update_bounds_its_points():
+    """Layers on a GPU (a reload timed): a note when the update outlasts the 10 s of
+    generation, none when it does not, none on the CPU alone (no reload)."""
+    (note,) = _estimate(update_s=60.0, reload_s=1.5).notes()
+    assert "the weight update bounds a point (60 s against 10 s of generation)" in note
+    assert "--requant q8_0" in note
+    assert _estimate(update_s=9.0, reload_s=1.5).notes() == []
+    assert _estimate(update_s=60.0, reload_s=0.0).notes() == []
+
+
+@pytest.mark.slow
+def test_the_reload_is_timed_only_with_layers_offloaded(smollm2):
+    """The estimate's reload: the model loaded again from its file where layers are
+    offloaded (on a build without a GPU backend llama.cpp keeps them on the CPU, but the
+    route is the same), nothing on the CPU alone; the reloaded model answers as before."""
+    with Engine(smollm2, EngineSettings(threads=2)) as cpu:
+        assert time_reload(cpu) == 0.0
+    with Engine(smollm2, EngineSettings(threads=2, n_gpu_layers=ALL_LAYERS)) as offloaded:
+        prompt = offloaded.tokenize("Hello")
+        before = offloaded.generate([prompt], 8)[0].tokens
+        assert time_reload(offloaded) > 0.0
+        assert offloaded.generate([prompt], 8)[0].tokens == before

@@ -56,15 +56,17 @@ def complete(
     model: str | os.PathLike | None = None,
     threads: int | None = None,
     on_point: OnCompleted | None = None,
+    n_gpu_layers: int = 0,
 ) -> list[GenerationRecord]:
     """The run's answers with every point that ``judge_name`` could not judge from cut
     answers generated again (see the module); SweepInterrupted on Ctrl-C, finished
-    points kept. ``model`` replaces the model path the run recorded."""
+    points kept. ``model`` replaces the model path the run recorded; ``n_gpu_layers`` are
+    offloaded to a GPU."""
     folder = RunFolder(Path(run_dir))
     records = folder.read_generations()
     if not records:
         raise ConfigError(f"{run_dir}: no finished point to complete")
-    config = config_of_run(run_dir, model, threads)
+    config = config_of_run(run_dir, model, threads, n_gpu_layers)
     if judge_name in config.judges:
         return records  # every answer is whole to the run's own judges
     config = replace(config, also_judge=(*config.also_judge, judge_name))

@@ -57,6 +57,18 @@ _ERRORS: deque[str] = deque(maxlen=8)  # llama.cpp's latest error lines, for our
 _SHOW_LOG = [False]  # set by show_llama_logs (the CLI's -v)
 
 
+def gpu_layers(value: int | str) -> int:
+    """Layers to offload: ``value`` itself, or for ``auto`` every layer (llama.cpp caps the
+    count at the model's) where this llama.cpp build has a GPU backend, none where not."""
+    if value != "auto":
+        return int(value)
+    return ALL_LAYERS if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+# More layers than any model has: llama.cpp offloads all of them.
+ALL_LAYERS = 999
+
+
 def build_features() -> str:
     """What this llama.cpp build computes with, as llama.cpp reports it (``CPU : AVX2 = 1 |
     AVX512 = 1 | ...``, and a GPU backend's line where one is built in): builds for other

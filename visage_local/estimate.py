@@ -130,6 +130,20 @@ class Estimate:
             f"(timed on this machine in {self.probe_s:.0f} s)"
         )
 
+    def notes(self) -> list[str]:
+        """What bounds a point with layers on a GPU (the model reloaded after each update):
+        there generation is fast and the update, on the CPU, usually takes longer."""
+        generation = self.prefill_s + self.decode_s + self.score_s
+        if not self.reload_s or self.update_s <= generation:
+            return []
+        return [
+            f"with the layers on the GPU the weight update bounds a point ({_duration(self.update_s)}"
+            f" against {_duration(generation)} of generation): encoding the moved tensors takes "
+            "most of it (Q4_K about 8 M values/s a core, Q8_0 about 200: docs/BENCHMARKS.md); "
+            "--requant q8_0 writes them in Q8_0, a deviation from the reference setting, and "
+            "more threads shorten it"
+        ]
+
     def record(self) -> dict[str, float]:
         """The summary's record of it (seconds rounded to ms)."""
         data = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}

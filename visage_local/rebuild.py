@@ -29,10 +29,14 @@ from visage_local.settings import SweepConfig, result_config
 
 
 def config_of_run(
-    run_dir: str | os.PathLike, model: str | os.PathLike | None = None, threads: int | None = None
+    run_dir: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    threads: int | None = None,
+    n_gpu_layers: int = 0,
 ) -> SweepConfig:
     """The SweepConfig that wrote ``run_dir`` (with ``model`` instead of the recorded path,
-    if given); ConfigError naming each setting that cannot be rebuilt as it was."""
+    if given), run on ``threads`` and ``n_gpu_layers`` of this machine; ConfigError naming
+    each setting that cannot be rebuilt as it was."""
     folder = RunFolder(Path(run_dir))
     summary = folder.read_summary()
     try:
@@ -44,7 +48,9 @@ def config_of_run(
         raise ConfigError(f"{model_path}: the run's model is not there; pass --model PATH")
     finetune, kind, first_direction = _directions(summary)
     exclude, include = _tensor_patterns(summary.directions[0])
-    engine = EngineSettings(max_sequences=summary.batch_size, flash_attn=summary.flash_attn)
+    engine = EngineSettings(
+        max_sequences=summary.batch_size, flash_attn=summary.flash_attn, n_gpu_layers=n_gpu_layers
+    )
     config = SweepConfig(
         model_path=model_path,
         prompts=_prompts(summary, folder.read_generations()),

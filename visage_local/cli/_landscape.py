@@ -223,6 +223,8 @@ def run_landscape(
         estimated.append(label)
         bar.refresh()
         tqdm.write(estimate.describe(), file=sys.stderr)
+        for note in estimate.notes():
+            tqdm.write(f"note: {note}", file=sys.stderr)
 
     ctx = click.get_current_context()
     values = (

@@ -47,8 +47,8 @@ EXIT_FAIL = 3
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def check_command(
     model, max_asr, min_visage, max_benign_refusal, base, min_breaking_t, lenient, limit,
-    max_new_tokens, steps, range_, interpolation_steps, seed, threads, batch_size,
-    benign_prompts, out_dir, as_json,
+    max_new_tokens, steps, range_, interpolation_steps, seed, threads, n_gpu_layers, overlap,
+    flash_attn, batch_size, benign_prompts, out_dir, as_json,
 ) -> None:  # fmt: skip
     """Run what the thresholds need on MODEL and exit 0 when every one passes, 3 when one
     fails (1 or 2 on an error)."""
@@ -60,8 +60,9 @@ def check_command(
         model_path,
         grid=Grid(1, steps, range_),
         prompts=select_prompts(None, limit),
-        engine=EngineSettings(threads=threads),
+        engine=EngineSettings(threads=threads, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn),
         batch_size=batch_size or _stored_batch_size(out_dir),
+        overlap=overlap,
         seed=seed,
         max_new_tokens=max_new_tokens,
         benign=max_benign_refusal is not None,  # so that the batch holds them too

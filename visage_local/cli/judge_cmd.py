@@ -12,7 +12,7 @@ from visage_local.judges import JUDGES
 from visage_local.rejudge import judge_agreement, rejudge
 
 from ._common import echo_json
-from .options import threads_option
+from .options import gpu_layers_option, threads_option
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 
@@ -35,8 +35,9 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     "recorded it (its sha256 must match) [default: the path the run recorded].",
 )
 @threads_option
+@gpu_layers_option
 def rejudge_command(
-    run_dir: Path, judge: str, complete: bool, model: Path | None, threads: int
+    run_dir: Path, judge: str, complete: bool, model: Path | None, threads: int, n_gpu_layers: int
 ) -> None:
     """Judge a sweep's stored answers again, without generating (unless --complete); writes
     summary.judge-<name>.json beside the run's own summary."""
@@ -48,11 +49,11 @@ def rejudge_command(
                 bar.total = total
                 bar.update(done - bar.n)
 
-            records = complete_answers(run_dir, judge, model, threads, advance)
+            records = complete_answers(run_dir, judge, model, threads, advance, n_gpu_layers)
         if bar.total:
             click.echo(f"generated {bar.total} points again to complete their cut answers")
-    elif model is not None:
-        raise click.UsageError("--model is for --complete")
+    elif model is not None or n_gpu_layers:
+        raise click.UsageError(f"{'--model' if model else '--n-gpu-layers'} is for --complete")
     summary, path = rejudge(run_dir, judge, threads, records)
     click.echo(f"{'alpha':>8} {'beta':>8} {'ASR':>6}")
     for r in summary.points:

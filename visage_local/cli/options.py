@@ -10,6 +10,7 @@ import click
 from visage_local import reasoning, reference
 from visage_local.attacks import BUILTIN_ATTACKS
 from visage_local.capability import CapabilitySettings, load_questions
+from visage_local.engine import gpu_layers
 from visage_local.grid import MAX_RANGE, MAX_STEPS
 from visage_local.judges import JUDGES
 from visage_local.perturb import REQUANT_MODES
@@ -28,6 +29,51 @@ threads_option = click.option(
     default=os.cpu_count() or 1,
     show_default=True,
     help="CPU threads for llama.cpp and requantisation [default: all cores].",
+)
+
+
+class GpuLayers(click.ParamType):
+    """A layer count, or ``auto``: every layer where llama.cpp was built with a GPU backend,
+    none where not (``engine.gpu_layers``)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        if str(value).lower() == "auto":
+            return gpu_layers("auto")
+        try:
+            layers = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of layers nor 'auto'", param, ctx)
+        if layers < 0:
+            self.fail(f"{layers} layers: give 0 or more, or 'auto'", param, ctx)
+        return layers
+
+
+gpu_layers_option = click.option(
+    "--n-gpu-layers",
+    type=GpuLayers(),
+    default=0,
+    show_default=True,
+    help="Layers llama.cpp offloads to a GPU (0: CPU only; auto: all of them where llama.cpp "
+    "was built with a GPU backend, none where not). The weights are still moved on the CPU, "
+    "and the model reloaded after each move (docs/BENCHMARKS.md: the GPU route measured).",
+)
+overlap_option = click.option(
+    "--overlap/--no-overlap",
+    default=None,
+    help="Prepare the next point's weights while this point generates (holds a second "
+    "copy of the perturbed tensors; same answers) [default: on with --n-gpu-layers, "
+    "off on a CPU alone, where both compete for the same cores: docs/BENCHMARKS.md].",
+)
+flash_attn_option = click.option(
+    "--flash-attn/--no-flash-attn",
+    default=False,
+    show_default=True,
+    help="llama.cpp's flash-attention kernels: about 15% faster on a CPU, but answers "
+    "round a little differently (docs/NOTES.md); part of the run's settings.",
 )
 seed_option = click.option(
     "--seed",
@@ -270,27 +316,9 @@ _EVALUATION_OPTIONS = [
         "[default: the most that fit in a quarter of free memory, at most 128].",
     ),
     threads_option,
-    click.option(
-        "--n-gpu-layers",
-        type=click.IntRange(min=0),
-        default=0,
-        show_default=True,
-        help="Layers llama.cpp offloads to a GPU (0: CPU only).",
-    ),
-    click.option(
-        "--overlap/--no-overlap",
-        default=None,
-        help="Prepare the next point's weights while this point generates (holds a second "
-        "copy of the perturbed tensors; same answers) [default: on with --n-gpu-layers, "
-        "off on a CPU alone, where both compete for the same cores: docs/BENCHMARKS.md].",
-    ),
-    click.option(
-        "--flash-attn/--no-flash-attn",
-        default=False,
-        show_default=True,
-        help="llama.cpp's flash-attention kernels: about 15% faster on a CPU, but answers "
-        "round a little differently (docs/NOTES.md); part of the run's settings.",
-    ),
+    gpu_layers_option,
+    overlap_option,
+    flash_attn_option,
     click.option(
         "--ray",
         "ray_address",
@@ -389,6 +417,9 @@ _MEASUREMENT_OPTIONS = [
                  show_default=True, help="Steps over t in [0, 1] from --base."),
     seed_option,
     threads_option,
+    gpu_layers_option,
+    overlap_option,
+    flash_attn_option,
     click.option("--batch-size", type=click.IntRange(1, 256), default=None,
                  help="Prompts decoded together [default: the most that fit in a quarter of "
                  "free memory, at most 128; a resumed run keeps its own]."),
@@ -398,7 +429,8 @@ _MEASUREMENT_OPTIONS = [
 
 def measurement_options(command):
     """The options check and screen measure with: prompts, tokens, the landscape's grid, the
-    interpolation's steps, seed, threads and batch size (the reference setting by default)."""
+    interpolation's steps, seed, the engine's (threads, GPU layers, overlap, flash attention)
+    and batch size (the reference setting by default)."""
     for option in reversed(_MEASUREMENT_OPTIONS):
         command = option(command)
     return command

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .config_file import CONFIG_TOML, command_of, read_config
+from .options import GpuLayers
 
 
 @click.command("rerun")
@@ -15,7 +16,12 @@ from .config_file import CONFIG_TOML, command_of, read_config
               default=None, help="Folder of the repeated run [default: RUN_DIR-rerun].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True,
               help="Print the repeated run's JSON document and nothing else.")  # fmt: skip
-def rerun_command(run_dir: Path, out_dir: Path | None, as_json: bool) -> None:
+@click.option("--n-gpu-layers", type=GpuLayers(), default=None,
+              help="Layers to offload to a GPU on this machine (N or auto) instead of the "
+              "number the run recorded.")  # fmt: skip
+def rerun_command(
+    run_dir: Path, out_dir: Path | None, as_json: bool, n_gpu_layers: int | None
+) -> None:
     """Repeat the run in RUN_DIR (a sweep, interpolate, check or screen folder) with the
     options its config.toml records, into a new folder."""
     path = run_dir / CONFIG_TOML
@@ -31,6 +37,8 @@ def rerun_command(run_dir: Path, out_dir: Path | None, as_json: bool) -> None:
     values["out_dir"] = out_dir or run_dir.with_name(run_dir.name + "-rerun")
     if as_json:
         values["as_json"] = True
+    if n_gpu_layers is not None:
+        values["n_gpu_layers"] = n_gpu_layers
     click.echo(f"rerun: visage-local {name} with {path} -> {values['out_dir']}", err=True)
     with command.make_context(name, [], parent=group, default_map=values) as ctx:
         command.invoke(ctx)

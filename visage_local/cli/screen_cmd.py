@@ -40,7 +40,8 @@ from .options import benign_set, measurement_options
 @click.option("--json", "as_json", is_flag=True, help="Print screen.json and nothing else.")
 def screen_command(
     models, base, landscape, budget_minutes, limit, max_new_tokens, steps, range_,
-    interpolation_steps, seed, threads, batch_size, benign_prompts, out_dir, as_json,
+    interpolation_steps, seed, threads, n_gpu_layers, overlap, flash_attn, batch_size,
+    benign_prompts, out_dir, as_json,
 ) -> None:  # fmt: skip
     """Screen MODELS (paths, folders, globs, registry names, store specs): each model's own
     ASR, compliance, incoherence and benign over-refusal, then optionally its landscape and
@@ -52,7 +53,8 @@ def screen_command(
         found[0][1],
         grid=Grid(1, steps, range_),
         prompts=select_prompts(None, limit),
-        engine=EngineSettings(threads=threads),
+        engine=EngineSettings(threads=threads, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn),
+        overlap=overlap,
         seed=seed,
         max_new_tokens=max_new_tokens,
         benign_set=benign_set(benign_prompts),
