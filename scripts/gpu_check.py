@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models" / "synthetic" / "gpu-check"
-ALL_LAYERS = 999
 SMALL = synthetic.Size(n_embd=512, n_layer=4, n_head=8, n_head_kv=4, head_dim=64, n_ff=1536)
 STEPS = ("small", "reload", "sweep", "scale")
 # Seconds a step (or a model of step scale) needs at most on an H200 machine with 16 cores,
@@ -148,7 +147,7 @@ def answers(engine: Engine, tokens: list[list[int]], new: int) -> list[list[int]
 
 def step_small(check: Check, path: Path) -> dict:
     """GPU against CPU on the small model: logits spread, answers, near ties."""
-    from visage_local.engine import Engine, EngineSettings
+    from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
 
     model = GGUFModel(path)
     with (
@@ -192,7 +191,7 @@ def step_small(check: Check, path: Path) -> dict:
 
 def step_reload(check: Check, path: Path, work: Path) -> dict:
     """The reload route: stale weights without it, the moved model's answers with it."""
-    from visage_local.engine import Engine, EngineSettings
+    from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
 
     moved = work / "moved.gguf"
     check.cli(
@@ -238,12 +237,12 @@ def step_reload(check: Check, path: Path, work: Path) -> dict:
 def step_sweep(check: Check, path: Path, work: Path) -> dict:
     """The CLI's sweep on both routes, point by point."""
     runs = {}
-    for route, layers in (("cpu", 0), ("gpu", ALL_LAYERS)):
+    for route, layers in (("cpu", "0"), ("gpu", "auto")):
         out = work / f"sweep-{route}"
         t0 = time.monotonic()
         check.cli("sweep", str(path), "--out", str(out), "--overwrite", "--steps", "4",
                   "--range", "0.4", "--limit", "16", "--max-new-tokens", "32", "--no-coherence",
-                  "--threads", str(check.threads), "--n-gpu-layers", str(layers))  # fmt: skip
+                  "--threads", str(check.threads), "--n-gpu-layers", layers)  # fmt: skip
         lines = (out / "generations.jsonl").read_text().splitlines()
         runs[route] = {
             (r["alpha"], r["prompt_index"]): r["response"] for r in map(json.loads, lines)
@@ -275,7 +274,7 @@ def step_scale(check: Check, work: Path, names: list[str], prompts: int, tokens:
     first."""
     from bench_scale import reference_estimate  # a script beside this one
 
-    from visage_local.engine import EngineSettings
+    from visage_local.engine import ALL_LAYERS, EngineSettings
 
     result = {}
     for name in names:
@@ -291,7 +290,7 @@ def step_scale(check: Check, work: Path, names: list[str], prompts: int, tokens:
         check.cli("sweep", str(path), "--out", str(out), "--overwrite", "--steps", "2",
                   "--range", "0.1", "--limit", str(prompts), "--max-new-tokens", str(tokens),
                   "--no-early-stop", "--no-coherence", "--threads", str(check.threads),
-                  "--n-gpu-layers", str(ALL_LAYERS), *shard)  # fmt: skip
+                  "--n-gpu-layers", "auto", *shard)  # fmt: skip
         summary = json.loads((out / "summary.json").read_text())
         points = [json.loads(x) for x in (out / "points.jsonl").read_text().splitlines()]
         result[name] = {
