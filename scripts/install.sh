@@ -7,6 +7,10 @@
 #   bash scripts/install.sh --portable   # .venv-portable: llama.cpp built with the CPU-specific
 #                                        # paths off (GGML_NATIVE=OFF: AVX2, FMA, F16C at most),
 #                                        # as on a processor without AVX-512 (docs/TESTING.md)
+#   bash scripts/install.sh --vulkan     # .venv-vulkan: llama.cpp with its Vulkan backend, a
+#                                        # real GPU backend that runs without a GPU on Mesa's
+#                                        # software device (lavapipe); installs Debian's
+#                                        # mesa-vulkan-drivers, libvulkan-dev, glslc, spirv-headers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,8 +22,17 @@ case "${1:-}" in
     VENV=.venv-portable
     LLAMA_ARGS="$LLAMA_ARGS -DGGML_NATIVE=OFF -DGGML_AVX512=OFF"
     ;;
+  --vulkan)
+    VENV=.venv-vulkan
+    LLAMA_ARGS="$LLAMA_ARGS -DGGML_VULKAN=ON"
+    if ! command -v glslc > /dev/null || [ ! -f /usr/include/vulkan/vulkan.h ] \
+      || [ ! -d /usr/share/cmake/SPIRV-Headers ] || ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json > /dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        mesa-vulkan-drivers libvulkan-dev glslc spirv-headers > /dev/null
+    fi
+    ;;
   *)
-    echo "install.sh: unknown option ${1} (--portable or nothing)" >&2
+    echo "install.sh: unknown option ${1} (--portable, --vulkan or nothing)" >&2
     exit 2
     ;;
 esac
@@ -27,7 +40,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-if [ "$VENV" = .venv-portable ]; then
+if [ "$VENV" != .venv ]; then
   # The pinned source (scripts/llama_source.sh), built before the project so that pip keeps it.
   bash scripts/llama_source.sh
   if ! "$VENV/bin/python" -c "import llama_cpp" 2> /dev/null; then
