@@ -30,6 +30,24 @@ case "${1:-}" in
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         mesa-vulkan-drivers libvulkan-dev glslc spirv-headers > /dev/null
     fi
+    # llama.cpp's Vulkan backend needs headers from Vulkan 1.3.261 on (VK_EXT_layer_settings);
+    # where the system's are older (Debian 12: 1.3.239), Debian 13's libvulkan-dev is unpacked
+    # into .build/vulkan-headers, read through apt lists of its own (the system's untouched).
+    if ! grep -qs LayerSettingEXT /usr/include/vulkan/vulkan_structs.hpp; then
+      HEADERS=$PWD/.build/vulkan-headers
+      if [ ! -f "$HEADERS/usr/include/vulkan/vulkan.hpp" ]; then
+        APT=$(mktemp -d)
+        mkdir -p "$APT/lists/partial" "$APT/sources"
+        echo "deb http://deb.debian.org/debian trixie main" > "$APT/sources/trixie.list"
+        opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$APT/sources"
+          -o "Dir::State::Lists=$APT/lists")
+        apt-get "${opts[@]}" update -qq
+        (cd "$APT" && apt-get "${opts[@]}" download libvulkan-dev 2> /dev/null)
+        dpkg -x "$APT"/libvulkan-dev_*.deb "$HEADERS"
+        rm -rf "$APT"
+      fi
+      LLAMA_ARGS="$LLAMA_ARGS -DVulkan_INCLUDE_DIR=$HEADERS/usr/include"
+    fi
     ;;
   *)
     echo "install.sh: unknown option ${1} (--portable, --vulkan or nothing)" >&2

@@ -4,16 +4,19 @@
 #   bash scripts/test.sh [PYTEST ARGS]              # .venv, llama.cpp built for this CPU (CI)
 #   bash scripts/test.sh --portable [PYTEST ARGS]   # .venv-portable, llama.cpp with the
 #                                                   # CPU-specific paths off (docs/TESTING.md)
+#   bash scripts/test.sh --vulkan -m gpu_backend    # .venv-vulkan, llama.cpp's Vulkan backend
+#                                                   # on Mesa's software device: the GPU route
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
-if [ "${1:-}" = --portable ]; then
-  shift
-  VENV=.venv-portable
-  bash scripts/install.sh --portable
-else
-  bash scripts/install.sh
-fi
+case "${1:-}" in
+  --portable | --vulkan)
+    VENV=.venv-${1#--}
+    bash scripts/install.sh "$1"
+    shift
+    ;;
+  *) bash scripts/install.sh ;;
+esac
 # The training tests need torch: 2.13.0 is the CPU build (pip takes it from the machine's
 # wheel store here; a plain `torch` from PyPI would be a CUDA build of several GB).
 # The cluster tests need Ray.

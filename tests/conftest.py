@@ -210,8 +210,12 @@ FETCHED_MODELS = {"qwen", "gemma"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items):
-    """Mark every test that uses a fetched model as slow, as a fixture or a parameter."""
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses a fetched model as slow, as a fixture or a parameter; leave
+    out the gpu_backend tests where llama.cpp has no GPU backend (they run in the Vulkan
+    lane: `scripts/test.sh --vulkan -m gpu_backend`, which .ci/run runs too)."""
+    import llama_cpp
+
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
@@ -219,6 +223,11 @@ def pytest_collection_modifyitems(items):
             used |= {v for v in callspec.params.values() if isinstance(v, str)}
         if FETCHED_MODELS & used:
             item.add_marker(pytest.mark.slow)
+    if not llama_cpp.llama_supports_gpu_offload():
+        gpu = [item for item in items if item.get_closest_marker("gpu_backend")]
+        if gpu:
+            config.hook.pytest_deselected(items=gpu)
+            items[:] = [item for item in items if item not in gpu]
 
 
 # With VISAGE_NO_SKIPS=1 (scripts/test.sh sets it, so CI runs with it) a skipped test fails
