@@ -33,9 +33,10 @@ from visage_local.prompts import load_prompts
 
 pytestmark = [pytest.mark.slow, pytest.mark.gpu_backend]
 
-GPU = EngineSettings(threads=2, n_gpu_layers=ALL_LAYERS, max_sequences=4)
-CPU = EngineSettings(threads=2, max_sequences=4)
-N_PROMPTS, NEW_TOKENS = 4, 16
+GPU = EngineSettings(threads=2, n_gpu_layers=ALL_LAYERS, max_sequences=2)
+CPU = EngineSettings(threads=2, max_sequences=2)
+# Small: lavapipe computes on the CPU, about 1.5 s a decode step of SmolLM2 on 2 cores.
+N_PROMPTS, NEW_TOKENS = 2, 8
 
 
 def _tokens(engine: Engine, model: GGUFModel) -> list[list[int]]:
@@ -60,46 +61,45 @@ def _write_weights(scratch: GGUFCopy, moved: GGUFModel) -> None:
 
 @pytest.mark.parametrize("name", ["smollm2", "qwen"])
 def test_offloaded_answers_follow_the_weights_written_into_the_mapped_file(name, request, tmp_path):
-    """A GPU engine mapping a scratch copy, the moved weights written into it and reloaded,
-    answers as a GPU engine loaded from the point's file does, token for token; the CPU on
-    that file gives the same answers but at near ties. Without the reload the answers are
-    stale: they are the origin's where the offloaded tensors decide."""
+    """At the origin the GPU answers as the CPU does, but where the CPU's two candidates
+    were within twice the larger of two spreads measured here (the backends' last-token
+    logits, and the CPU's own batched against single); the moved weights written into the
+    file a GPU engine maps and reloaded, it answers as a GPU engine loaded from the
+    point's file, token for token; without the reload the answers are stale."""
     path = request.getfixturevalue(name)
     model = GGUFModel(path)
     scratch = GGUFCopy(model, tmp_path / "scratch.gguf")
     try:
         with Engine(scratch.path, GPU) as gpu, Engine(path, CPU) as cpu:
             tokens = _tokens(gpu, model)
-            spread = max(
-                float(np.abs(gpu.logits_after(t) - cpu.logits_after(t)).max()) for t in tokens
-            )
-            assert 0 <= spread < 1  # the two backends round alike to well under a logit
+            single = np.stack([cpu.logits_after(t) for t in tokens])
+            batched = cpu.next_token_logits(tokens, list(range(cpu.n_vocab)))
+            offloaded = np.stack([gpu.logits_after(t) for t in tokens])
+            spread = max(np.abs(batched - single).max(), np.abs(offloaded - single).max())
+            assert spread < 1  # the backends round alike, to well under a logit
             origin = _answers(gpu, tokens)
-            for alpha in (0.05, 0.3):
-                moved = _export(model, alpha, tmp_path / f"a{alpha}.gguf")
-                _write_weights(scratch, moved)
-                gpu.reset()  # the CPU route's refresh: on the GPU, the reload skipped
-                stale = _answers(gpu, tokens)
-                gpu.refresh_weights()
-                got = _answers(gpu, tokens)
-                with Engine(moved.path, GPU) as fresh:
-                    assert got == _answers(fresh, tokens)
-                with Engine(moved.path, CPU) as oracle:
-                    _parted_only_at_near_ties(oracle, tokens, _answers(oracle, tokens), got, spread)
-                if alpha == 0.3:  # the premise: far enough that the answers change
-                    assert got != origin and stale != got
+            _parted_only_at_near_ties(cpu, tokens, _answers(cpu, tokens), origin, 2 * spread)
+            moved = _export(model, 0.3, tmp_path / "moved.gguf")
+            _write_weights(scratch, moved)
+            gpu.reset()  # the CPU route's refresh: on the GPU, the reload skipped
+            stale = _answers(gpu, tokens)
+            gpu.refresh_weights()
+            got = _answers(gpu, tokens)
+            with Engine(moved.path, GPU) as fresh:
+                assert got == _answers(fresh, tokens)
+            assert got != origin and stale != got  # the point moves the answers; stale ones lag
     finally:
         scratch.close()
 
 
-def _parted_only_at_near_ties(cpu: Engine, tokens, on_cpu, on_gpu, spread: float) -> None:
+def _parted_only_at_near_ties(cpu: Engine, tokens, on_cpu, on_gpu, tolerance: float) -> None:
     for prompt, a, b in zip(tokens, on_cpu, on_gpu, strict=True):
         k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
         if k is None:
             assert a == b or not (a and b), (a, b)  # one ended where the other went on: alike
             continue
         logits = cpu.logits_after(prompt + a[:k])
-        assert abs(logits[a[k]] - logits[b[k]]) < 2 * spread, (k, a, b)
+        assert abs(logits[a[k]] - logits[b[k]]) < tolerance, (k, a, b)
 
 
 def _records(folder: Path) -> dict[tuple[float, int], dict]:
@@ -113,7 +113,7 @@ def _cli(*args) -> None:
 
 
 ENGINE_ARGS = ["--limit", N_PROMPTS, "--max-new-tokens", NEW_TOKENS, "--no-coherence",
-               "--no-early-stop", "--batch-size", 4, "--threads", 2, "--n-gpu-layers", "auto"]  # fmt: skip
+               "--no-early-stop", "--batch-size", 2, "--threads", 2, "--n-gpu-layers", "auto"]  # fmt: skip
 
 
 def _expected(points: dict[float, Path], base: GGUFModel) -> dict[tuple[float, int], str]:
@@ -139,8 +139,8 @@ def test_a_sweep_on_the_gpu_answers_as_each_points_file_does(smollm2, tmp_path):
 
 
 def test_interpolation_and_lora_points_on_the_gpu(smollm2_f16, tmp_path):
-    """`interpolate` on the GPU, toward a finetune file and toward a LoRA adapter: at t = 0.5
-    and 1 the answers of a GPU engine loaded from that point's file."""
+    """`interpolate` on the GPU, toward a finetune file and toward a LoRA adapter: at t = 1
+    the answers of a GPU engine loaded from that point's file."""
     base = GGUFModel(smollm2_f16)
     targets = [f"blk.{i}.attn_q.weight" for i in range(0, 30, 3)]
     write_lora_adapter(tmp_path / "lora.gguf", base, targets, rank=8, alpha=16.0)
@@ -150,10 +150,8 @@ def test_interpolation_and_lora_points_on_the_gpu(smollm2_f16, tmp_path):
         ("file", FinetuneDirection(finetune.path), [finetune.path]),
     ):
         out = tmp_path / kind
-        _cli("interpolate", smollm2_f16, *target, "--steps", 2, "--out", out, *ENGINE_ARGS)
+        _cli("interpolate", smollm2_f16, *target, "--steps", 1, "--out", out, *ENGINE_ARGS)
         got = {k: r["response"] for k, r in _records(out).items()}
         moved = Perturbation(base, [direction], threads=2)
-        points = {
-            t: export_perturbed(moved, Point(t), tmp_path / f"{kind}{t}.gguf") for t in (0.5, 1.0)
-        }
+        points = {1.0: export_perturbed(moved, Point(1.0), tmp_path / f"{kind}.gguf")}
         assert {k: v for k, v in got.items() if k[0] in points} == _expected(points, base)
