@@ -13,6 +13,8 @@ case "${1:-}" in
   --portable | --vulkan)
     VENV=.venv-${1#--}
     bash scripts/install.sh "$1"
+    # llama.cpp skips Vulkan devices of the CPU type (lavapipe) unless they are named
+    [ "$1" = --vulkan ] && export GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0}
     shift
     ;;
   *) bash scripts/install.sh ;;
