@@ -77,6 +77,7 @@ def test_first_ctrl_c_finishes_the_point_and_says_how_to_resume(tmp_path, uninte
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+    assert "error:" not in stderr  # asked for: said as what happened
     assert _finished_lines(out) % 3 == 0  # only whole points were written
     before = _finished_lines(out) // 3
     done = subprocess.run(_command(out), capture_output=True, text=True)
@@ -149,6 +150,7 @@ def test_second_ctrl_c_stops_at_once_without_a_corrupt_file(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in stderr
+    assert "error:" not in stderr and "stopped (Ctrl-C)" in stderr  # not an error: asked for
     json.loads((out / "summary.json").read_text())  # complete JSON, whatever the moment
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
 
@@ -174,7 +176,8 @@ def test_a_resumed_run_keeps_the_batch_size_it_started_with(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["batch_size"] == 1
     other = runner.invoke(main, [*args, "--batch-size", "2"])
-    assert other.exit_code == 2 and "other settings (batch_size)" in other.output
+    # the changed setting with its old and new values, one line
+    assert other.exit_code == 2 and "other settings (batch_size 1 -> 2)" in other.output
 
 
 def test_a_resumed_sweep_of_several_directions_starts_its_bar_after_the_done_points(tmp_path):

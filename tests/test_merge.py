@@ -125,7 +125,7 @@ def test_merge_refuses_other_sweeps_and_points_that_differ(shards, tmp_path):
     result = runner.invoke(
         main, ["merge", str(shards / "shard1"), str(other), "--out", str(tmp_path / "m")]
     )
-    assert result.exit_code != 0 and "(max_new_tokens differ)" in result.output
+    assert result.exit_code != 0 and "(max_new_tokens 8 -> 6)" in result.output
 
     edited = copy("edited")
     lines = [json.loads(x) for x in (edited / "generations.jsonl").read_text().splitlines()]

@@ -37,7 +37,7 @@ from visage_local.record import (
     without_answer,
 )
 from visage_local.rejudge import rejudge, resummarise
-from visage_local.store import RunStore, differing_settings
+from visage_local.store import RunStore, describe_differences, differing_settings
 
 # what must agree for a point found in several folders
 _SAME = ("prompt", "response", "refused", "matched", "tokens", "stop_reason", "coherent")
@@ -92,11 +92,10 @@ def merge_runs(
     sources = [_Source.read(Path(d)) for d in run_dirs]
     first = sources[0]
     for other in sources[1:]:
-        differing = differing_settings(first.config, other.config)
-        if differing:
+        if differing_settings(first.config, other.config):
             raise ConfigError(
                 f"{other.folder} holds another sweep than {first.folder} "
-                f"({', '.join(differing)} differ)"
+                f"({describe_differences(first.config, other.config)})"
             )
     also_judge = list(first.config.get("also_judge") or [])
     if without_answers and also_judge:

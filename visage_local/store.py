@@ -52,6 +52,19 @@ def differing_settings(old: dict, new: dict) -> list[str]:
     return [k for k in keys if old.get(k) != new.get(k)]
 
 
+def describe_differences(old: dict, new: dict) -> str:
+    """Each differing setting with its two values, for a one-line error:
+    ``max_new_tokens 64 -> 16, seed 123 -> 7`` (long values shortened)."""
+
+    def shown(value: object) -> str:
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return ", ".join(
+        f"{k} {shown(old.get(k))} -> {shown(new.get(k))}" for k in differing_settings(old, new)
+    )
+
+
 class RunStore:
     """A run folder opened for one configuration: new, resumed, or overwritten."""
 
@@ -80,7 +93,7 @@ class RunStore:
                     f"{config_path}: damaged; pass --overwrite to start this folder anew"
                 ) from e
             if stored.get("hash") != self.hash:
-                differing = ", ".join(differing_settings(stored.get("config", {}), self.config))
+                differing = describe_differences(stored.get("config", {}), self.config)
                 raise ConfigError(
                     f"{self.folder} holds a run with other settings ({differing}); "
                     "use another --out folder, or --overwrite to discard it"

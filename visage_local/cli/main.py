@@ -47,14 +47,23 @@ class _Group(click.Group):
                     "the disk is full; free some space and run the same command to resume", 1, debug
                 )
             _fail(f"{e.filename or ''}: {e.strerror or e}", 1, debug)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130, debug)
+        except KeyboardInterrupt:  # a second Ctrl-C
+            _fail(
+                "stopped (Ctrl-C): nothing half-written is left; a sweep, check or screen "
+                "resumes with the same command",
+                INTERRUPTED,
+                debug,
+            )
+
+
+# The exit code of a run the user stopped (Ctrl-C): said as what happened, not as an error.
+INTERRUPTED = 130
 
 
 def _fail(message: str, code: int, debug: bool) -> None:
     if debug:
         traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
+    click.echo(message if code == INTERRUPTED else f"error: {message}", err=True)
     sys.exit(code)
 
 
