@@ -57,11 +57,9 @@ _ERRORS: deque[str] = deque(maxlen=8)  # llama.cpp's latest error lines, for our
 _SHOW_LOG = [False]  # set by show_llama_logs (the CLI's -v)
 
 
-def gpu_layers(value: int | str) -> int:
-    """Layers to offload: ``value`` itself, or for ``auto`` every layer (llama.cpp caps the
-    count at the model's) where this llama.cpp build has a GPU backend, none where not."""
-    if value != "auto":
-        return int(value)
+def auto_gpu_layers() -> int:
+    """What ``--n-gpu-layers auto`` offloads: every layer (llama.cpp caps the count at the
+    model's) where this llama.cpp build has a GPU backend, none where not."""
     return ALL_LAYERS if llama_cpp.llama_supports_gpu_offload() else 0
 
 

@@ -10,7 +10,7 @@ import click
 from visage_local import reasoning, reference
 from visage_local.attacks import BUILTIN_ATTACKS
 from visage_local.capability import CapabilitySettings, load_questions
-from visage_local.engine import gpu_layers
+from visage_local.engine import auto_gpu_layers
 from visage_local.grid import MAX_RANGE, MAX_STEPS
 from visage_local.judges import JUDGES
 from visage_local.perturb import REQUANT_MODES
@@ -34,7 +34,7 @@ threads_option = click.option(
 
 class GpuLayers(click.ParamType):
     """A layer count, or ``auto``: every layer where llama.cpp was built with a GPU backend,
-    none where not (``engine.gpu_layers``)."""
+    none where not (``engine.auto_gpu_layers``)."""
 
     name = "N|auto"
 
@@ -42,7 +42,7 @@ class GpuLayers(click.ParamType):
         if isinstance(value, int):
             return value
         if str(value).lower() == "auto":
-            return gpu_layers("auto")
+            return auto_gpu_layers()
         try:
             layers = int(value)
         except ValueError:
