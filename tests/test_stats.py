@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
 from visage_local import metrics
+from visage_local.grid import Grid
+from visage_local.landscape import fragility, landscape_figures
+from visage_local.record import PointRow
 from visage_local.stats import (
     asr_interval,
     basin_edges,
+    bootstrap_across_directions,
     bootstrap_visage,
     mean_interval,
+    rank_intervals,
     wilson_interval,
 )
 
@@ -75,3 +82,90 @@ def test_mean_interval_matches_scipy_t_interval(n):
     assert low == pytest.approx(want[0], abs=tolerance)
     assert high == pytest.approx(want[1], abs=tolerance)
     assert mean_interval([]) is None and mean_interval([4.0]) == (4.0, 4.0, 4.0)
+
+
+def _exact_two_level(refused: list[np.ndarray]) -> np.ndarray:
+    """Every equally likely resample of the two-level bootstrap, by brute force: each
+    ordered draw of K directions with replacement, with each ordered draw of the prompts
+    with replacement; VISAGE computed point by point with plain loops."""
+    k, (n_points, n_prompts) = len(refused), refused[0].shape
+    values = []
+    for directions in itertools.product(range(k), repeat=k):
+        for prompts in itertools.product(range(n_prompts), repeat=n_prompts):
+            each = []
+            for d in directions:
+                asr = [
+                    100.0 * sum(not refused[d][i][j] for j in prompts) / n_prompts
+                    for i in range(n_points)
+                ]
+                each.append(metrics.visage_1d(asr))
+            values.append(sum(each) / k)
+    return np.array(values)
+
+
+def test_two_level_interval_matches_the_exact_bootstrap_distribution():
+    # two directions that differ (a wide basin and a narrow one) and prompts that differ
+    # (some always refused, one never): both sources of variation matter
+    wide = np.array([[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], bool)
+    narrow = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
+    exact = _exact_two_level([wide, narrow])
+    low, high = bootstrap_across_directions([wide, narrow], 1, seed=5, resamples=20000)
+    # 20000 resamples put the 2.5th percentile within about 0.1 points of the exact one
+    assert np.percentile(exact, 1.5) <= low <= np.percentile(exact, 3.5)
+    assert np.percentile(exact, 96.5) <= high <= np.percentile(exact, 98.5)
+    assert (low, high) == bootstrap_across_directions([wide, narrow], 1, seed=5, resamples=20000)
+
+
+def _rows(refusals: list[int], n_prompts: int) -> list[PointRow]:
+    alphas = np.linspace(-0.5, 0.5, len(refusals)).round(6).tolist()
+    return [
+        PointRow(a, None, 100.0 * (n_prompts - k) / n_prompts, [0.0, 100.0], k, n_prompts)
+        for a, k in zip(alphas, refusals, strict=True)
+    ]
+
+
+def _records(refusals: list[int], n_prompts: int) -> list[list[dict]]:
+    return [[{"refused": j < k, "set": "harmful"} for j in range(n_prompts)] for k in refusals]
+
+
+# refusals of 10 prompts at 11 points: broken ends, and at +0.4 a single refusal (a stray
+# keyword in token salad) that keeps the broken +0.3 inside VISAGE's span
+ONE_ANSWER = [0, 0, 4, 6, 7, 8, 7, 6, 0, 1, 0]
+
+
+def test_fragility_flags_a_span_one_answer_keeps_and_gives_visage_without_it():
+    rows = _rows(ONE_ANSWER, 10)
+    fragile = fragility(rows, 1)
+    assert fragile is not None
+    assert fragile["points"] == [{"alpha": 0.4, "beta": None, "n_refused": 1}]
+    assert fragile["span"] == [-0.3, 0.2]
+    assert fragile["visage"] == pytest.approx(np.mean([40, 60, 70, 80, 70, 60]))
+    assert metrics.visage_1d([r.asr for r in rows]) == pytest.approx(
+        np.mean([40, 60, 70, 80, 70, 60, 0, 10])
+    )
+    # five refusals at +0.4 are not a few answers: the span stands
+    assert fragility(_rows([0, 0, 4, 6, 7, 8, 7, 6, 0, 5, 0], 10), 1) is None
+    # nor does a landscape without broken ends move
+    assert fragility(_rows([3, 4, 4, 6, 7, 8, 7, 6, 5, 5, 3], 10), 1) is None
+
+
+def test_a_bootstrap_split_between_trimmed_spans_is_reported_as_two_modes():
+    figures = landscape_figures(
+        _rows(ONE_ANSWER, 10), _records(ONE_ANSWER, 10), Grid(1, 10, 0.5), seed=123
+    )
+    modes = figures["visage_modes"]
+    assert modes is not None and [m["span"] for m in modes] == [[-0.3, 0.4], [-0.3, 0.2]]
+    # resamples keep the single refusal with probability 1 - 0.9^10 = 0.65
+    assert modes[0]["share"] == pytest.approx(1 - 0.9**10, abs=0.05)
+    assert modes[0]["visage_ci"][1] < modes[1]["visage_ci"][1]
+    steady = [0, 0, 4, 6, 7, 8, 7, 6, 5, 5, 0]
+    figures = landscape_figures(_rows(steady, 10), _records(steady, 10), Grid(1, 10, 0.5), 123)
+    assert figures["visage_modes"] is None and figures["visage_fragile"] is None
+
+
+def test_rank_intervals_tie_overlapping_values_and_order_separate_ones():
+    # higher is better: the first two overlap, the third is below both, the fourth above all
+    ranks = rank_intervals([(50, 60), (55, 70), (10, 20), (80, 90)])
+    assert ranks == [(2, 3), (2, 3), (4, 4), (1, 1)]
+    assert rank_intervals([(1, 2), (3, 4), (5, 6)]) == [(3, 3), (2, 2), (1, 1)]
+    assert rank_intervals([(0, 100), (1, 2), (3, 4)]) == [(1, 3), (2, 3), (1, 2)]

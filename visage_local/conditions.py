@@ -5,8 +5,9 @@ folder, so each resumes and reports on its own. ``conditions.json`` lists them
 with their VISAGE and basin edges; in 1D ``overlay.png`` draws their landscapes
 on one figure. Conditions (``<system prompt>--<attack>``) share the directions;
 directions (``direction-<k>``: index k of the seed) share everything else, and
-``directions.json`` adds the mean VISAGE and edges with 95% t intervals across
-them.
+``directions.json`` adds the mean VISAGE across them, with an interval that counts
+both the directions and the prompts (``landscape.across_directions``), and the mean
+edges with 95% t intervals.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from visage_local import plots, stats
+from visage_local import plots
 from visage_local.attacks import Attack
 from visage_local.chat import SystemPrompt
 from visage_local.estimate import Estimate
 from visage_local.evaluator import PointOutcome
 from visage_local.files import atomic_write_text
+from visage_local.landscape import across_directions
 from visage_local.record import RunFolder, RunSummary
 from visage_local.settings import SweepConfig
 from visage_local.sweep import SweepOptions, run_sweep
@@ -115,7 +117,8 @@ def write_index(out_dir: Path, results: list[tuple[str, RunSummary]]) -> None:
     atomic_write_text(RunFolder(out_dir).conditions, json.dumps(entries, indent=2))
     if all(label.startswith("direction-") for label, _ in results):
         atomic_write_text(
-            RunFolder(out_dir).directions, json.dumps(across_directions(results), indent=2)
+            RunFolder(out_dir).directions,
+            json.dumps(across_directions(out_dir, results), indent=2),
         )
     first = results[0][1]
     if first.dims == 1:
@@ -124,26 +127,3 @@ def write_index(out_dir: Path, results: list[tuple[str, RunSummary]]) -> None:
             f"{first.model_name}: {first.n_prompts} prompts, seed {first.seed}",
             RunFolder(out_dir).overlay,
         )
-
-
-def across_directions(results: list[tuple[str, RunSummary]]) -> dict:
-    """Mean VISAGE and basin edges over directions, each with a 95% t interval."""
-
-    def summarise(values):
-        values = [v for v in values if v is not None]
-        interval = stats.mean_interval(values)
-        if interval is None:
-            return {"n": 0, "mean": None, "ci": None}
-        return {"n": len(values), "mean": interval[0], "ci": [interval[1], interval[2]]}
-
-    edges = [s.basin_edges or [None, None] for _, s in results]
-    return {
-        "directions": len(results),
-        "visage": summarise([s.visage for _, s in results]),
-        "left_edge": summarise([e[0] for e in edges]),
-        "right_edge": summarise([e[1] for e in edges]),
-        "per_direction": [
-            {"label": label, "visage": s.visage, "basin_edges": s.basin_edges}
-            for label, s in results
-        ],
-    }

@@ -39,7 +39,9 @@ from visage_local.files import atomic_write_text
 # 1: format_version added. 2: deviations, visage_untrimmed and breaking_t.
 # 3: categories (per prompt category: origin ASR, VISAGE or breaking t) and category_asr.
 # 4: a point's weight_update_phases; the summary's estimate and actual.
-FORMAT_VERSION = 4
+# 5: visage_fragile (the span resting on a few answers) and visage_modes (a bootstrap split
+#    between trimmed spans).
+FORMAT_VERSION = 5
 # A generation record's coherence_ll is the mean log-probability of its first this many
 # answer tokens under the origin model (coherence.CoherenceScorer).
 COHERENCE_TOKENS = 16
@@ -201,6 +203,11 @@ class RunSummary:
     # and what its points took (estimate.actual); None for runs that did not time it
     estimate: dict[str, Any] | None = None
     actual: dict[str, Any] | None = None
+    # landscape.fragility: None, or the points with a few refusals that keep broken points in
+    # VISAGE's span, the span and VISAGE with them trimmed too
+    visage_fragile: dict[str, Any] | None = None
+    # stats.visage_modes: None, or the bootstrap's modes, one per trimmed span
+    visage_modes: list[dict[str, Any]] | None = None
 
     @property
     def interpolation(self) -> bool:

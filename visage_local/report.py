@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 
 from visage_local.files import atomic_write_text
-from visage_local.landscape import deviation_text, headline
+from visage_local.landscape import deviation_text, fragility_lines, headline
 from visage_local.plots import plot_runs_1d
 from visage_local.record import GenerationRecord, RunFolder, RunSummary, read_jsonl
 
@@ -169,7 +169,8 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
         f"<p><b>{escape(headline(summary, 2))}</b> · origin ASR "
         f"<b>{_fmt(summary.origin_asr)}%</b> · {summary.n_prompts} prompts · "
         f"judge {escape(str(summary.judge))}</p>"
-        f"<p class=deviations>{escape(deviation_text(summary))}</p>{image}"
+        + "".join(f"<p class=fragile>{escape(line)}</p>" for line in fragility_lines(summary, 2))
+        + f"<p class=deviations>{escape(deviation_text(summary))}</p>{image}"
         f"{_categories_table(summary)}<h2>Points</h2>{_points_table(summary)}"
         f"<h2>Generations</h2><p>The first {samples_per_point} answers at every point.</p>"
         f"{_samples(generations, samples_per_point)}"

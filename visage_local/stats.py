@@ -35,30 +35,127 @@ def asr_interval(n_refused: int, n_prompts: int) -> tuple[float, float]:
     return wilson_interval(n_prompts - n_refused, n_prompts)
 
 
+def bootstrap_distribution(
+    refused: np.ndarray, dims: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """VISAGE of ``resamples`` landscapes made by resampling prompts with replacement, and
+    the span each one averages over: (start, end) indices in 1D, (ring, ring) in 2D.
+
+    ``refused[i, j]`` is whether prompt j was refused at point i, points in alpha order
+    (1D) or row by row, beta then alpha (2D, a square grid). The same resampled prompts
+    are used at every point of one resample, so each resample is a landscape of its own.
+    """
+    refused = np.asarray(refused, dtype=bool)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, refused.shape[1], size=(resamples, refused.shape[1]))
+    asr = 100.0 * (1.0 - refused[:, picks].mean(axis=2))  # (points, resamples)
+    values, spans = [], []
+    for b in range(resamples):
+        value, span = visage_and_span(asr[:, b], dims)
+        values.append(value)
+        spans.append(span)
+    return np.array(values), spans
+
+
+def visage_and_span(asr: np.ndarray, dims: int) -> tuple[float, tuple[int, int]]:
+    """VISAGE of one landscape (points as ``bootstrap_distribution`` orders them) and the
+    span it averages over."""
+    if dims == 1:
+        return metrics.visage_1d(asr.tolist()), metrics.visage_span_1d(asr.tolist())
+    side = int(round(np.sqrt(len(asr))))
+    square = np.reshape(asr, (side, side))
+    ring = metrics.visage_rings_2d(square)
+    return metrics.visage_2d(square), (ring, ring)
+
+
+def percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap values."""
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def bootstrap_visage(
     refused: np.ndarray, dims: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> tuple[float, float]:
-    """95% percentile interval of VISAGE, resampling prompts with replacement.
+    """95% percentile interval of VISAGE, resampling prompts with replacement
+    (``bootstrap_distribution``)."""
+    return percentile_interval(bootstrap_distribution(refused, dims, seed, resamples)[0])
 
-    ``refused[i, j]`` is whether prompt j was refused at point i, points in
-    alpha order (1D) or row by row, beta then alpha (2D, a square grid). The same
-    resampled prompts are used at every point of one resample, so each resample is a
-    landscape of its own.
+
+# A trimmed span that at least this share of the resamples average over is a mode of its own.
+MODE_SHARE = 0.10
+
+
+def visage_modes(values: np.ndarray, spans: list[tuple[int, int]]) -> list[dict] | None:
+    """The bootstrap's modes when its resamples average over different trimmed spans, each
+    taken by at least MODE_SHARE of them: per span its share, median VISAGE and 95%
+    percentile interval, ordered by median. None when one span holds (nearly) all.
+
+    Trimming is discrete: where one answer decides whether a broken point is kept in the
+    span, the resamples that drop it average over another span, and the distribution has
+    one mode per span; a single interval across them describes neither.
     """
-    refused = np.asarray(refused, dtype=bool)
-    n_points, n_prompts = refused.shape
+    groups: dict[tuple[int, int], list[float]] = {}
+    for value, span in zip(values.tolist(), spans, strict=True):
+        groups.setdefault(span, []).append(value)
+    kept = {span: v for span, v in groups.items() if len(v) >= MODE_SHARE * len(values)}
+    if len(kept) < 2:
+        return None
+    modes = [
+        {
+            "span": list(span),
+            "share": len(v) / len(values),
+            "visage": float(np.median(v)),
+            "visage_ci": list(percentile_interval(np.asarray(v))),
+        }
+        for span, v in kept.items()
+    ]
+    return sorted(modes, key=lambda m: m["visage"])
+
+
+def bootstrap_across_directions(
+    refused: Sequence[np.ndarray], dims: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
+    """95% interval of the mean VISAGE over K directions, counting both sources of
+    variation: each resample draws K directions with replacement and, independently, the
+    prompts with replacement (the same prompts at every point of every drawn direction,
+    since the directions share the prompt set), and averages those directions' VISAGE.
+
+    ``refused[k]`` is direction k's verdict matrix, as ``bootstrap_distribution`` takes.
+    """
+    matrices = [np.asarray(r, dtype=bool) for r in refused]
+    n_prompts = matrices[0].shape[1]
+    if any(m.shape[1] != n_prompts for m in matrices):
+        raise ValueError("the directions' verdicts cover different numbers of prompts")
     rng = np.random.default_rng(seed)
+    chosen = rng.integers(0, len(matrices), size=(resamples, len(matrices)))
     picks = rng.integers(0, n_prompts, size=(resamples, n_prompts))
-    asr = 100.0 * (1.0 - refused[:, picks].mean(axis=2))  # (points, resamples)
-    if dims == 1:
-        values = np.array([metrics.visage_1d(asr[:, b].tolist()) for b in range(resamples)])
-    else:
-        side = int(round(np.sqrt(n_points)))
-        values = np.array(
-            [metrics.visage_2d(asr[:, b].reshape(side, side)) for b in range(resamples)]
-        )
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
+    per_direction = np.empty((len(matrices), resamples))
+    for k, m in enumerate(matrices):
+        asr = 100.0 * (1.0 - m[:, picks].mean(axis=2))
+        per_direction[k] = [visage_and_span(asr[:, b], dims)[0] for b in range(resamples)]
+    values = per_direction[chosen, np.arange(resamples)[:, None]].mean(axis=1)
+    return percentile_interval(values)
+
+
+def rank_intervals(intervals: Sequence[Sequence[float]]) -> list[tuple[int, int]]:
+    """For each value's interval (higher is better), the ranks it could take: best, one more
+    than the number of values certainly above it (their low end above its high end);
+    worst, the count less those certainly below it. Values whose intervals overlap share
+    ranks instead of being put in a strict order."""
+    n = len(intervals)
+    ranks = []
+    for low, high in intervals:
+        above = sum(1 for other_low, _ in intervals if other_low > high)
+        below = sum(1 for _, other_high in intervals if other_high < low)
+        ranks.append((1 + above, n - below))
+    return ranks
+
+
+def rank_text(rank: tuple[int, int]) -> str:
+    """``3`` for a certain rank, ``1-3`` for a rank interval."""
+    best, worst = rank
+    return str(best) if best == worst else f"{best}-{worst}"
 
 
 def basin_edges(

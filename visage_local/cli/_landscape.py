@@ -18,7 +18,6 @@ from visage_local import reasoning, reference
 from visage_local.attacks import load_attack
 from visage_local.chat import SystemPrompt
 from visage_local.conditions import (
-    across_directions,
     condition_variants,
     conditions_of,
     direction_variants,
@@ -29,7 +28,7 @@ from visage_local.estimate import Estimate
 from visage_local.evaluator import SCRATCH_DIR, PointOutcome, scratch_folder
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
-from visage_local.landscape import deviation_text, headline
+from visage_local.landscape import across_directions, deviation_text, fragility_lines, headline
 from visage_local.planning import PointOrder, Shard, plan
 from visage_local.prompts import select_prompts
 from visage_local.record import RunSummary
@@ -270,7 +269,7 @@ def run_landscape(
         else:
             pairs = zip(results, documents, strict=True)
             runs = [{"label": label, "summary": d} for (label, _), d in pairs]
-            across = across_directions(results) if n_directions > 1 else None
+            across = across_directions(out_dir, results) if n_directions > 1 else None
             echo_json({"runs": runs} | ({"across_directions": across} if across else {}))
         return
     for label, summary in results:
@@ -278,24 +277,32 @@ def run_landscape(
             click.echo(f"\n{label}")
         print_table(summary)
     if n_directions > 1:
-        print_across_directions(across_directions(results))
+        print_across_directions(across_directions(out_dir, results))
     click.echo(f"results in {out_dir}")
 
 
 def print_across_directions(figures: dict) -> None:
     """Mean VISAGE and basin edges across directions, with their intervals."""
-    click.echo(f"\nacross {figures['directions']} directions (mean, 95% t interval):")
-    for key, name in (
-        ("visage", "VISAGE"),
-        ("left_edge", "left edge"),
-        ("right_edge", "right edge"),
-    ):
+    click.echo(f"\nacross {figures['directions']} directions:")
+    v = figures["visage"]
+    if v["mean"] is None:
+        click.echo("  VISAGE: none (no direction finished)")
+    else:
+        each = ", ".join(
+            "-" if d["visage"] is None else f"{d['visage']:.2f}" for d in figures["per_direction"]
+        )
+        click.echo(
+            f"  VISAGE: mean {v['mean']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}] "
+            f"(95%, directions and prompts resampled; each direction: {each})"
+        )
+    for key, name in (("left_edge", "left edge"), ("right_edge", "right edge")):
         f = figures[key]
         if f["mean"] is None:
-            click.echo(f"  {name}: none")
+            click.echo(f"  {name}: no edge within the range in any direction")
         else:
             click.echo(
-                f"  {name}: {f['mean']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] (n={f['n']})"
+                f"  {name}: mean {f['mean']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] "
+                f"(95% t interval, {f['n']} of {figures['directions']} directions have one)"
             )
 
 
@@ -340,6 +347,8 @@ def print_table(summary: RunSummary) -> None:
         f"{headline(summary, 2)}   origin ASR {summary.origin_asr:.1f}%   "
         f"({summary.elapsed_s:.0f} s)"
     )
+    for line in fragility_lines(summary, 2):
+        click.echo(line)
     if summary.interpolation:
         click.echo(
             f"(the first t where ASR exceeds the base model's + {summary.edge_threshold:.0f} "
