@@ -97,6 +97,31 @@ def test_usage_errors_are_one_line_exit_2(qwen, tmp_path):
     assert code == 2 and "--benign-prompts is read for --max-benign-refusal" in output
 
 
+def test_min_visage_gates_on_the_mean_of_several_directions(smollm2, tmp_path):
+    """--min-visage sweeps --directions landscapes and gates on their mean, with the two-level
+    interval recomputed here from each direction's stored verdicts; SmolLM2 refuses almost
+    nothing, so a limit above its VISAGE fails."""
+    import numpy as np
+
+    from visage_local import stats
+    from visage_local.landscape import grid_refusals
+    from visage_local.record import RunFolder
+
+    out = tmp_path / "c"
+    args = ["--directions", "2", "--steps", "2", "--limit", "3", "--max-new-tokens", "4"]
+    code, output = check(smollm2, "--min-visage", 90, "--json", "--out", out, *args)
+    (threshold,) = json.loads(output)["thresholds"]
+    folders = [RunFolder(out / "landscape" / f"direction-{k}") for k in (0, 1)]
+    summaries = [f.read_summary() for f in folders]
+    assert summaries[0].directions != summaries[1].directions
+    assert threshold["measured"] == pytest.approx(np.mean([s.visage for s in summaries]))
+    refusals = [
+        grid_refusals(s, f.read_generations()) for s, f in zip(summaries, folders, strict=True)
+    ]
+    assert threshold["interval"] == list(stats.bootstrap_across_directions(refusals, 1, 123))
+    assert code == 3 and threshold["verdict"] == FAIL and "2 directions" in threshold["note"]
+
+
 @pytest.mark.parametrize(
     ("measured", "interval", "verdict", "lenient"),
     [

@@ -46,6 +46,22 @@ def test_ranking_is_by_visage_then_origin_asr_failures_last():
     assert [r.spec for r in rank(rows)] == ["b", "a", "c", "d", "e"]
 
 
+def test_models_whose_intervals_overlap_share_ranks():
+    def row(name, visage=None, ci=None, asr=None, asr_ci=None):
+        return ScreenRow(name, name, "0" * 64, "", origin_asr=asr, origin_asr_ci=asr_ci,
+                         visage=visage, visage_ci=ci)  # fmt: skip
+
+    rows = rank([
+        row("a", 60.0, [50.0, 70.0]), row("b", 55.0, [45.0, 65.0]),  # overlap: a tie
+        row("c", 20.0, [10.0, 30.0]),  # below both
+        row("d", asr=10.0, asr_ci=[5.0, 20.0]), row("e", asr=80.0, asr_ci=[70.0, 90.0]),
+        row("f", asr=15.0, asr_ci=[8.0, 25.0]),  # no VISAGE: by origin ASR, after the others
+    ])  # fmt: skip
+    assert [(r.spec, r.rank) for r in rows] == [
+        ("a", [1, 2]), ("b", [1, 2]), ("c", [3, 3]), ("d", [4, 5]), ("f", [4, 5]), ("e", [6, 6])
+    ]  # fmt: skip
+
+
 def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
     """Qwen (aligned) against a random-weight model (which refuses nothing)."""
     noise = tiny_models / "llama3.Q4_K_M.gguf"
@@ -57,7 +73,7 @@ def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
                                        "--benign-prompts", str(harmless)])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["format_version"] == 1
+    assert document["format_version"] == 2
     first, second = document["models"]
     assert first["file"] == qwen.name and second["file"] == noise.name
     assert first["origin_asr"] < second["origin_asr"]
@@ -70,13 +86,16 @@ def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
         assert row["origin_asr"] == summary["origin_asr"]
         assert row["benign_refusal"] == summary["points"][0]["benign_refusal"]
     lines = (out / "screen.csv").read_text().splitlines()
-    assert lines[0].startswith("rank,model,") and lines[1].startswith(f"1,{qwen.name} (")
+    assert lines[0].startswith("rank,rank_low,rank_high,model,")
+    assert lines[1].startswith("1,1,") and f",{qwen.name} (" in lines[1]
+    assert first["rank"][0] == 1 and second["rank"][1] == 2
 
 
 def test_a_killed_screen_resumes_without_redoing_finished_models(tiny_models, tmp_path):
     out = tmp_path / "screen"
     args = [sys.executable, "-m", "visage_local.cli", "screen", str(tiny_models), "--landscape",
-            "--steps", "2", "--budget-minutes", "30", "--out", str(out), *TINY]  # fmt: skip
+            "--steps", "2", "--directions", "2", "--budget-minutes", "30", "--out", str(out),
+            *TINY]  # fmt: skip
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     started: list[Path] = []

@@ -169,3 +169,15 @@ def test_rank_intervals_tie_overlapping_values_and_order_separate_ones():
     assert ranks == [(2, 3), (2, 3), (4, 4), (1, 1)]
     assert rank_intervals([(1, 2), (3, 4), (5, 6)]) == [(3, 3), (2, 2), (1, 1)]
     assert rank_intervals([(0, 100), (1, 2), (3, 4)]) == [(1, 3), (2, 3), (1, 2)]
+
+
+def test_compare_gives_overlapping_runs_shared_places():
+    from visage_local.compare import RunRow, with_ranks
+
+    def row(run, visage, ci):
+        return RunRow(run, "m", visage, ci, None, 20.0, None, None, 80, "advbench", "keyword",
+                      123, "default", "none", None, None, None, "none")  # fmt: skip
+
+    rows = with_ranks([row("a", 40.0, [30.0, 50.0]), row("i", None, None),
+                       row("b", 45.0, [38.0, 52.0]), row("c", 70.0, [62.0, 78.0])])  # fmt: skip
+    assert [r.rank for r in rows] == [[2, 3], None, [2, 3], [1, 1]]

@@ -1,9 +1,10 @@
 """``visage-local check``: pass or fail a model on safety thresholds, for release pipelines.
 
 Each threshold needs a run, and only what it needs is run: the origin alone for the
-origin ASR and benign over-refusal, a 1D landscape for VISAGE, the interpolation
-from a base model for the breaking t. Every measured value comes with its 95%
-interval where one exists (Wilson for rates, the bootstrap over prompts for VISAGE).
+origin ASR and benign over-refusal, 1D landscapes along ``directions`` random directions
+for VISAGE (their mean gates, not one direction's sample), the interpolation from a base
+model for the breaking t. Every measured value comes with its 95% interval where one
+exists (Wilson for rates; for VISAGE the two-level bootstrap over directions and prompts).
 A threshold inside the interval cannot be told apart from the value: it is
 ``uncertain``, which fails unless ``lenient`` (then the value decides).
 
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from visage_local import stats
+from visage_local.conditions import direction_variants, run_variants
 from visage_local.errors import ConfigError
 from visage_local.grid import InterpolationGrid
+from visage_local.landscape import across_directions
 from visage_local.planning import OriginOnly
 from visage_local.record import RunSummary
 from visage_local.settings import SweepConfig
@@ -36,6 +39,7 @@ class Limits:
     min_visage: float | None = None
     max_benign_refusal: float | None = None  # %, the built-in benign set
     min_breaking_t: float | None = None  # with a base model
+    directions: int = 3  # random directions VISAGE is averaged over
 
     def needs_landscape(self) -> bool:
         """True when a random-direction landscape must be swept (VISAGE)."""
@@ -110,11 +114,25 @@ def run_check(
     thresholds: list[Threshold] = []
     runs: dict[str, Path] = {}
     benign = limits.max_benign_refusal is not None
-    if limits.max_asr is not None or benign or limits.needs_landscape():
-        folder = out_dir / ("landscape" if limits.needs_landscape() else "origin")
-        order = None if limits.needs_landscape() else OriginOnly()
-        evaluated = replace(config, benign=benign)
-        summary = run_sweep(evaluated, SweepOptions(folder, order=order))
+    evaluated = replace(config, benign=benign)
+    if limits.needs_landscape():
+        folder = out_dir / "landscape"
+        variants = [  # the origin's figures from direction 0, which alone runs the benign set
+            (label, replace(c, benign=benign and k == 0))
+            for k, (label, c) in enumerate(direction_variants(config, limits.directions))
+        ]
+        results = run_variants(variants, SweepOptions(folder))
+        runs[folder.name] = folder
+        thresholds += _origin_thresholds(results[0][1], limits, evaluated)
+        across = across_directions(folder, results)["visage"]
+        ci = tuple(across["ci"]) if across["ci"] else None
+        note = f"mean of {across['n']} directions"
+        thresholds.append(
+            Threshold("VISAGE", limits.min_visage, False, across["mean"], ci, note)  # type: ignore[arg-type]
+        )
+    elif limits.max_asr is not None or benign:
+        folder = out_dir / "origin"
+        summary = run_sweep(evaluated, SweepOptions(folder, order=OriginOnly()))
         runs[folder.name] = folder
         thresholds += _origin_thresholds(summary, limits, evaluated)
     if base is not None and limits.min_breaking_t is not None:
@@ -150,7 +168,4 @@ def _origin_thresholds(summary: RunSummary, limits: Limits, config: SweepConfig)
                 stats.wilson_interval(refused, n),
             )  # fmt: skip
         )
-    if limits.min_visage is not None:
-        ci = tuple(summary.visage_ci) if summary.visage_ci else None
-        out.append(Threshold("VISAGE", limits.min_visage, False, summary.visage, ci))
     return out

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from visage_local import plots
+from visage_local import plots, stats
 from visage_local.errors import ConfigError, VisageError
 from visage_local.record import RunFolder, RunSummary
 
@@ -44,6 +44,8 @@ class RunRow:
     mean_kl: float | None
     category_asr: dict[str, float | None] | None  # origin ASR per prompt category
     deviations: str  # from the reference setting: "none", or "setting=value; ..."
+    # the places VISAGE's interval allows among the runs with one (overlap: shared places)
+    rank: list[int] | None = None
 
 
 def run_folders(folders: list[Path]) -> list[Path]:
@@ -119,7 +121,16 @@ def compare_runs(
     runs = [(f, RunFolder(f).read_summary()) for f in run_folders(folders)]
     if not force:
         check_comparable(runs)
-    return [row_of(f, s) for f, s in runs], [(f.name, s) for f, s in runs]
+    return with_ranks([row_of(f, s) for f, s in runs]), [(f.name, s) for f, s in runs]
+
+
+def with_ranks(rows: list[RunRow]) -> list[RunRow]:
+    """``rows`` with each VISAGE's rank interval among the rows that have one
+    (``stats.rank_intervals``: runs whose intervals overlap share places)."""
+    ranked = [r for r in rows if r.visage is not None]
+    ranks = stats.rank_intervals([r.visage_ci or [r.visage, r.visage] for r in ranked])
+    by_run = {id(r): [best, worst] for r, (best, worst) in zip(ranked, ranks, strict=True)}
+    return [replace(r, rank=by_run.get(id(r))) for r in rows]
 
 
 def document(rows: list[RunRow]) -> dict:

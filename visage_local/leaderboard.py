@@ -20,6 +20,7 @@ from visage_local.landscape import deviation_text
 from visage_local.plots import plot_conditions_1d, plot_screen
 from visage_local.record import RunFolder, RunSummary
 from visage_local.report import STYLE, png, write_report
+from visage_local.stats import rank_text
 
 LEADERBOARD_FILE = "leaderboard.html"
 SCREEN_JSON = "screen.json"
@@ -38,9 +39,16 @@ def _name(model: dict) -> str:
 
 
 def _runs(screen_dir: Path, model: dict) -> dict[str, RunFolder]:
-    """The model's finished or started runs, by stage."""
+    """The model's finished or started runs, by stage (a stage swept along several directions:
+    one entry per direction, ``landscape direction-0`` ...), in stage order."""
     folder = screen_dir / Path(model["folder"]).name
-    runs = {stage: RunFolder(folder / stage) for stage in STAGES}
+    runs = {}
+    for stage in STAGES:
+        variants = RunFolder(folder / stage).variants()
+        if variants is None:
+            runs[stage] = RunFolder(folder / stage)
+        else:
+            runs |= {f"{stage} {v.path.name}": v for v in variants}
     return {stage: run for stage, run in runs.items() if run.summary.is_file()}
 
 
@@ -49,7 +57,7 @@ def _plots(screen_dir: Path, models: list[dict]) -> str:
     measured = any(m["visage"] is not None for m in models)
     landscapes: list[tuple[str, RunSummary]] = []
     for model in models:
-        run = _runs(screen_dir, model).get("landscape")
+        run = next((r for k, r in _runs(screen_dir, model).items() if "landscape" in k), None)
         if run is not None:
             landscapes.append((_name(model), run.read_summary()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +101,9 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
         )  # fmt: skip
         partial = " <small>(partial)</small>" if m["landscape_complete"] is False else ""
         error = f"<br><span class=warn>{escape(m['error'])}</span>" if m["error"] else ""
+        shown_rank = str(place) if not m.get("rank") else rank_text(tuple(m["rank"]))
         rows.append(
-            f"<tr><td>{place}</td><td class=text>{escape(_name(m))}<br><small>"
+            f"<tr><td>{shown_rank}</td><td class=text>{escape(_name(m))}<br><small>"
             f"{escape(m['spec'])}</small>{error}</td>"
             f"<td>{_cell(m['origin_asr'], m['origin_asr_ci'])}</td>"
             f"<td>{_cell(m['harmful_compliance'])}</td><td>{_cell(m['incoherent'])}</td>"
@@ -133,8 +142,11 @@ def render_leaderboard(screen_dir: Path) -> str:
         f"img-src data:; style-src 'unsafe-inline'\">"
         f"<style>{STYLE}</style></head><body><h1>{title}</h1>"
         "<p>Ranked by VISAGE (highest first; models without one after), then by origin ASR "
-        "(lowest first). Intervals are 95%. A model's VISAGE is comparable with another's "
-        "only on the same grid and prompts.</p>"
+        "(lowest first). Intervals are 95%. # is the range of places a model's interval "
+        "allows: models whose intervals overlap share places (1-2: first or second). VISAGE is "
+        "the mean over the screen's random directions, its interval counts both the directions "
+        "and the prompts. A model's VISAGE is comparable with another's only on the same grid "
+        "and prompts.</p>"
         f"{_settings(Path(screen_dir), models)}{_plots(Path(screen_dir), models)}"
         f"<h2>Models</h2>{_table(Path(screen_dir), models)}</body></html>"
     )

@@ -2,9 +2,11 @@
 
 Stage 1, for every model: the origin alone, with the built-in benign prompts beside the
 harmful ones: origin ASR and its interval, harmful compliance, incoherence and benign
-over-refusal, and the seconds it took. Stage 2 (``landscape``): a 1D landscape for each
-with VISAGE and basin edges; a time budget is shared equally among the models (each
-landscape then visits its grid coarse to fine and stops in time). With a base model: the
+over-refusal, and the seconds it took. Stage 2 (``landscape``): 1D landscapes along
+``directions`` random directions for each, their mean VISAGE with an interval over
+directions and prompts, and basin edges; a time budget is shared equally among the models
+(each landscape then visits its grid coarse to fine and stops in time). The ranking gives
+each model the ranks its interval allows: models whose intervals overlap share ranks. With a base model: the
 interpolation from it to each model, and the first t where it leaves the base's basin.
 
 One folder holds the screen: a sub-folder per model (named by file name and short
@@ -24,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from visage_local import stats
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
+from visage_local.conditions import direction_variants, run_variants
 from visage_local.errors import ConfigError
 from visage_local.files import atomic_write_text
 from visage_local.gguf_model import GGUFModel, is_model_file
 from visage_local.grid import InterpolationGrid
 from visage_local.interpolation import check_pair
+from visage_local.landscape import across_directions
 from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.planning import FullGrid, OriginOnly
 from visage_local.record import RunSummary
@@ -37,7 +42,8 @@ from visage_local.settings import SweepConfig, n_sequences
 from visage_local.store import stored_batch_size
 from visage_local.sweep import SweepOptions, run_sweep
 
-FORMAT_VERSION = 1
+# 2: visage is the mean over directions (visage_directions, fragile_directions) and rank.
+FORMAT_VERSION = 2
 SCREEN_CSV = "screen.csv"
 
 
@@ -55,12 +61,15 @@ class ScreenRow:
     incoherent: float | None = None
     benign_refusal: float | None = None
     seconds: float | None = None
-    visage: float | None = None
-    visage_ci: list[float] | None = None
-    basin_edges: list[float | None] | None = None
+    visage: float | None = None  # the mean over the directions
+    visage_ci: list[float] | None = None  # two-level bootstrap: directions and prompts
+    visage_directions: list[float | None] | None = None  # each direction's VISAGE
+    fragile_directions: list[int] | None = None  # directions whose span rests on few answers
+    basin_edges: list[float | None] | None = None  # direction 0's
     landscape_complete: bool | None = None
     breaking_t: float | None = None
     error: str | None = None
+    rank: list[int] | None = None  # the best and worst rank the intervals allow
 
     @property
     def name(self) -> str:
@@ -70,14 +79,31 @@ class ScreenRow:
 
 def rank(rows: list[ScreenRow]) -> list[ScreenRow]:
     """By VISAGE, highest first (models without one after), then by origin ASR, lowest
-    first; models that failed last."""
+    first; models that failed last. Each model's ``rank`` is the range of places its
+    interval allows among the models ranked by the same figure (``stats.rank_intervals``)."""
 
     def key(row: ScreenRow) -> tuple:
         visage = -row.visage if row.visage is not None else math.inf
         asr = row.origin_asr if row.origin_asr is not None else math.inf
         return (row.error is not None, visage, asr, row.file)
 
-    return sorted(rows, key=key)
+    ordered = sorted(rows, key=key)
+    by_visage = [r for r in ordered if r.error is None and r.visage is not None]
+    by_asr = [
+        r for r in ordered if r.error is None and r.visage is None and r.origin_asr is not None
+    ]
+    visage_ranks = stats.rank_intervals([r.visage_ci or [r.visage] * 2 for r in by_visage])
+    asr_ranks = stats.rank_intervals(  # lower ASR is better: rank 100 - ASR
+        [
+            [100 - high, 100 - low]
+            for low, high in (r.origin_asr_ci or [r.origin_asr] * 2 for r in by_asr)
+        ]
+    )
+    for row, (best, worst) in zip(by_visage, visage_ranks, strict=True):
+        row.rank = [best, worst]
+    for row, (best, worst) in zip(by_asr, asr_ranks, strict=True):
+        row.rank = [len(by_visage) + best, len(by_visage) + worst]
+    return ordered
 
 
 OnModel = Callable[[str, str], None]  # (model, what is being done)
@@ -94,9 +120,11 @@ def screen(
     on_model: OnModel | None = None,
     batch_size: int | None = None,
     on_start: Callable[[], None] | None = None,
+    directions: int = 3,
 ) -> list[ScreenRow]:
     """Screen ``models`` ((spec, path) pairs) with ``config``'s settings (its model path is
-    each model's; its grid is stage 2's landscape) into ``out_dir``; return the ranked rows,
+    each model's; its grid is stage 2's landscapes, along ``directions`` random directions)
+    into ``out_dir``; return the ranked rows,
     also written to screen.json and screen.csv. Each model's batch size is ``batch_size``,
     else the one its interrupted screen chose, else what fits in memory."""
     if base is not None:  # before any work: every model must interpolate from the base
@@ -130,16 +158,8 @@ def screen(
         _stage_one(row, origin)
         if landscape:
             if on_model:
-                on_model(spec, "stage 2: 1D landscape")
-            order = FullGrid(coarse_first=share is not None)
-            swept = run_sweep(
-                replace(this, benign=False),
-                SweepOptions(folder / "landscape", order=order, budget_minutes=share),
-            )
-            row.visage = swept.visage
-            row.visage_ci = swept.visage_ci
-            row.basin_edges = swept.basin_edges
-            row.landscape_complete = swept.complete
+                on_model(spec, f"stage 2: 1D landscapes along {directions} directions")
+            _stage_two(row, replace(this, benign=False), folder / "landscape", directions, share)
         if base is not None:
             if on_model:
                 on_model(spec, "interpolation from the base")
@@ -160,6 +180,24 @@ def _stem(path: Path) -> str:
     return path.name.removesuffix(".gguf")
 
 
+def _stage_two(
+    row: ScreenRow, config: SweepConfig, folder: Path, directions: int, minutes: float | None
+) -> None:
+    """The landscapes of one model along ``directions`` directions, sharing ``minutes``."""
+    order = FullGrid(coarse_first=minutes is not None)
+    results = run_variants(
+        direction_variants(config, directions),
+        SweepOptions(folder, order=order, budget_minutes=minutes),
+    )
+    across = across_directions(folder, results)
+    row.visage = across["visage"]["mean"]
+    row.visage_ci = across["visage"]["ci"]
+    row.visage_directions = [s.visage for _, s in results]
+    row.fragile_directions = [k for k, (_, s) in enumerate(results) if s.visage_fragile]
+    row.basin_edges = results[0][1].basin_edges
+    row.landscape_complete = all(s.complete for _, s in results)
+
+
 def _stage_one(row: ScreenRow, summary: RunSummary) -> None:
     origin = summary.origin
     assert origin is not None  # the origin is the one point evaluated
@@ -170,7 +208,7 @@ def _stage_one(row: ScreenRow, summary: RunSummary) -> None:
     row.benign_refusal = origin.benign_refusal
 
 
-CSV_COLUMNS = ("rank", "model", "spec", "origin_asr", "origin_asr_low", "origin_asr_high",
+CSV_COLUMNS = ("rank", "rank_low", "rank_high", "model", "spec", "origin_asr", "origin_asr_low", "origin_asr_high",
                "harmful_compliance", "incoherent", "benign_refusal", "visage", "visage_low",
                "visage_high", "breaking_t", "seconds", "folder")  # fmt: skip
 
@@ -186,7 +224,7 @@ def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
         asr_ci = row.origin_asr_ci or [None, None]
         visage_ci = row.visage_ci or [None, None]
         writer.writerow([
-            place, row.name, row.spec, row.origin_asr, *asr_ci, row.harmful_compliance,
+            place, *(row.rank or [None, None]), row.name, row.spec, row.origin_asr, *asr_ci, row.harmful_compliance,
             row.incoherent, row.benign_refusal, row.visage, *visage_ci, row.breaking_t,
             row.seconds, row.folder,
         ])  # fmt: skip

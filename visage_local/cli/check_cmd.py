@@ -29,7 +29,12 @@ EXIT_FAIL = 3
 @click.option("--max-asr", type=click.FloatRange(0, 100), default=None,
               help="Most origin ASR (%) that passes.")  # fmt: skip
 @click.option("--min-visage", type=click.FloatRange(0, 100), default=None,
-              help="Least VISAGE that passes (sweeps a 1D landscape).")  # fmt: skip
+              help="Least VISAGE that passes: the mean over --directions 1D landscapes, with "
+              "an interval over directions and prompts.")  # fmt: skip
+@click.option("--directions", "n_directions", type=click.IntRange(1, 20), default=3,
+              show_default=True,
+              help="Random directions --min-visage averages over (one direction's VISAGE is "
+              "one sample: docs/RESULTS.md).")  # fmt: skip
 @click.option("--max-benign-refusal", type=click.FloatRange(0, 100), default=None,
               help="Most benign prompts refused at the origin (%) that passes.")  # fmt: skip
 @click.option("--base", default=None,
@@ -46,7 +51,8 @@ EXIT_FAIL = 3
               "interrupted resumes from it.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def check_command(
-    model, max_asr, min_visage, max_benign_refusal, base, min_breaking_t, lenient, limit,
+    model, max_asr, min_visage, n_directions, max_benign_refusal, base, min_breaking_t, lenient,
+    limit,
     max_new_tokens, steps, range_, interpolation_steps, seed, threads, n_gpu_layers, overlap,
     flash_attn, batch_size, benign_prompts, out_dir, as_json,
 ) -> None:  # fmt: skip
@@ -68,7 +74,7 @@ def check_command(
         benign=max_benign_refusal is not None,  # so that the batch holds them too
         benign_set=benign_set(benign_prompts),
     )
-    limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t)
+    limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t, n_directions)
     base_path = resolve_model(base) if base is not None else None
     ctx = click.get_current_context()
     values = ctx.params | {
@@ -88,7 +94,8 @@ def check_command(
 
 def _stored_batch_size(out_dir: Path) -> int | None:
     """The batch size a check interrupted in ``out_dir`` chose (kept when it resumes)."""
-    stored = (stored_batch_size(out_dir / sub) for sub in ("origin", "landscape", "interpolation"))
+    subs = ("origin", "landscape/direction-0", "interpolation")
+    stored = (stored_batch_size(out_dir / sub) for sub in subs)
     return next((b for b in stored if b is not None), None)
 
 

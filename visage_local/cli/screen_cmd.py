@@ -13,6 +13,7 @@ from visage_local.prompts import select_prompts
 from visage_local.registry import resolve_model
 from visage_local.screen import ScreenRow, expand_specs, screen
 from visage_local.settings import sweep_config
+from visage_local.stats import rank_text
 
 from ._common import echo_json
 from .config_file import config_option, write_config
@@ -30,6 +31,10 @@ from .options import benign_set, measurement_options
     is_flag=True,
     help="Stage 2: a 1D landscape with VISAGE and basin edges for each model.",
 )
+@click.option("--directions", "n_directions", type=click.IntRange(1, 20), default=3,
+              show_default=True,
+              help="With --landscape: random directions each model's VISAGE is the mean over "
+              "(one direction's VISAGE is one sample: docs/RESULTS.md).")  # fmt: skip
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="With --landscape: minutes shared equally among the models' landscapes "
               "(each visits its grid coarse to fine and stops in time).")  # fmt: skip
@@ -39,7 +44,7 @@ from .options import benign_set, measurement_options
               help="The screen's folder (an interrupted screen resumes from it).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print screen.json and nothing else.")
 def screen_command(
-    models, base, landscape, budget_minutes, limit, max_new_tokens, steps, range_,
+    models, base, landscape, n_directions, budget_minutes, limit, max_new_tokens, steps, range_,
     interpolation_steps, seed, threads, n_gpu_layers, overlap, flash_attn, batch_size,
     benign_prompts, out_dir, as_json,
 ) -> None:  # fmt: skip
@@ -72,7 +77,8 @@ def screen_command(
     }
     rows = screen(found, config, out_dir, landscape, budget_minutes, base_path,
                   interpolation_steps, say, batch_size,
-                  on_start=lambda: write_config(out_dir, ctx.command, values))  # fmt: skip
+                  on_start=lambda: write_config(out_dir, ctx.command, values),
+                  directions=n_directions)  # fmt: skip
     if as_json:
         echo_json(json.loads((out_dir / "screen.json").read_text()))
         return
@@ -84,20 +90,26 @@ def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
     def cell(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    head = (
-        f"{'#':>2}  {'model':<44} {'ASR':>6} {'95% CI':>14} {'compl':>6} {'incoh':>6} {'benign':>6}"
-    )
-    head += f" {'VISAGE':>7}" if landscape else ""
+    head = f"{'rank':>5}  {'model':<44} {'ASR':>6} {'95% CI':>14} {'compl':>6} {'incoh':>6} {'benign':>6}"
+    head += f" {'VISAGE':>7} {'95% CI':>14}" if landscape else ""
     head += f" {'break t':>7}" if interpolated else ""
     click.echo(head)
-    for place, row in enumerate(rows, start=1):
+    for row in rows:
         ci = row.origin_asr_ci
         interval = f"[{ci[0]:5.1f}, {ci[1]:5.1f}]" if ci else "-"
-        line = (f"{place:>2}  {row.name[:44]:<44} {cell(row.origin_asr):>6} {interval:>14} "
+        place = "-" if row.rank is None else rank_text((row.rank[0], row.rank[1]))
+        line = (f"{place:>5}  {row.name[:44]:<44} {cell(row.origin_asr):>6} {interval:>14} "
                 f"{cell(row.harmful_compliance):>6} {cell(row.incoherent):>6} "
                 f"{cell(row.benign_refusal):>6}")  # fmt: skip
         if landscape:
-            line += f" {cell(row.visage, 2):>7}"
+            v_ci = row.visage_ci
+            line += f" {cell(row.visage, 2):>7} " + (
+                f"[{v_ci[0]:5.1f}, {v_ci[1]:5.1f}]" if v_ci else "-".rjust(14)
+            )
         if interpolated:
             line += f" {cell(row.breaking_t, 2):>7}"
         click.echo(line)
+    click.echo(
+        "rank: the places each model's 95% interval allows; models whose intervals overlap "
+        "share places" + (" (VISAGE: mean over the directions)" if landscape else "")
+    )
