@@ -331,3 +331,47 @@ def test_directions_drawn_in_blocks_ahead_give_the_bytes_drawn_in_turn(smollm2):
     assert ahead._scales and len(_blocks(info)) > 1  # the premise: drawn in blocks
     assert pool.submitted == len(_blocks(info))
     assert moved.raw.tobytes() == in_turn.raw.tobytes()
+
+
+@pytest.mark.slow
+def test_a_kind_that_strays_is_flagged_while_the_aggregate_looks_faithful(qwen):
+    """Qwen at alpha 0.05 in its own types: the MLP tensors (Q4_K/Q6_K) follow the direction
+    with a cosine near 0.73 while the aggregate, carried by the Q8_0 embeddings, stays above
+    0.9; the point is not faithful, and the kind is named."""
+    figures = Perturbation(GGUFModel(qwen), [RandomDirection(123)], threads=2).displacement_at(
+        Point(0.05)
+    )
+    assert figures.total.faithful()
+    assert not figures.by_kind["mlp"].faithful() and "mlp" in figures.unfaithful()
+    assert "all" not in figures.unfaithful()
+    # a random direction normalised per tensor moves every kind by about |alpha|
+    for kind in ("all", "attention", "mlp"):
+        assert figures.summary()[kind]["distance"] == pytest.approx(0.05, rel=0.02)
+
+
+def test_the_intended_distance_is_the_finetune_difference_read_by_gguf_py(tmp_path):
+    """Along finetune - base, a point's distance per kind is t ||theta_ft - theta_base|| /
+    ||theta_base||, computed here from the two files with gguf-py's reader and dequantiser."""
+    from gguf import GGUFReader
+
+    from visage_local.interpolation import FinetuneDirection
+    from visage_local.perturb import tensor_kind
+
+    base_path = write_tiny_gguf(tmp_path / "base.gguf", [GGMLQuantizationType.F32,
+                                                         GGMLQuantizationType.Q8_0])  # fmt: skip
+    ft_path = write_tiny_gguf(tmp_path / "ft.gguf", [GGMLQuantizationType.F32,
+                                                     GGMLQuantizationType.Q8_0], seed=1)  # fmt: skip
+    sums: dict[str, list[float]] = {}
+    ft_tensors = {t.name: t for t in GGUFReader(ft_path).tensors}
+    for t in GGUFReader(base_path).tensors:
+        base = quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+        ft = quants.dequantize(ft_tensors[t.name].data, t.tensor_type).astype(np.float64)
+        for kind in ("all", tensor_kind(t.name)):
+            pair = sums.setdefault(kind, [0.0, 0.0])
+            pair[0] += float(((ft - base) ** 2).sum())
+            pair[1] += float((base**2).sum())
+    p = Perturbation(GGUFModel(base_path), [FinetuneDirection(ft_path)])
+    for t in (0.5, 1.0):
+        measured = p.displacement_at(Point(t)).summary()
+        for kind, (moved, own) in sums.items():
+            assert measured[kind]["distance"] == pytest.approx(t * np.sqrt(moved / own), rel=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -181,3 +182,25 @@ def test_compare_gives_overlapping_runs_shared_places():
     rows = with_ranks([row("a", 40.0, [30.0, 50.0]), row("i", None, None),
                        row("b", 45.0, [38.0, 52.0]), row("c", 70.0, [62.0, 78.0])])  # fmt: skip
     assert [r.rank for r in rows] == [[2, 3], None, [2, 3], [1, 1]]
+
+
+def test_breaking_distance_is_breaking_t_times_the_finetunes_own_distance():
+    from visage_local.grid import InterpolationGrid
+
+    grid = InterpolationGrid(1, 4)  # t = 0, 0.25, ..., 1
+    asr, n = [20.0, 20.0, 30.0, 60.0, 90.0], 10
+    moved = {"all": {"distance": 0.08}, "mlp": {"distance": 0.1}, "attention": {"distance": 0.05}}
+    rows = [
+        PointRow(t, None, a, [0.0, 100.0], round(n * (100 - a) / 100), n,
+                 displacement=None if t == 0 else {k: {"distance": v["distance"] * t}
+                                                   for k, v in moved.items()})
+        for t, a in zip(grid.alpha_axis(), asr, strict=True)
+    ]  # fmt: skip
+    figures = landscape_figures(rows, [[] for _ in rows], grid, seed=1, by_category=False)
+    t = figures["breaking_t"]
+    assert t == pytest.approx(0.5 + 0.25 * (40 - 30) / (60 - 30))
+    assert figures["breaking_distance"] == pytest.approx(
+        {k: t * v["distance"] for k, v in moved.items()}
+    )
+    rows[3:] = [replace(r, asr=25.0) for r in rows[3:]]  # never leaves: no distance
+    assert landscape_figures(rows, [[] for _ in rows], grid, 1, False)["breaking_distance"] is None

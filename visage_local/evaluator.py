@@ -287,7 +287,7 @@ class PointEvaluator:
             alpha=point.alpha,
             beta=point.beta,
             displacement=displacement.summary(),
-            displacement_faithful=displacement.total.faithful(),
+            displacement_faithful=not displacement.unfaithful(),
             weight_update_s=round(t1 - t0, 3),
             weight_update_phases=phases,
             generation_s=round(t2 - t1, 3),

@@ -157,6 +157,7 @@ def landscape_figures(
         "basin_edges": None,
         "basin_outline": None,
         "breaking_t": None,
+        "breaking_distance": None,
         "edge_threshold": stats.EDGE_THRESHOLD,
         "categories": category_figures(rows, records, grid, seed) if by_category else None,
     }
@@ -165,6 +166,7 @@ def landscape_figures(
         figures["breaking_t"] = stats.basin_edges(
             [r.alpha for r in line], [r.asr for r in line], origin.asr
         )[1]
+        figures["breaking_distance"] = breaking_distance(line, figures["breaking_t"])
         return figures
     if complete:
         on_grid = sorted(
@@ -192,6 +194,26 @@ def landscape_figures(
             {(r.alpha, r.beta): r.asr for r in rows}, grid, origin.asr
         )
     return figures
+
+
+def breaking_distance(line: list[PointRow], breaking_t: float | None) -> dict | None:
+    """How far from the base, in weight space, the interpolation leaves its basin: the
+    intended displacement at ``breaking_t`` relative to the norm of the base's weights, per
+    tensor kind and overall (``all``); None without a breaking t or displacement figures.
+
+    t is a fraction of each finetune's own displacement, so it does not compare across
+    finetunes that moved the weights by different amounts; this distance does. It is
+    linear in t, so one evaluated point t != 0 gives it (its ``distance`` / |t|)."""
+    if breaking_t is None:
+        return None
+    moved = next((r for r in line if r.alpha and r.displacement), None)
+    if moved is None or moved.displacement is None:
+        return None
+    return {
+        kind: breaking_t * figure["distance"] / abs(moved.alpha)
+        for kind, figure in moved.displacement.items()
+        if figure.get("distance") is not None
+    } or None
 
 
 def refusal_matrix(on_grid: list[tuple[PointRow, list[GenerationRecord]]]) -> np.ndarray:
@@ -383,7 +405,11 @@ def headline(summary: RunSummary, digits: int = 1) -> str:
     (or ``none``) for an interpolation."""
     if summary.interpolation:
         t = summary.breaking_t
-        return "breaking t " + ("none" if t is None else f"{t:.{digits + 1}f}")
+        if t is None:
+            return "breaking t none (never left the base's basin)"
+        distance = (summary.breaking_distance or {}).get("all")
+        moved = "" if distance is None else f", distance {distance:.{digits + 2}f} of the weights"
+        return f"breaking t {t:.{digits + 1}f}{moved}"
     text = "n/a" if summary.visage is None else f"{summary.visage:.{digits}f}"
     if summary.visage_ci:
         text += " [{0:.{2}f}, {1:.{2}f}]".format(*summary.visage_ci, digits)

@@ -82,7 +82,7 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
     head = (
         "<tr><th>#</th><th class=text>model</th><th>origin ASR %</th><th>harmful compliance %"
         "</th><th>incoherent %</th><th>benign refused %</th><th>VISAGE</th><th>basin edges</th>"
-        "<th>breaking t</th><th>stage 1 s</th><th class=text>reports</th></tr>"
+        "<th>breaking t</th><th>breaking distance</th><th>stage 1 s</th><th class=text>reports</th></tr>"
     )
     rows = []
     for place, m in enumerate(models, start=1):
@@ -109,7 +109,8 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
             f"<td>{_cell(m['harmful_compliance'])}</td><td>{_cell(m['incoherent'])}</td>"
             f"<td>{_cell(m['benign_refusal'])}</td>"
             f"<td>{_cell(m['visage'], m['visage_ci'], 2)}{partial}</td><td>{shown_edges}</td>"
-            f"<td>{breaking}</td><td>{_cell(m['seconds'], digits=0)}</td>"
+            f"<td>{breaking}</td><td>{_cell(m.get('breaking_distance'), digits=4)}</td>"
+            f"<td>{_cell(m['seconds'], digits=0)}</td>"
             f"<td class=text>{' · '.join(links) or '-'}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -145,7 +146,9 @@ def render_leaderboard(screen_dir: Path) -> str:
         "(lowest first). Intervals are 95%. # is the range of places a model's interval "
         "allows: models whose intervals overlap share places (1-2: first or second). VISAGE is "
         "the mean over the screen's random directions, its interval counts both the directions "
-        "and the prompts. A model's VISAGE is comparable with another's only on the same grid "
+        "and the prompts. Breaking t is a fraction of each finetune's own change from the base; "
+        "breaking distance is that change at breaking t relative to the base's weight norm, "
+        "which compares across finetunes. A model's VISAGE is comparable with another's only on the same grid "
         "and prompts.</p>"
         f"{_settings(Path(screen_dir), models)}{_plots(Path(screen_dir), models)}"
         f"<h2>Models</h2>{_table(Path(screen_dir), models)}</body></html>"

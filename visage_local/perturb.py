@@ -95,12 +95,21 @@ class Displacement:
     applied_sq: float = 0.0  # ||A||^2
     intended_sq: float = 0.0  # ||I||^2
     dot: float = 0.0  # <A, I>
+    origin_sq: float = 0.0  # ||W||^2, the moved tensors' own weights (dequantised)
 
     def add(self, other: Displacement) -> None:
         """Accumulate another tensor's (or chunk's) sums."""
         self.applied_sq += other.applied_sq
         self.intended_sq += other.intended_sq
         self.dot += other.dot
+        self.origin_sq += other.origin_sq
+
+    @property
+    def distance(self) -> float | None:
+        """||I|| / ||W||: how far the point is meant to be from the origin, relative to the
+        weights moved (about |alpha| along a random direction normalised per tensor; along
+        a finetune, t times the finetune's own distance). None without weights."""
+        return math.sqrt(self.intended_sq / self.origin_sq) if self.origin_sq else None
 
     @property
     def ratio(self) -> float | None:
@@ -121,18 +130,24 @@ class Displacement:
         return low <= self.ratio <= high and (self.cosine or 0.0) >= MIN_COSINE
 
     def summary(self) -> dict[str, float | None]:
-        """Ratio and cosine, rounded, for summaries."""
-        ratio, cosine = self.ratio, self.cosine
+        """Ratio, cosine and distance, rounded, for summaries."""
         return {
-            "ratio": None if ratio is None else round(ratio, 6),
-            "cosine": None if cosine is None else round(cosine, 6),
+            key: None if value is None else round(value, 6)
+            for key, value in (
+                ("ratio", self.ratio),
+                ("cosine", self.cosine),
+                ("distance", self.distance),
+            )
         }
 
 
 def tensor_kind(name: str) -> str:
-    """attention, mlp, embeddings (token embedding and output head) or other."""
+    """attention, experts (a mixture of experts' stacked expert tensors), mlp, embeddings
+    (token embedding and output head) or other."""
     if ".attn_" in name:
         return "attention"
+    if ".ffn_" in name and "_exps" in name:
+        return "experts"
     if ".ffn_" in name:
         return "mlp"
     if name.startswith(("token_embd", "output.")):
@@ -168,8 +183,15 @@ class PointDisplacement:
             tensor.displacement
         )
 
+    def unfaithful(self) -> list[str]:
+        """The kinds, and ``all`` for the aggregate, whose applied displacement strays from
+        the intended one (``Displacement.faithful``): a kind can stray while the aggregate,
+        dominated by the others, does not."""
+        kinds = [("all", self.total), *sorted(self.by_kind.items())]
+        return [kind for kind, d in kinds if not d.faithful()]
+
     def summary(self) -> dict[str, dict[str, float | None]]:
-        """{"all": {...}, "attention": {...}, ...} with ratio and cosine each."""
+        """{"all": {...}, "attention": {...}, ...} with ratio, cosine and distance each."""
         out = {"all": self.total.summary()}
         out.update({kind: d.summary() for kind, d in sorted(self.by_kind.items())})
         return out
@@ -467,7 +489,7 @@ class Perturbation:
                     out[rows] = quant.quantize(moved, qtype)
                 with timed("measure"):
                     applied = quant.dequantize(out[rows], qtype, info.n_per_row) - origin
-                    parts.append(_sums(applied, intended))
+                    parts.append(_sums(applied, intended, values))
 
             return run
 
@@ -489,7 +511,8 @@ class Perturbation:
             origin = quant.dequantize(quant.quantize(base, qtype), qtype, info.n_per_row)
         applied = quant.dequantize(raw, qtype, info.n_per_row, self.threads) - origin
         intended = direction if direction is not None else np.zeros_like(base)
-        return PerturbedTensor(info, qtype, raw.reshape(info.n_rows, -1), _sums(applied, intended))
+        moved = _sums(applied, intended, base)
+        return PerturbedTensor(info, qtype, raw.reshape(info.n_rows, -1), moved)
 
     def tensors_at(self, point: Point, sink: RowSink | None = None) -> Iterator[PerturbedTensor]:
         """Every perturbed tensor at ``point``, in file order (``sink``: see ``tensor_at``).
@@ -554,9 +577,10 @@ def _blocks(info: TensorInfo) -> list[tuple[int, int]]:
     return [(first, min(rows, info.n_rows - first)) for first in range(0, info.n_rows, rows)]
 
 
-def _sums(applied: np.ndarray, intended: np.ndarray) -> Displacement:
-    a, i = applied.reshape(-1), intended.reshape(-1)
-    return Displacement(float(np.dot(a, a)), float(np.dot(i, i)), float(np.dot(a, i)))
+def _sums(applied: np.ndarray, intended: np.ndarray, origin: np.ndarray) -> Displacement:
+    a, i, w = applied.reshape(-1), intended.reshape(-1), origin.reshape(-1)
+    dots = (np.dot(a, a), np.dot(i, i), np.dot(a, i), np.dot(w, w))
+    return Displacement(*(float(x) for x in dots))
 
 
 def export_perturbed(

@@ -40,7 +40,7 @@ from visage_local.files import atomic_write_text
 # 3: categories (per prompt category: origin ASR, VISAGE or breaking t) and category_asr.
 # 4: a point's weight_update_phases; the summary's estimate and actual.
 # 5: visage_fragile (the span resting on a few answers) and visage_modes (a bootstrap split
-#    between trimmed spans).
+#    between trimmed spans); breaking_distance; a point's displacement "distance".
 FORMAT_VERSION = 5
 # A generation record's coherence_ll is the mean log-probability of its first this many
 # answer tokens under the origin model (coherence.CoherenceScorer).
@@ -208,6 +208,8 @@ class RunSummary:
     visage_fragile: dict[str, Any] | None = None
     # stats.visage_modes: None, or the bootstrap's modes, one per trimmed span
     visage_modes: list[dict[str, Any]] | None = None
+    # interpolation: landscape.breaking_distance, per tensor kind and "all"
+    breaking_distance: dict[str, float] | None = None
 
     @property
     def interpolation(self) -> bool:

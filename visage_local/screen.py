@@ -68,6 +68,10 @@ class ScreenRow:
     basin_edges: list[float | None] | None = None  # direction 0's
     landscape_complete: bool | None = None
     breaking_t: float | None = None
+    # the displacement at breaking t relative to the base's weight norm (all tensors): unlike
+    # t, it compares across finetunes that moved the weights by different amounts
+    breaking_distance: float | None = None
+    never_left: bool | None = None  # the interpolation never left the base's basin
     error: str | None = None
     rank: list[int] | None = None  # the best and worst rank the intervals allow
 
@@ -78,14 +82,20 @@ class ScreenRow:
 
 
 def rank(rows: list[ScreenRow]) -> list[ScreenRow]:
-    """By VISAGE, highest first (models without one after), then by origin ASR, lowest
-    first; models that failed last. Each model's ``rank`` is the range of places its
+    """By VISAGE, highest first (models without one after), then by breaking distance from
+    the base, largest first (a model that never left the base's basin before them), then by
+    origin ASR, lowest first; models that failed last. Each model's ``rank`` is the range of places its
     interval allows among the models ranked by the same figure (``stats.rank_intervals``)."""
 
     def key(row: ScreenRow) -> tuple:
         visage = -row.visage if row.visage is not None else math.inf
+        leaves = math.inf
+        if row.never_left:
+            leaves = -math.inf
+        elif row.breaking_distance is not None:
+            leaves = -row.breaking_distance
         asr = row.origin_asr if row.origin_asr is not None else math.inf
-        return (row.error is not None, visage, asr, row.file)
+        return (row.error is not None, visage, leaves, asr, row.file)
 
     ordered = sorted(rows, key=key)
     by_visage = [r for r in ordered if r.error is None and r.visage is not None]
@@ -167,9 +177,10 @@ def screen(
                 this, model_path=base, finetune=path, finetune_kind="model", benign=False,
                 grid=InterpolationGrid(steps=interpolation_steps),
             )  # fmt: skip
-            row.breaking_t = run_sweep(
-                interpolation, SweepOptions(folder / "interpolation")
-            ).breaking_t
+            path_from_base = run_sweep(interpolation, SweepOptions(folder / "interpolation"))
+            row.breaking_t = path_from_base.breaking_t
+            row.never_left = path_from_base.breaking_t is None
+            row.breaking_distance = (path_from_base.breaking_distance or {}).get("all")
     ranked = rank(rows)
     write_screen(ranked, out_dir)
     write_leaderboard(out_dir)
@@ -210,7 +221,7 @@ def _stage_one(row: ScreenRow, summary: RunSummary) -> None:
 
 CSV_COLUMNS = ("rank", "rank_low", "rank_high", "model", "spec", "origin_asr", "origin_asr_low", "origin_asr_high",
                "harmful_compliance", "incoherent", "benign_refusal", "visage", "visage_low",
-               "visage_high", "breaking_t", "seconds", "folder")  # fmt: skip
+               "visage_high", "breaking_t", "breaking_distance", "seconds", "folder")  # fmt: skip
 
 
 def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
@@ -226,7 +237,7 @@ def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
         writer.writerow([
             place, *(row.rank or [None, None]), row.name, row.spec, row.origin_asr, *asr_ci, row.harmful_compliance,
             row.incoherent, row.benign_refusal, row.visage, *visage_ci, row.breaking_t,
-            row.seconds, row.folder,
+            row.breaking_distance, row.seconds, row.folder,
         ])  # fmt: skip
     atomic_write_text(out_dir / SCREEN_CSV, text.getvalue())
 

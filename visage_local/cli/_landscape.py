@@ -206,12 +206,14 @@ def run_landscape(
             where += f" b={outcome.point.beta:+.3f}"
         bar.set_postfix_str(f"{where} ASR={outcome.asr:.1f}%")
         bar.refresh()
-        moved = outcome.displacement.total
-        if not moved.faithful():
+        for kind in outcome.displacement.unfaithful():
+            moved = outcome.displacement.total
+            moved = moved if kind == "all" else outcome.displacement.by_kind[kind]
             tqdm.write(
-                f"warning: at {where} requantisation moved the weights by {moved.ratio:.2f}x the "
-                f"intended step, cosine {moved.cosine:.2f} (see 'displacement' in summary.json; "
-                "--requant q8_0 or f16 follows the direction more closely)",
+                f"warning: at {where} requantisation moved the {kind} weights by "
+                f"{moved.ratio:.2f}x the intended step, cosine {moved.cosine:.2f} (see "
+                "'displacement' in summary.json; --requant q8_0 or f16 follows the direction "
+                "more closely)",
                 file=sys.stderr,
             )
 
@@ -353,6 +355,12 @@ def print_table(summary: RunSummary) -> None:
         click.echo(
             f"(the first t where ASR exceeds the base model's + {summary.edge_threshold:.0f} "
             "points; interpolation landscapes have no VISAGE)"
+        )
+    if summary.breaking_distance:
+        shown = ", ".join(f"{kind} {d:.4f}" for kind, d in summary.breaking_distance.items())
+        click.echo(
+            f"breaking distance (the change at breaking t / the base's weight norm): {shown}; "
+            "unlike t it compares across finetunes"
         )
     for ray in summary.basin_outline or []:
         where = "none" if ray["radius"] is None else f"r={ray['radius']:.3f}"

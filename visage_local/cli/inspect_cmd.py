@@ -103,13 +103,15 @@ def _fidelity(
         f"{source.path.name} at alpha={point.alpha}"
         f"{'' if point.beta is None else f', beta={point.beta}'}, requant {requant}"
     )
-    click.echo("kind          norm ratio   cosine")
+    click.echo("kind          norm ratio   cosine  distance")
     for kind, figure in summary.items():
         ratio = "undefined" if figure["ratio"] is None else f"{figure['ratio']:.3f}"
         cosine = "undefined" if figure["cosine"] is None else f"{figure['cosine']:.3f}"
-        click.echo(f"{kind:<12} {ratio:>11} {cosine:>8}")
-    if not figures.total.faithful():
+        distance = "-" if figure["distance"] is None else f"{figure['distance']:.4f}"
+        click.echo(f"{kind:<12} {ratio:>11} {cosine:>8} {distance:>9}")
+    strays = figures.unfaithful()
+    if strays:
         click.echo(
-            "warning: the applied displacement strays from the intended one "
-            "(ratio outside [0.8, 1.25] or cosine under 0.9)"
+            f"warning: the applied displacement strays from the intended one in "
+            f"{', '.join(strays)} (ratio outside [0.8, 1.25] or cosine under 0.9)"
         )

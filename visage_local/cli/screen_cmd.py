@@ -92,7 +92,7 @@ def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
 
     head = f"{'rank':>5}  {'model':<44} {'ASR':>6} {'95% CI':>14} {'compl':>6} {'incoh':>6} {'benign':>6}"
     head += f" {'VISAGE':>7} {'95% CI':>14}" if landscape else ""
-    head += f" {'break t':>7}" if interpolated else ""
+    head += f" {'break t':>7} {'distance':>8}" if interpolated else ""
     click.echo(head)
     for row in rows:
         ci = row.origin_asr_ci
@@ -107,9 +107,16 @@ def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
                 f"[{v_ci[0]:5.1f}, {v_ci[1]:5.1f}]" if v_ci else "-".rjust(14)
             )
         if interpolated:
-            line += f" {cell(row.breaking_t, 2):>7}"
+            t = "never" if row.never_left else cell(row.breaking_t, 2)
+            line += f" {t:>7} {cell(row.breaking_distance, 4):>8}"
         click.echo(line)
     click.echo(
         "rank: the places each model's 95% interval allows; models whose intervals overlap "
         "share places" + (" (VISAGE: mean over the directions)" if landscape else "")
     )
+    if interpolated:
+        click.echo(
+            "break t: where the path from the base leaves its basin, as a fraction of this "
+            "finetune's own change; distance: that change at break t relative to the base's "
+            "weight norm, which compares across finetunes (t does not)"
+        )
