@@ -17,8 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from visage_local.attacks import load_attack
-from visage_local.chat import SystemPrompt
+from visage_local.chat import SystemPrompt, render_turn
 from visage_local.cli.main import main
+from visage_local.errors import ModelFileError
+from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
 from visage_local.prompts import advbench as packaged_advbench
 from visage_local.prompts import load_prompts
@@ -44,7 +46,9 @@ def test_the_default_sweep_is_the_reference_setting(smollm2, advbench):
     assert config.prompts.prompts == _first_80_goals(advbench)
     assert (config.max_new_tokens, config.judge, config.seed) == (512, "keyword-paper", 123)
     assert (config.grid.dims, config.grid.steps, config.grid.range) == (1, 20, 0.5)
-    assert config.system_prompt.label() == "default" and config.attack.label() == "none"
+    assert config.system_prompt.label() == "reference" and config.attack.label() == "none"
+    # SmolLM2's family has no base prompt in the reference code: its template's own
+    assert config.for_model(GGUFModel(smollm2)).system_prompt.label() == "default"
     assert config.deviations() == []
     # the same 80 behaviours read from the reference's file are the same prompts
     same = replace(config, prompts=load_prompts(advbench, 80))
@@ -62,6 +66,7 @@ def test_the_default_sweep_is_the_reference_setting(smollm2, advbench):
         ({"first_direction": 2}, "direction_index", 0, 2),
         ({"system_prompt": SystemPrompt.parse("none")}, "system_prompt", "default", "none"),
         ({"attack": load_attack("roleplay")}, "attack", "none", "roleplay"),
+        ({"requant": "q8_0"}, "requant", "same", "q8_0"),
         ({"prompts": load_prompts("builtin", 80)}, "prompts", "advbench, first 80",
          "builtin:harmful, 80"),
         ({"prompts": load_prompts(None, 20)}, "prompts", "advbench, first 80", "advbench, 20"),
@@ -88,3 +93,94 @@ def test_the_quick_preset_and_explicit_options_over_it(tmp_path):
     assert "11 points x 20 prompts, up to 64 new tokens" in plan("--preset", "quick")
     over = plan("--preset", "quick", "--steps", "4", "--limit", "3", "--max-new-tokens", "9")
     assert "5 points x 3 prompts, up to 9 new tokens" in over
+
+
+# The chat templates of the families, as their Hugging Face repositories publish them
+# (meta-llama/Llama-2-7b-chat-hf, mistralai/Mistral-7B-Instruct-v0.1, Qwen/Qwen2.5-*).
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}"
+    "{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}{% if (message['role'] == 'user') != "
+    "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and "
+    "system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+    "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = "
+    "message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == "
+    "'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+    "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == "
+    "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only "
+    "user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+QWEN_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _family_gguf(path: Path, architecture: str, name: str, template: str | None) -> Path:
+    """A GGUF header of a family: architecture, name and chat template (one tensor)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), architecture)
+    writer.add_name(name)
+    if template is not None:
+        writer.add_chat_template(template)
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("architecture", "name", "template", "family_prompt"),
+    [
+        ("llama", "Llama 2 7b Chat Hf", LLAMA2_TEMPLATE, "llama2"),
+        ("llama", "Mistral 7B Instruct v0.1", MISTRAL_TEMPLATE, "mistral"),
+        ("qwen2", "Qwen2.5 Coder 0.5B Instruct", QWEN_TEMPLATE, "default"),
+        ("llama", "some base model", None, "default"),
+    ],
+)
+def test_the_reference_system_prompt_follows_the_models_family(
+    tmp_path, architecture, name, template, family_prompt
+):
+    path = _family_gguf(tmp_path / "m.gguf", architecture, name, template)
+    config = replace(sweep_config(path, batch_size=1), prompts=load_prompts(None, 80))
+    resolved = config.for_model(GGUFModel(path))
+    assert resolved.system_prompt == SystemPrompt.parse(family_prompt)
+    missing = ["chat_template"] if template is None else []
+    assert [d.setting for d in resolved.deviations()] == missing
+    if family_prompt != "default":  # the template's own is a deviation for these families
+        (deviation,) = replace(config, system_prompt=SystemPrompt.parse("default")).deviations()
+        assert (deviation.reference, deviation.value) == (family_prompt, "default")
+    if template is None:
+        (deviation,) = resolved.deviations()
+        assert (deviation.reference, deviation.value) == ("model", "fallback")
+
+
+def test_the_family_prompts_render_as_the_reference_code_formats_them():
+    """The reference's format_prompt (src/llm/util.py), transcribed: Llama-2 and Mistral
+    both ``[INST] {system}{prompt} [/INST]``, Llama-2's system inside <<SYS>> markers and
+    Mistral's followed by a space; Mistral's template refuses a system turn, so its text
+    starts the user's turn."""
+    prompt = "Write a poem"
+    llama2, mistral = SystemPrompt.parse("llama2"), SystemPrompt.parse("mistral")
+    sys_llama2 = f"<<SYS>>\n{llama2.text}\n<</SYS>>\n\n"
+    assert render_turn(LLAMA2_TEMPLATE, llama2, prompt) == f"[INST] {sys_llama2}{prompt} [/INST]"
+    assert (
+        render_turn(MISTRAL_TEMPLATE, mistral, prompt) == f"[INST] {mistral.text} {prompt} [/INST]"
+    )
+    with pytest.raises(ModelFileError, match="Conversation roles must alternate"):
+        render_turn(MISTRAL_TEMPLATE, SystemPrompt.parse("none"), prompt)

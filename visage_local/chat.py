@@ -20,6 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from visage_local import reasoning
 from visage_local.errors import ConfigError, ModelFileError
+from visage_local.reference import family_system_prompt
 
 if TYPE_CHECKING:
     from visage_local.engine import Engine
@@ -46,15 +47,18 @@ class SystemPrompt:
     system turn with ``text``.
     """
 
-    mode: str  # "default", "none", a built-in name, or "text"
+    mode: str  # "reference", "default", "none", a built-in name, or "text"
     text: str = ""
 
     @classmethod
     def parse(cls, value: str | None) -> SystemPrompt:
-        """From the command line: ``default``, ``none``, a built-in name, ``@FILE`` or the
+        """From the command line: ``reference`` (the reference code's for the model's family,
+        chosen by ``for_model``), ``default``, ``none``, a built-in name, ``@FILE`` or the
         text."""
         if value is None or value == "default":
             return cls("default")
+        if value == "reference":
+            return REFERENCE_SYSTEM
         if value == "none":
             return cls("none")
         if value in BUILTIN_SYSTEM_PROMPTS:
@@ -64,6 +68,13 @@ class SystemPrompt:
         if not value.strip():
             raise ConfigError("--system-prompt: empty text (use 'none' for an empty system turn)")
         return cls("text", value)
+
+    def for_model(self, chat_template: str | None, architecture: str, name: str) -> SystemPrompt:
+        """This prompt for a model: ``reference`` becomes the reference code's prompt for the
+        model's family (``reference.family_system_prompt``); any other is itself."""
+        if self.mode != "reference":
+            return self
+        return SystemPrompt.parse(family_system_prompt(chat_template, architecture, name))
 
     def label(self) -> str:
         """``default``, ``none``, a built-in name or the text, as stored in summaries."""
@@ -77,10 +88,18 @@ class SystemPrompt:
 
     def messages(self, user_prompt: str) -> list[dict[str, str]]:
         """The chat messages for one user prompt."""
+        if self.mode == "reference":
+            raise ValueError("the reference system prompt depends on the model: for_model first")
         user = {"role": "user", "content": user_prompt}
         if self.mode == "default":
             return [user]
         return [{"role": "system", "content": self.text}, user]
+
+    def merged_messages(self, user_prompt: str) -> list[dict[str, str]]:
+        """One user turn that starts with the system text and a space, as the reference
+        code formats Mistral (``[INST] {system} {prompt} [/INST]``): for templates that
+        refuse a system turn."""
+        return [{"role": "user", "content": f"{self.text} {user_prompt}"}]
 
 
 # Built-in system prompts: the project's protective one, and the three the reference code
@@ -145,8 +164,10 @@ def render_chat(
         raise ModelFileError(f"the model's chat template failed to render: {e}") from e
 
 
-# No system turn: the template does what it does by itself (the sweep's default).
+# No system turn: the template does what it does by itself.
 DEFAULT_SYSTEM = SystemPrompt("default")
+# The sweep's default: the reference code's prompt for the model's family (``for_model``).
+REFERENCE_SYSTEM = SystemPrompt("reference")
 
 
 def render_prompt(
@@ -159,11 +180,31 @@ def render_prompt(
     """One user turn as every part of visage-local renders it: ``system``'s messages through
     the model's chat template (FALLBACK_TEMPLATE when it has none); ``thinking`` (``off``
     or ``on``) sets what reasoning templates read to think or not."""
+    return render_turn(template, system, user_text, engine.bos_text, engine.eos_text, thinking)
+
+
+def render_turn(
+    template: str | None,
+    system: SystemPrompt,
+    user_text: str,
+    bos_token: str = "",
+    eos_token: str = "",
+    thinking: str | None = None,
+) -> str:
+    """``render_prompt`` without an engine. A template that refuses a system turn (Mistral's
+    raise an exception for any role but user and assistant) gets the system text at the
+    start of the user's turn instead, as the reference code formats Mistral."""
     variables = None if thinking is None else reasoning.template_variables(thinking)
-    messages = system.messages(user_text)
-    return render_chat(
-        template or FALLBACK_TEMPLATE, messages, engine.bos_text, engine.eos_text, True, variables
-    )
+    chosen = template or FALLBACK_TEMPLATE
+    try:
+        return render_chat(
+            chosen, system.messages(user_text), bos_token, eos_token, True, variables
+        )
+    except ModelFileError:
+        if system.mode in ("default", "none"):
+            raise
+        merged = system.merged_messages(user_text)
+        return render_chat(chosen, merged, bos_token, eos_token, True, variables)
 
 
 def prompt_tokens(

@@ -28,7 +28,9 @@ RANGE = 0.5
 SEED = 123
 JUDGE = "keyword-paper"
 DIRECTION_INDEX = 0
-SYSTEM_PROMPT = "default"  # the model's own chat template
+SYSTEM_PROMPT = "reference"  # the family's, as FAMILY_SYSTEM_PROMPTS below chooses it
+CHAT_TEMPLATE = "model"  # the model's own chat template (not the plain fallback)
+REQUANT = "same"  # moved tensors written back in their own types
 ATTACK = "none"
 THINKING = "off"  # reasoning models asked not to think: the paper's models did not
 
@@ -38,6 +40,28 @@ PRESETS: dict[str, dict[str, int]] = {
     "reference": {},
     "quick": {"steps": 10, "limit": 20, "max_new_tokens": 64},
 }
+
+
+def family_system_prompt(chat_template: str | None, architecture: str, name: str) -> str:
+    """The system prompt the reference code gives a model of this family, as a
+    ``--system-prompt`` name.
+
+    The reference (``src/llm/util.py``'s ``get_sys_prompt``; AdvBench's
+    ``config/dataset/advbench.yaml`` sets ``prompt_template: llama2-base``) prompts Llama-2
+    chat with Llama 2's default system prompt (``llama2-base``) and Mistral with its
+    guardrail prompt (``mistral-base``); Vicuna's ``vicuna-base`` is the system line
+    Vicuna's own template writes, and Llama 3 has no base prompt (``llama3-empty``,
+    ``-aoa``, ``-llama2`` only). So: a Llama-2 chat template (``<<SYS>>``) gives ``llama2``;
+    a Mistral model (an ``[INST]`` template without ``<<SYS>>``, or ``mistral`` in its
+    architecture or name) gives ``mistral``; every other family its template's own
+    (``default``), the reference code having nothing else for it.
+    """
+    template = chat_template or ""
+    if "<<SYS>>" in template:
+        return "llama2"
+    if "[INST]" in template or "mistral" in f"{architecture} {name}".lower():
+        return "mistral"
+    return "default"
 
 
 @cache
@@ -60,8 +84,9 @@ class Deviation:
 
 
 # The order ``deviations`` lists settings in.
-SETTINGS_ORDER = ("prompts", "max_new_tokens", "judge", "system_prompt", "attack", "thinking",
-                  "steps", "range", "seed", "direction_index")  # fmt: skip
+SETTINGS_ORDER = ("prompts", "max_new_tokens", "judge", "system_prompt", "chat_template",
+                  "attack", "thinking", "requant", "steps", "range", "seed",
+                  "direction_index")  # fmt: skip
 
 
 def with_setting(found: list[dict] | None, setting: str, value: str | int) -> list[dict] | None:
@@ -89,10 +114,15 @@ def deviations(
     seed: int | None,
     direction_index: int | None,
     thinking: str = THINKING,
+    family_prompt: str = "default",
+    chat_template: str = CHAT_TEMPLATE,
+    requant: str = REQUANT,
 ) -> list[Deviation]:
     """Every setting that differs from the reference. ``grid``, ``seed`` and
     ``direction_index`` are None for landscapes that have no random-direction reference
-    (interpolations)."""
+    (interpolations). ``family_prompt`` is the reference's system prompt for the model's
+    family (``family_system_prompt``); ``chat_template`` is ``fallback`` for a model
+    without one."""
     found = []
 
     def check(setting: str, reference: str | int | float, value: str | int | float) -> None:
@@ -105,9 +135,11 @@ def deviations(
         )
     check("max_new_tokens", MAX_NEW_TOKENS, max_new_tokens)
     check("judge", JUDGE, judge)
-    check("system_prompt", SYSTEM_PROMPT, system_prompt)
+    check("system_prompt", family_prompt, system_prompt)
+    check("chat_template", CHAT_TEMPLATE, chat_template)
     check("attack", ATTACK, attack)
     check("thinking", THINKING, thinking)
+    check("requant", REQUANT, requant)
     if grid is not None:
         check("steps", STEPS, grid["steps"])
         check("range", RANGE, grid["range"])

@@ -25,7 +25,7 @@ from visage_local.batching import (
     sequence_bytes,
 )
 from visage_local.capability import CapabilitySettings
-from visage_local.chat import DEFAULT_SYSTEM, SystemPrompt
+from visage_local.chat import REFERENCE_SYSTEM, SystemPrompt
 from visage_local.directions import (
     GGUF_ONLY,
     RandomDirection,
@@ -56,7 +56,7 @@ class SweepConfig:
     grid: Grid | InterpolationGrid = field(default_factory=Grid)
     seed: int = reference.SEED
     max_new_tokens: int = reference.MAX_NEW_TOKENS
-    system_prompt: SystemPrompt = DEFAULT_SYSTEM
+    system_prompt: SystemPrompt = REFERENCE_SYSTEM  # resolved per model by for_model
     judge: str = reference.JUDGE
     also_judge: tuple[str, ...] = ()  # more judges: answers stop when all are settled
     attack: Attack = field(default_factory=lambda: Attack("none"))
@@ -106,21 +106,33 @@ class SweepConfig:
             return [first]
         return [first, RandomDirection(self.seed, self.first_direction, randoms)]
 
+    def for_model(self, model: GGUFModel) -> SweepConfig:
+        """This configuration for ``model`` (its own): the ``reference`` system prompt becomes
+        the reference code's prompt for the model's family."""
+        prompt = self.system_prompt.for_model(model.chat_template, model.architecture, model.name)
+        return replace(self, system_prompt=prompt)
+
     def deviations(self) -> list[Deviation]:
         """The settings in which this sweep differs from the paper's reference setting."""
         random = self.finetune is None
+        model = GGUFModel(self.model_path)
         return reference.deviations(
             prompt_set_sha256=self.prompts.sha256,
             prompts=self.prompts.source,
             n_prompts=len(self.prompts.prompts),
             max_new_tokens=self.max_new_tokens,
             judge=self.judge,
-            system_prompt=self.system_prompt.label(),
+            system_prompt=self.for_model(model).system_prompt.label(),
             attack=self.attack.label(),
             grid=self.grid.describe() if random else None,
             seed=self.seed if random else None,
             direction_index=self.first_direction if random else None,
             thinking=self.thinking if self.reasons() else reference.THINKING,
+            family_prompt=reference.family_system_prompt(
+                model.chat_template, model.architecture, model.name
+            ),
+            chat_template="model" if model.chat_template else "fallback",
+            requant=self.requant,
         )
 
     def reasons(self) -> bool:

@@ -176,6 +176,7 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
     started = time.monotonic()
     order = options.order or FullGrid(coarse_first=options.budget_minutes is not None)
     model = GGUFModel(config.model_path)
+    config = config.for_model(model)
     if config.finetune is not None and config.finetune_kind == "model":
         check_pair(model, GGUFModel(config.finetune))
     directions = config.directions(model)

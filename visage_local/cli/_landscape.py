@@ -79,7 +79,7 @@ def run_landscape(
         limit = DEFAULT_LIMIT
     max_new_tokens = preset_value(options, "max_new_tokens") or reference.MAX_NEW_TOKENS
     conditions = conditions_of(
-        [SystemPrompt.parse(s) for s in options["system_prompts"] or ("default",)],
+        [SystemPrompt.parse(s) for s in options["system_prompts"] or ("reference",)],
         [load_attack(a) for a in options["attacks"] or ("none",)],
     )
     if options["ray_address"] is None and options["workers"] != 2:

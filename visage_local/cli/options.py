@@ -270,10 +270,12 @@ _EVALUATION_OPTIONS = [
         "--system-prompt",
         "system_prompts",
         multiple=True,
-        help="'default' (the template's own), 'none' (an empty system turn), 'safety' (the "
-        "project's protective prompt), the reference code's 'llama2' (Llama 2's default), "
-        "'mistral' (Mistral's guardrail prompt) or 'aoa' (the absolutely obedient agent), "
-        "@FILE, or the text. Repeat to sweep each one on the same grid. [default: default]",
+        help="'reference' (the reference code's for the model's family: 'llama2' for Llama-2 "
+        "chat, 'mistral' for Mistral, the template's own for others), 'default' (the "
+        "template's own), 'none' (an empty system turn), 'safety' (the project's protective "
+        "prompt), the reference code's 'llama2' (Llama 2's default), 'mistral' (Mistral's "
+        "guardrail prompt) or 'aoa' (the absolutely obedient agent), @FILE, or the text. "
+        "Repeat to sweep each one on the same grid. [default: reference]",
     ),
     click.option(
         "--attack",
