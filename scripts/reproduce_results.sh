@@ -132,6 +132,21 @@ directions() {
   $V compare "$RUNS/qwen-dirs" "$RUNS/qwen-adaptive"
 }
 
+# Qwen along 5 random directions (80 AdvBench prompts, 64 tokens), each merged without
+# answers; VISAGE's mean and two-level interval for K = 1, 3, 5, each direction's
+# fragility and bootstrap modes, and the reference landscape's.
+# about 1 h 15 min (5 directions x 21 points, about 45 s a point)
+qwen_directions() {
+  need_qwen
+  $V sweep "$Q" --max-new-tokens 64 --directions 5 --out "$RUNS/qwen-dirs5" "${QUICK[@]}"
+  for k in 0 1 2 3 4; do
+    $V merge "$RUNS/qwen-dirs5/direction-$k" --without-answers --overwrite \
+      --out "$PUBLISHED/qwen-dirs5/direction-$k"
+  done
+  $PY scripts/directions_table.py "$PUBLISHED/qwen-dirs5"
+  $PY scripts/directions_table.py docs/runs/qwen-1d-ref --single
+}
+
 # about 1 h: make the testbed (13 min), its landscape, SmolLM2 -> testbed
 testbed() {
   $PY scripts/make_testbed.py --prompts "$ADVBENCH" --out "$TESTBED" --steps "$TRAIN_STEPS"
@@ -180,7 +195,7 @@ screen_testbed() {
 }
 
 SECTIONS=(qwen_reference early_stop smollm2 requant_modes conditions interpolation_q8_0
-  directions testbed harmful screen_testbed capability)
+  directions qwen_directions testbed harmful screen_testbed capability)
 
 PARTS=(qwen_reference_1 qwen_reference_2)  # run by name only
 

@@ -219,7 +219,9 @@ def test_several_directions_each_in_a_folder_with_figures_across_them(smollm2, t
     assert low <= across["visage"]["mean"] <= high
     # direction 0 is the plain sweep's direction: same configuration, same hash
     model = GGUFModel(smollm2)
-    plain = result_config(base, model, [d.describe() for d in base.directions(model)])
+    plain = result_config(
+        base.for_model(model), model, [d.describe() for d in base.directions(model)]
+    )
     assert config_hash(plain) == results[0][1].config_hash
 
 

@@ -26,6 +26,7 @@ from visage_local.landscape import (
 )
 from visage_local.record import (
     COHERENCE_TOKENS,
+    FORMAT_VERSION,
     GenerationRecord,
     RunFolder,
     RunSummary,
@@ -130,7 +131,8 @@ def rejudge(
 
 def resummarise(summary: RunSummary, records: list[GenerationRecord], **changes) -> RunSummary:
     """``summary`` with every point's figures and the landscape's figures computed again
-    from ``records`` (through the live run's functions), and ``changes`` applied."""
+    from ``records`` (through the live run's functions), and ``changes`` applied; written
+    in this version's format, whose fields it now has."""
     by_point: dict[tuple, list[GenerationRecord]] = defaultdict(list)
     for r in records:
         by_point[(r["alpha"], r["beta"])].append(r)
@@ -148,6 +150,7 @@ def resummarise(summary: RunSummary, records: list[GenerationRecord], **changes)
         **changes,
         **landscape_figures(rows, point_records, grid, summary.seed),
         points=rows,
+        format_version=FORMAT_VERSION,
     )
 
 
