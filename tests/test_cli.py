@@ -213,7 +213,8 @@ def test_fidelity_on_a_real_q4_model_warns_in_same_mode_and_not_in_f16(smollm2):
     )
     assert abs(f16["all"]["ratio"] - 1) < 0.01 and abs(f16["all"]["cosine"] - 1) < 0.01
     origin = json.loads(run("inspect", smollm2, "--fidelity", "--alpha", "0", "--json").stdout)
-    assert origin["all"] == {"ratio": None, "cosine": None}
+    assert origin["all"] == {"ratio": None, "cosine": None, "distance": None}
+    assert figures["all"]["distance"] == pytest.approx(0.05, rel=0.02)  # about |alpha|
 
 
 def test_every_option_of_every_command_says_what_it_does_and_its_default():
