@@ -125,6 +125,7 @@ def evaluator(
     """A PointEvaluator for ``config``: its scratch copy (in /dev/shm when it fits, else
     in ``spill_folder``), engine, judge and scorers, all released on exit. ``directions``
     are the config's, when the caller has resolved them already."""
+    config = config.for_model(model)  # the reference system prompt of its family
     budget = direction_cache(config)
     perturbation = Perturbation(
         model,
