@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,8 +17,15 @@ SMALL = ["--limit", "6", "--max-new-tokens", "8", "--threads", "2"]
 
 
 def check(*args) -> tuple[int, str]:
+    """Exit code and output (stdout alone with --json: the notes go to stderr)."""
     result = CliRunner().invoke(main, ["check", *map(str, args)])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if "--json" in args else result.output
+
+
+def folder_of(out) -> Path:
+    """The one keyed sub-folder of a check's --out."""
+    (folder,) = [p for p in Path(out).iterdir() if p.is_dir()]
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +84,14 @@ def test_the_engine_options_reach_the_checks_runs(qwen, measured, tmp_path):
                          "--out", out, *SMALL)  # fmt: skip
     assert code == 0, output
     layers = 999 if llama_cpp.llama_supports_gpu_offload() else 0
-    assert f"n-gpu-layers = {layers}\n" in (out / "config.toml").read_text()
-    assert json.loads((out / "origin" / "summary.json").read_text())["flash_attn"] is True
+    folder = folder_of(out)
+    assert f"n-gpu-layers = {layers}\n" in (folder / "config.toml").read_text()
+    assert json.loads((folder / "origin" / "summary.json").read_text())["flash_attn"] is True
     code, output = check(qwen, "--max-asr", 100, "--n-gpu-layers", "many", "--out", out)
     assert code == 2 and "'many' is neither a number of layers nor 'auto'" in output
+    origin_run = str(folder_of(measured[1]) / "origin")
     rejudged = CliRunner().invoke(
-        main, ["rejudge", measured[1] + "/origin", "--judge", "keyword", "--n-gpu-layers", "1"]
+        main, ["rejudge", origin_run, "--judge", "keyword", "--n-gpu-layers", "1"]
     )
     assert rejudged.exit_code == 2 and "--n-gpu-layers is for --complete" in rejudged.output
 
@@ -111,7 +121,7 @@ def test_min_visage_gates_on_the_mean_of_several_directions(smollm2, tmp_path):
     args = ["--directions", "2", "--steps", "2", "--limit", "3", "--max-new-tokens", "4"]
     code, output = check(smollm2, "--min-visage", 90, "--json", "--out", out, *args)
     (threshold,) = json.loads(output)["thresholds"]
-    folders = [RunFolder(out / "landscape" / f"direction-{k}") for k in (0, 1)]
+    folders = [RunFolder(folder_of(out) / "landscape" / f"direction-{k}") for k in (0, 1)]
     summaries = [f.read_summary() for f in folders]
     assert summaries[0].directions != summaries[1].directions
     assert threshold["measured"] == pytest.approx(np.mean([s.visage for s in summaries]))
@@ -120,6 +130,65 @@ def test_min_visage_gates_on_the_mean_of_several_directions(smollm2, tmp_path):
     ]
     assert threshold["interval"] == list(stats.bootstrap_across_directions(refusals, 1, 123))
     assert code == 3 and threshold["verdict"] == FAIL and "2 directions" in threshold["note"]
+
+
+def test_a_check_runs_again_on_a_new_model_file_and_a_new_threshold(qwen, measured, tmp_path):
+    """A new version of the model is a new sub-folder beside the old one; a new threshold on
+    the same model reuses its runs (nothing generated again); both folders stay valid, each
+    with the config.toml and check.json of its own run; the JSON names the model as typed,
+    its file and its full sha256."""
+    from visage_local.gguf_model import GGUFModel
+
+    out = tmp_path / "c"
+    code, output = check(qwen, "--max-asr", 100, "--json", "--out", out, *SMALL)
+    assert code == 0, output
+    first = folder_of(out)
+    document = json.loads(output)
+    assert document["model"] == {
+        "spec": str(qwen), "file": str(qwen.resolve()), "sha256": GGUFModel(qwen).sha256
+    }  # fmt: skip
+    assert document["folder"] == str(first) and document["format_version"] == 2
+    assert document["settings"]["n_prompts"] == 6 and document["verdict"].startswith("verdict:")
+    stamp = (first / "origin" / "generations.jsonl").stat().st_mtime_ns
+    code, output = check(qwen, "--max-asr", 0, "--out", out, *SMALL)  # another threshold
+    assert code == 3 and f"runs in {first}" in output
+    assert (first / "origin" / "generations.jsonl").stat().st_mtime_ns == stamp
+    assert json.loads((first / "check.json").read_text())["thresholds"][0]["limit"] == 0
+    newer = tmp_path / "newer.gguf"  # a new release of the same model: other weights
+    made = CliRunner().invoke(main, ["perturb", str(qwen), "--alpha", "0.01", "-o", str(newer)])
+    assert made.exit_code == 0
+    code, output = check(newer, "--max-asr", 100, "--out", out, *SMALL)
+    assert code == 0, output
+    folders = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 2 and first in folders
+    for folder in folders:
+        summary = json.loads((folder / "origin" / "summary.json").read_text())
+        assert folder.name.startswith(summary["model_sha256"][:12])
+        assert summary["complete"] and (folder / "config.toml").is_file()
+        assert (
+            f'model = "{Path(summary["model"]).resolve()}"' in (folder / "config.toml").read_text()
+        )
+
+
+def test_a_refused_run_writes_nothing(qwen, measured, tmp_path):
+    """When a run in the check's folder refuses to resume (here: made with other package
+    versions), the check stops with one line and leaves the folder's files as they were."""
+    from visage_local.store import config_hash
+
+    out = tmp_path / "c"
+    assert check(qwen, "--max-asr", 100, "--out", out, *SMALL)[0] == 0
+    folder = folder_of(out)
+    (folder / "config.toml").unlink()
+    stored = json.loads((folder / "origin" / "config.json").read_text())
+    stored["config"]["versions"]["numpy"] = "0.0"
+    stored["hash"] = config_hash(stored["config"])
+    (folder / "origin" / "config.json").write_text(json.dumps(stored))
+    code, output = check(qwen, "--max-asr", 50, "--out", out, *SMALL)
+    assert code == 2 and "numpy" in output and "--overwrite" in output
+    assert not (folder / "config.toml").exists()
+    assert json.loads((folder / "check.json").read_text())["thresholds"][0]["limit"] == 100
+    assert check(qwen, "--max-asr", 50, "--overwrite", "--out", out, *SMALL)[0] in (0, 3)
+    assert (folder / "config.toml").is_file()
 
 
 @pytest.mark.parametrize(

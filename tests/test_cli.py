@@ -152,9 +152,11 @@ def test_sweep_command_prints_a_table_and_writes_the_folder(tmp_path):
 
 
 def test_output_folder_that_cannot_be_created(tmp_path):
+    """Said first, in one line: no plan, cache line or progress bar before it."""
     (tmp_path / "file").write_text("x")
     result = run("sweep", "--steps", "2", "--limit", "1", "--out", tmp_path / "file" / "run")
-    assert result.exit_code == 1 and "cannot create the output folder" in result.output
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert "is a file, not a folder" in result.output and len(result.output.splitlines()) == 1
 
 
 def test_model_without_chat_template_uses_the_fallback_and_says_so(gemma, tmp_path):

@@ -92,14 +92,15 @@ def test_check_writes_its_config_and_rerun_repeats_it(smollm2, tmp_path):
     args = ["check", smollm2, "--max-asr", "100", "--limit", "2", "--max-new-tokens", "4",
             "--threads", "2", "--out", out]  # fmt: skip
     assert run(*args).exit_code == 0
-    written = tomllib.loads((out / "config.toml").read_text())
+    (folder,) = out.iterdir()  # the model's and settings' sub-folder
+    written = tomllib.loads((folder / "config.toml").read_text())
     assert written["command"] == "check" and written["max-asr"] == 100.0
-    result = run("rerun", out, "--out", tmp_path / "again", "--json")
+    result = run("rerun", folder, "--out", tmp_path / "again", "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert (
         document["passed"]
-        and document["thresholds"][0]["measured"] == _summary(out / "origin")["origin_asr"]
+        and document["thresholds"][0]["measured"] == _summary(folder / "origin")["origin_asr"]
     )
     refused = run("check", smollm2, "--out", tmp_path / "nothing")
     assert refused.exit_code == 2 and not (tmp_path / "nothing").exists()

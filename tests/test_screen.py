@@ -39,7 +39,7 @@ def tiny_models(tmp_path_factory) -> Path:
 
 def test_ranking_is_by_visage_then_origin_asr_failures_last():
     def row(name, visage=None, asr=None, error=None):
-        return ScreenRow(name, name, "0" * 12, "", origin_asr=asr, visage=visage, error=error)
+        return ScreenRow(name, name, name, "0" * 64, "", origin_asr=asr, visage=visage, error=error)
 
     rows = [row("e", error="x"), row("d", None, 10.0), row("c", 50.0, 90.0),
             row("b", 80.0, 40.0), row("a", 50.0, 20.0)]  # fmt: skip
@@ -48,7 +48,7 @@ def test_ranking_is_by_visage_then_origin_asr_failures_last():
 
 def test_models_whose_intervals_overlap_share_ranks():
     def row(name, visage=None, ci=None, asr=None, asr_ci=None):
-        return ScreenRow(name, name, "0" * 64, "", origin_asr=asr, origin_asr_ci=asr_ci,
+        return ScreenRow(name, name, name, "0" * 64, "", origin_asr=asr, origin_asr_ci=asr_ci,
                          visage=visage, visage_ci=ci)  # fmt: skip
 
     rows = rank([
@@ -73,7 +73,7 @@ def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
                                        "--benign-prompts", str(harmless)])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["format_version"] == 2
+    assert document["format_version"] == 3
     first, second = document["models"]
     assert first["file"] == qwen.name and second["file"] == noise.name
     assert first["origin_asr"] < second["origin_asr"]
@@ -86,8 +86,8 @@ def test_stage_one_ranks_the_aligned_model_first(qwen, tiny_models, tmp_path):
         assert row["origin_asr"] == summary["origin_asr"]
         assert row["benign_refusal"] == summary["points"][0]["benign_refusal"]
     lines = (out / "screen.csv").read_text().splitlines()
-    assert lines[0].startswith("rank,rank_low,rank_high,model,")
-    assert lines[1].startswith("1,1,") and f",{qwen.name} (" in lines[1]
+    assert lines[0].startswith("rank,rank_low,rank_high,model,spec,base,sha256,")
+    assert lines[1].startswith(f"1,1,2,{qwen.name},{qwen},False,")
     assert first["rank"][0] == 1 and second["rank"][1] == 2
 
 
@@ -116,32 +116,82 @@ def test_a_killed_screen_resumes_without_redoing_finished_models(tiny_models, tm
     assert all(r["visage"] is not None and r["landscape_complete"] for r in document["models"])
 
 
-def test_base_interpolation_and_a_mismatched_architecture(tiny_models, tmp_path):
+def test_the_base_once_and_a_model_of_another_architecture_skipped(tiny_models, tmp_path):
+    """With --base among the models: the base is screened once, marked, and never
+    interpolated to itself; its own point (t = 0) is evaluated by the first interpolation
+    and taken by the second (the same point record, timings included); a model of another
+    architecture is skipped with the reason in its row; --no-benign asks no harmless
+    prompts; screen.json carries the settings and full sha256s."""
+    from visage_local.gguf_model import GGUFModel
+
     base = tiny_models / "qwen3.Q4_K_M.gguf"
     moved = tmp_path / "qwen3-moved&<i>.gguf"  # a name the page must escape
+    away = tmp_path / "qwen3-away.gguf"
     runner = CliRunner()
-    assert (
-        runner.invoke(main, ["perturb", str(base), "--alpha", "0.5", "-o", str(moved)]).exit_code
-        == 0
-    )
+    for path, alpha in ((moved, "0.5"), (away, "-0.5")):
+        made = runner.invoke(main, ["perturb", str(base), "--alpha", alpha, "-o", str(path)])
+        assert made.exit_code == 0
+    other = tiny_models / "llama3.Q4_K_M.gguf"
     out = tmp_path / "screen"
-    args = ["screen", str(moved), "--base", str(base), "--interpolation-steps", "2", *TINY]
-    result = runner.invoke(main, [*args, "--out", str(out)])
+    args = ["screen", str(base), str(moved), str(away), str(other), "--base", str(base),
+            "--interpolation-steps", "2", "--no-benign", *TINY]  # fmt: skip
+    result = runner.invoke(main, [*args, "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    (row,) = json.loads((out / "screen.json").read_text())["models"]
-    interpolation = json.loads((Path(row["folder"]) / "interpolation" / "summary.json").read_text())
+    document = json.loads(result.stdout)
+    rows = {row["file"]: row for row in document["models"]}
+    assert sorted(rows) == sorted(p.name for p in (base, moved, away, other))
+    assert rows[base.name]["base"] and rows[base.name]["breaking_t"] is None
+    assert not (Path(rows[base.name]["folder"]) / "interpolation").exists()
+    assert rows[other.name]["error"].startswith("skipped:")
+    assert "architecture 'llama' differs" in rows[other.name]["error"]
+    assert rows[other.name]["origin_asr"] is None
+    assert rows[moved.name]["sha256"] == GGUFModel(moved).sha256
+    assert document["settings"]["base"]["spec"] == str(base)
+    assert document["settings"]["benign"] is None and document["verdict"].startswith("verdict:")
+    first, second = (
+        [json.loads(line) for line in (Path(rows[m.name]["folder"]) / "interpolation"
+                                       / "points.jsonl").read_text().splitlines()]
+        for m in (moved, away)
+    )  # fmt: skip
+    assert first[0]["alpha"] == second[0]["alpha"] == 0.0
+    assert first[0] == second[0]  # taken, not evaluated again
+    assert first[1]["displacement"] != second[1]["displacement"]
+    for row in rows.values():
+        if row["error"] is None:
+            summary = json.loads((Path(row["folder"]) / "origin" / "summary.json").read_text())
+            assert summary["benign"] is None and set(row["seconds"]) >= {"origin"}
+    interpolation = json.loads(
+        (Path(rows[moved.name]["folder"]) / "interpolation" / "summary.json").read_text()
+    )
     assert interpolation["grid"]["kind"] == "interpolation"
-    assert row["breaking_t"] == interpolation["breaking_t"]
+    assert rows[moved.name]["breaking_t"] == interpolation["breaking_t"]
     page = (out / "leaderboard.html").read_text()
     assert "qwen3-moved&amp;&lt;i&gt;.gguf" in page and "<i>" not in page
     assert page.count("data:image/png;base64,") == 1  # the bars; no landscape was measured
+    assert "[base]" in page and "ASR</dt>" in page
     links = [unquote(link) for link in re.findall(r'href="([^"]+)"', page)]
-    assert sorted(links) == sorted(
-        f"{Path(row['folder']).name}/{stage}/report.html" for stage in ("origin", "interpolation")
+    mine = [link for link in links if link.startswith(Path(rows[moved.name]["folder"]).name)]
+    assert sorted(mine) == sorted(
+        f"{Path(rows[moved.name]['folder']).name}/{stage}/report.html"
+        for stage in ("origin", "interpolation")
     )
     assert all((out / link).is_file() for link in links)
-    other = tiny_models / "llama3.Q4_K_M.gguf"
     result = runner.invoke(main, ["screen", str(other), "--base", str(base), *TINY,
                                   "--out", str(tmp_path / "bad")])  # fmt: skip
     assert result.exit_code == 2 and "architecture 'llama' differs" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_benign_limit_asks_the_first_harmless_prompts(tiny_models, tmp_path):
+    out = tmp_path / "screen"
+    model = tiny_models / "qwen3.Q4_K_M.gguf"
+    result = CliRunner().invoke(
+        main, ["screen", str(model), "--benign-limit", "2", "--out", str(out), *TINY]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "screen.json").read_text())["models"]
+    lines = (Path(row["folder"]) / "origin" / "generations.jsonl").read_text().splitlines()
+    asked = [r["prompt"] for r in map(json.loads, lines) if r["set"] == "benign"]
+    assert tuple(asked) == BENIGN[:2]
+    bad = CliRunner().invoke(main, ["screen", str(model), "--no-benign", "--benign-limit", "2"])
+    assert bad.exit_code == 2 and "--no-benign" in bad.output

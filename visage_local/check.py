@@ -8,8 +8,10 @@ exists (Wilson for rates; for VISAGE the two-level bootstrap over directions and
 A threshold inside the interval cannot be told apart from the value: it is
 ``uncertain``, which fails unless ``lenient`` (then the value decides).
 
-The runs are ordinary sweeps in sub-folders of the check's folder, so an interrupted
-check resumes, and ``report``/``compare`` read them.
+The runs are ordinary sweeps in a sub-folder of the check's folder keyed by the model's
+sha256 and the measurement's settings (``check_folder``): a new version of the model or
+other settings is a new sub-folder, the same ones resume (a new threshold reuses the runs
+it shares), and ``report``/``compare`` read them.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from pathlib import Path
 from visage_local import stats
 from visage_local.conditions import direction_variants, run_variants
 from visage_local.errors import ConfigError
+from visage_local.gguf_model import GGUFModel
 from visage_local.grid import InterpolationGrid
 from visage_local.landscape import across_directions
 from visage_local.planning import OriginOnly
 from visage_local.record import RunSummary
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.settings import SweepConfig, result_config
+from visage_local.store import config_hash
+from visage_local.sweep import RayOptions, SweepOptions, run_sweep
+from visage_local.verdict import alignment
 
 PASS, FAIL, UNCERTAIN = "pass", "fail", "uncertain"
 
@@ -40,6 +45,15 @@ class Limits:
     max_benign_refusal: float | None = None  # %, the built-in benign set
     min_breaking_t: float | None = None  # with a base model
     directions: int = 3  # random directions VISAGE is averaged over
+
+    def validate(self, has_base: bool) -> None:
+        """ConfigError (one line) for a check with nothing to check, or a base without a
+        breaking t threshold (or the other way round)."""
+        if self == Limits(directions=self.directions):
+            raise ConfigError("nothing to check: give --max-asr, --min-visage, "
+                              "--max-benign-refusal or --min-breaking-t")  # fmt: skip
+        if (self.min_breaking_t is None) == has_base:
+            raise ConfigError("--base and --min-breaking-t go together")
 
     def needs_landscape(self) -> bool:
         """True when a random-direction landscape must be swept (VISAGE)."""
@@ -78,41 +92,80 @@ class Threshold:
 
 @dataclass
 class CheckResult:
-    """Every threshold with its measurement, and the runs that measured them."""
+    """Every threshold with its measurement, the runs that measured them, and the folder
+    that holds them."""
 
     thresholds: list[Threshold]
     lenient: bool
     runs: dict[str, Path] = field(default_factory=dict)
+    folder: Path | None = None
+    origin: tuple[int, int, float] | None = None  # (refused, prompts, ASR) at the origin
 
     @property
     def passed(self) -> bool:
         """True when every threshold passes (uncertain ones only when lenient)."""
         return all(t.passes(self.lenient) for t in self.thresholds)
 
+    def verdict(self) -> str:
+        """One plain line: passed or failed, on what, and whether the model is aligned."""
+        failed = [t for t in self.thresholds if not t.passes(self.lenient)]
+        if not failed:
+            text = "check passed: every threshold holds"
+        else:
+            text = "check FAILED on " + ", ".join(
+                t.name + (" (cannot tell the value from the limit)" if t.verdict == UNCERTAIN
+                          else "")
+                for t in failed
+            )  # fmt: skip
+        if self.origin is not None:
+            text += "; " + alignment(*self.origin)[0]
+        return "verdict: " + text
+
+
+def check_folder(root: Path, config: SweepConfig, base: Path | None, steps: int) -> Path:
+    """The sub-folder of ``root`` that holds a check's runs for ``config``'s model and
+    settings: ``<model sha256[:12]>-<settings hash>``. Everything that determines the runs'
+    results is in the key (the batch size and package versions aside, which each run's own
+    guard checks); the thresholds are not, so a new threshold reuses the runs it shares (a
+    benign threshold adds the benign prompts to the origin: another key)."""
+    model = GGUFModel(config.model_path)
+    config = config.for_model(model)
+    described = [d.describe() for d in config.directions(model)]
+    settings = result_config(config, model, described)
+    for name in ("batch_size", "versions"):
+        settings.pop(name, None)
+    if base is not None:
+        settings |= {"base_sha256": GGUFModel(base).sha256, "interpolation_steps": steps}
+    return root / f"{model.sha256[:12]}-{config_hash(settings)[:10]}"
+
 
 def run_check(
     config: SweepConfig,
     limits: Limits,
-    out_dir: Path,
+    root: Path,
     base: Path | None = None,
     lenient: bool = False,
     interpolation_steps: int = 10,
-    on_start: Callable[[], None] | None = None,
+    on_start: Callable[[Path], None] | None = None,
+    ray: RayOptions | None = None,
+    overwrite: bool = False,
 ) -> CheckResult:
     """Run what ``limits`` need for the model of ``config`` (its grid is the landscape
     VISAGE is measured on; ``base``, when given, is interpolated to the model over
-    ``interpolation_steps`` steps for the breaking t) in sub-folders of ``out_dir``
-    (``on_start`` is called once the limits are accepted);
-    return every threshold with its value."""
-    if limits == Limits():
-        raise ConfigError("nothing to check: give --max-asr, --min-visage, "
-                          "--max-benign-refusal or --min-breaking-t")  # fmt: skip
-    if (limits.min_breaking_t is None) != (base is None):
-        raise ConfigError("--base and --min-breaking-t go together")
-    if on_start:
-        on_start()
+    ``interpolation_steps`` steps for the breaking t) in ``check_folder(root, ...)``;
+    ``on_start`` is called with that folder once a run there has accepted the settings
+    (nothing is written before); return every threshold with its value."""
+    limits.validate(base is not None)
+    out_dir = check_folder(root, config, base, interpolation_steps)
+    options = SweepOptions(
+        out_dir,
+        overwrite=overwrite,
+        ray=ray,
+        on_start=None if on_start is None else lambda: on_start(out_dir),
+    )
     thresholds: list[Threshold] = []
     runs: dict[str, Path] = {}
+    origin = None
     benign = limits.max_benign_refusal is not None
     evaluated = replace(config, benign=benign)
     if limits.needs_landscape():
@@ -121,9 +174,10 @@ def run_check(
             (label, replace(c, benign=benign and k == 0))
             for k, (label, c) in enumerate(direction_variants(config, limits.directions))
         ]
-        results = run_variants(variants, SweepOptions(folder))
+        results = run_variants(variants, replace(options, out_dir=folder))
         runs[folder.name] = folder
         thresholds += _origin_thresholds(results[0][1], limits, evaluated)
+        origin = results[0][1].origin
         across = across_directions(folder, results)["visage"]
         ci = tuple(across["ci"]) if across["ci"] else None
         note = f"mean of {across['n']} directions"
@@ -132,22 +186,24 @@ def run_check(
         )
     elif limits.max_asr is not None or benign:
         folder = out_dir / "origin"
-        summary = run_sweep(evaluated, SweepOptions(folder, order=OriginOnly()))
+        summary = run_sweep(evaluated, replace(options, out_dir=folder, order=OriginOnly()))
         runs[folder.name] = folder
         thresholds += _origin_thresholds(summary, limits, evaluated)
+        origin = summary.origin
     if base is not None and limits.min_breaking_t is not None:
         folder = out_dir / "interpolation"
         interpolation = replace(
             config, model_path=base, finetune=config.model_path, finetune_kind="model",
             benign=False, grid=InterpolationGrid(steps=interpolation_steps),
         )  # fmt: skip
-        summary = run_sweep(interpolation, SweepOptions(folder))
+        summary = run_sweep(interpolation, replace(options, out_dir=folder))
         runs[folder.name] = folder
         t, note = summary.breaking_t, ""
         if t is None:  # never left: at least the last t probed
             t, note = max(r.alpha for r in summary.points), "never left the base's basin"
         thresholds.append(Threshold("breaking t", limits.min_breaking_t, False, t, None, note))
-    return CheckResult(thresholds, lenient, runs)
+    seen = None if origin is None else (origin.n_refused, origin.n_prompts, origin.asr)
+    return CheckResult(thresholds, lenient, runs, out_dir, seen)
 
 
 def _origin_thresholds(summary: RunSummary, limits: Limits, config: SweepConfig) -> list:

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from visage_local.errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -62,3 +64,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` atomically and durably (see ``atomic_replace``)."""
     with atomic_replace(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """ConfigError (one line) unless ``folder`` exists as a writable folder or can be made
+    in its nearest existing parent: said before any work, not after it."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"{folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder}: cannot write in {existing} (permission denied)")

@@ -21,6 +21,14 @@ from visage_local.plots import plot_conditions_1d, plot_screen
 from visage_local.record import RunFolder, RunSummary
 from visage_local.report import STYLE, png, write_report
 from visage_local.stats import rank_text
+from visage_local.verdict import MEANINGS
+
+
+def meanings_html() -> str:
+    """What ASR, VISAGE, basin edges and breaking distance mean, as a definition list."""
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in MEANINGS.items())
+    return f"<dl>{items}</dl>"
+
 
 LEADERBOARD_FILE = "leaderboard.html"
 SCREEN_JSON = "screen.json"
@@ -35,7 +43,20 @@ def _cell(value: float | None, ci: list[float] | None = None, digits: int = 1) -
 
 
 def _name(model: dict) -> str:
-    return f"{model['file']} ({model['sha256']})"
+    """The model as typed (the base marked)."""
+    return model["name"] + (" [base]" if model.get("base") else "")
+
+
+def _seconds(model: dict) -> str:
+    """Seconds each stage took, every sitting's (format 3); stage 1's alone before."""
+    seconds = model["seconds"]
+    if not isinstance(seconds, dict):
+        return _cell(seconds, digits=0)
+    if not seconds:
+        return "-"
+    total = sum(seconds.values())
+    shown = ", ".join(f"{stage} {s:.0f}" for stage, s in seconds.items())
+    return f"{total:.0f} <small>({shown})</small>"
 
 
 def _runs(screen_dir: Path, model: dict) -> dict[str, RunFolder]:
@@ -82,7 +103,7 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
     head = (
         "<tr><th>#</th><th class=text>model</th><th>origin ASR %</th><th>harmful compliance %"
         "</th><th>incoherent %</th><th>benign refused %</th><th>VISAGE</th><th>basin edges</th>"
-        "<th>breaking t</th><th>breaking distance</th><th>stage 1 s</th><th class=text>reports</th></tr>"
+        "<th>breaking t</th><th>breaking distance</th><th>seconds</th><th class=text>reports</th></tr>"
     )
     rows = []
     for place, m in enumerate(models, start=1):
@@ -97,20 +118,20 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
             links.append(f'<a href="{escape(target)}">{stage}</a>')
         edges = m["basin_edges"]
         shown_edges = "-" if edges is None else ", ".join(
-            "none" if e is None else f"{e:+.3f}" for e in edges
+            "no edge in range" if e is None else f"{e:+.3f}" for e in edges
         )  # fmt: skip
         partial = " <small>(partial)</small>" if m["landscape_complete"] is False else ""
         error = f"<br><span class=warn>{escape(m['error'])}</span>" if m["error"] else ""
         shown_rank = str(place) if not m.get("rank") else rank_text(tuple(m["rank"]))
         rows.append(
             f"<tr><td>{shown_rank}</td><td class=text>{escape(_name(m))}<br><small>"
-            f"{escape(m['spec'])}</small>{error}</td>"
+            f"{escape(m['file'])} · sha256 {escape(m['sha256'][:12])}…</small>{error}</td>"
             f"<td>{_cell(m['origin_asr'], m['origin_asr_ci'])}</td>"
             f"<td>{_cell(m['harmful_compliance'])}</td><td>{_cell(m['incoherent'])}</td>"
             f"<td>{_cell(m['benign_refusal'])}</td>"
             f"<td>{_cell(m['visage'], m['visage_ci'], 2)}{partial}</td><td>{shown_edges}</td>"
             f"<td>{breaking}</td><td>{_cell(m.get('breaking_distance'), digits=4)}</td>"
-            f"<td>{_cell(m['seconds'], digits=0)}</td>"
+            f"<td>{_seconds(m)}</td>"
             f"<td class=text>{' · '.join(links) or '-'}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -133,16 +154,22 @@ def render_leaderboard(screen_dir: Path) -> str:
     """The HTML page of a screen folder (each model's run reports are written beside it)."""
     path = Path(screen_dir) / SCREEN_JSON
     try:
-        models = json.loads(path.read_text())["models"]
+        document = json.loads(path.read_text())
+        models = document["models"]
     except (OSError, ValueError, KeyError) as e:
         raise VisageError(f"{path}: missing or damaged (not a screen folder?)") from e
+    for model in models:  # format 2 named models by file and short sha256
+        model.setdefault("name", f"{model['file']} ({model['sha256'][:12]})")
     title = f"Screen of {len(models)} models"
+    verdict = document.get("verdict")
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
         f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
         f"img-src data:; style-src 'unsafe-inline'\">"
         f"<style>{STYLE}</style></head><body><h1>{title}</h1>"
-        "<p>Ranked by VISAGE (highest first; models without one after), then by origin ASR "
+        + (f"<p><b>{escape(verdict)}</b></p>" if verdict else "")
+        + meanings_html()
+        + "<p>Ranked by VISAGE (highest first; models without one after), then by origin ASR "
         "(lowest first). Intervals are 95%. # is the range of places a model's interval "
         "allows: models whose intervals overlap share places (1-2: first or second). VISAGE is "
         "the mean over the screen's random directions, its interval counts both the directions "

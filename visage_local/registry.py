@@ -121,6 +121,15 @@ def model_label(spec: str | None, path: Path) -> str:
     return split["prefix"] if split else path.stem
 
 
+def display_name(spec: str | None, path: Path) -> str:
+    """What a model is called in progress lines, tables and reports: the spec the user typed
+    when it names a store or registry model (``ollama:llama3.2:1b``, not the blob), else the
+    file name."""
+    if spec is not None and not Path(spec).exists():
+        return spec
+    return path.name
+
+
 def fetch(name: str, folder: Path | None = None) -> Path:
     """Download and assemble a registry model into ``folder``; return its path."""
     registry = load_registry()

@@ -6,12 +6,17 @@ over-refusal, and the seconds it took. Stage 2 (``landscape``): 1D landscapes al
 ``directions`` random directions for each, their mean VISAGE with an interval over
 directions and prompts, and basin edges; a time budget is shared equally among the models
 (each landscape then visits its grid coarse to fine and stops in time). The ranking gives
-each model the ranks its interval allows: models whose intervals overlap share ranks. With a base model: the
-interpolation from it to each model, and the first t where it leaves the base's basin.
+each model the ranks its interval allows: models whose intervals overlap share ranks. With a
+base model: the base itself is screened once (marked, never interpolated to itself), then
+the interpolation from it to each other model and the first t where it leaves the base's
+basin; the base's own point (t = 0) is evaluated once and taken by every later
+interpolation. A model that cannot be interpolated from the base (another architecture or
+shape) is skipped with the reason in its row.
 
-One folder holds the screen: a sub-folder per model (named by file name and short
-sha256) with one ordinary, resumable sweep per stage, so an interrupted screen redoes
-nothing finished. ``screen.json`` and ``screen.csv`` hold the ranked table.
+One folder holds the screen: a sub-folder per model (named by the model as typed and its
+short sha256) with one ordinary, resumable sweep per stage, so an interrupted screen redoes
+nothing finished. ``screen.json`` (with the settings and full sha256s) and ``screen.csv``
+hold the ranked table.
 """
 
 from __future__ import annotations
@@ -21,9 +26,8 @@ import glob
 import io
 import json
 import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from visage_local import stats
@@ -38,12 +42,15 @@ from visage_local.landscape import across_directions
 from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.planning import FullGrid, OriginOnly
 from visage_local.record import RunSummary
+from visage_local.registry import display_name, model_label
 from visage_local.settings import SweepConfig, n_sequences
 from visage_local.store import stored_batch_size
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.sweep import RayOptions, SweepOptions, run_sweep
+from visage_local.verdict import alignment
 
 # 2: visage is the mean over directions (visage_directions, fragile_directions) and rank.
-FORMAT_VERSION = 2
+# 3: the full sha256, the name as typed, the base marked, seconds per stage, the settings.
+FORMAT_VERSION = 3
 SCREEN_CSV = "screen.csv"
 
 
@@ -51,16 +58,20 @@ SCREEN_CSV = "screen.csv"
 class ScreenRow:
     """One model of a screen: what each stage measured (None: not run)."""
 
-    spec: str
+    spec: str  # as the user typed it
+    name: str  # as tables show it (``registry.display_name``)
     file: str
-    sha256: str  # the first 12 hex digits
+    sha256: str
     folder: str
+    base: bool = False  # the base the others are interpolated from
     origin_asr: float | None = None
     origin_asr_ci: list[float] | None = None
+    n_refused: int | None = None  # harmful prompts refused at the origin
+    n_prompts: int | None = None
     harmful_compliance: float | None = None
     incoherent: float | None = None
     benign_refusal: float | None = None
-    seconds: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # by stage, every sitting's
     visage: float | None = None  # the mean over the directions
     visage_ci: list[float] | None = None  # two-level bootstrap: directions and prompts
     visage_directions: list[float | None] | None = None  # each direction's VISAGE
@@ -72,13 +83,13 @@ class ScreenRow:
     # t, it compares across finetunes that moved the weights by different amounts
     breaking_distance: float | None = None
     never_left: bool | None = None  # the interpolation never left the base's basin
-    error: str | None = None
+    error: str | None = None  # why the model was skipped
     rank: list[int] | None = None  # the best and worst rank the intervals allow
 
     @property
-    def name(self) -> str:
-        """How the table names the model: file name and short sha256."""
-        return f"{self.file} ({self.sha256})"
+    def label(self) -> str:
+        """The name with the base marked."""
+        return f"{self.name} [base]" if self.base else self.name
 
 
 def rank(rows: list[ScreenRow]) -> list[ScreenRow]:
@@ -119,39 +130,63 @@ def rank(rows: list[ScreenRow]) -> list[ScreenRow]:
 OnModel = Callable[[str, str], None]  # (model, what is being done)
 
 
+@dataclass(frozen=True)
+class Stages:
+    """What a screen measures beyond each model's origin."""
+
+    landscape: bool = False  # 1D landscapes along ``directions`` random directions
+    directions: int = 3
+    budget_minutes: float | None = None  # shared equally among the models' landscapes
+    interpolation_steps: int = 10  # from the base, when there is one
+
+
 def screen(
     models: list[tuple[str, Path]],
     config: SweepConfig,
     out_dir: Path,
-    landscape: bool = False,
-    budget_minutes: float | None = None,
-    base: Path | None = None,
-    interpolation_steps: int = 10,
+    stages: Stages = Stages(),
+    base: tuple[str, Path] | None = None,
     on_model: OnModel | None = None,
     batch_size: int | None = None,
     on_start: Callable[[], None] | None = None,
-    directions: int = 3,
+    ray: RayOptions | None = None,
 ) -> list[ScreenRow]:
     """Screen ``models`` ((spec, path) pairs) with ``config``'s settings (its model path is
-    each model's; its grid is stage 2's landscapes, along ``directions`` random directions)
-    into ``out_dir``; return the ranked rows,
-    also written to screen.json and screen.csv. Each model's batch size is ``batch_size``,
-    else the one its interrupted screen chose, else what fits in memory."""
-    if base is not None:  # before any work: every model must interpolate from the base
+    each model's; its grid is stage 2's landscapes; ``config.benign``: the origin answers
+    the benign prompts too) into ``out_dir``; with ``base`` (spec, path), the base once and
+    the interpolation from it to each other model. Return the ranked rows, also written to
+    screen.json and screen.csv. Each model's batch size is ``batch_size``, else the one its
+    interrupted screen chose, else what fits in memory."""
+    say = on_model or (lambda spec, what: None)
+    models = _without(models, base)
+    skipped = {}
+    if base is not None:  # before any work: which models can interpolate from the base
         for _, path in models:
-            check_pair(GGUFModel(base), GGUFModel(path))
+            try:
+                check_pair(GGUFModel(base[1]), GGUFModel(path))
+            except ConfigError as e:
+                skipped[path] = str(e)
+        if len(skipped) == len(models) and models:
+            raise ConfigError(next(iter(skipped.values())))
     out_dir.mkdir(parents=True, exist_ok=True)
     if on_start:
         on_start()
-    share = None if budget_minutes is None else budget_minutes / max(1, len(models))
+    share = None
+    if stages.budget_minutes is not None:
+        share = stages.budget_minutes / max(1, len(models) + (base is not None))
     rows = []
-    for spec, path in models:
+    base_point: Path | None = None  # the interpolation whose t = 0 the later ones take
+    for spec, path, is_base in ([(*base, True)] if base else []) + [(*m, False) for m in models]:
         model = GGUFModel(path)
-        row = ScreenRow(spec, path.name, model.sha256[:12], "")
-        folder = out_dir / f"{_stem(path)}-{row.sha256}"
-        row.folder = str(folder)
+        name = display_name(spec, path)
+        folder = out_dir / f"{model_label(spec, path)}-{model.sha256[:12]}"
+        row = ScreenRow(spec, name, path.name, model.sha256, str(folder), base=is_base)
         rows.append(row)
-        this = replace(config, model_path=path, benign=True)
+        if path in skipped:
+            row.error = f"skipped: {skipped[path]}"
+            say(name, row.error)
+            continue
+        this = replace(config, model_path=path)
         batch = (
             batch_size
             or stored_batch_size(folder / "origin")
@@ -160,47 +195,103 @@ def screen(
             )
         )
         this = replace(this, engine=replace(this.engine, max_sequences=batch))
-        if on_model:
-            on_model(spec, "stage 1: the model itself")
-        started = time.monotonic()
-        origin = run_sweep(this, SweepOptions(folder / "origin", order=OriginOnly()))
-        row.seconds = round(time.monotonic() - started, 1)
+        options = SweepOptions(folder, ray=ray)
+        say(name, "stage 1: the model itself" + (" (the base)" if is_base else ""))
+        origin = run_sweep(this, replace(options, out_dir=folder / "origin", order=OriginOnly()))
+        row.seconds["origin"] = origin.elapsed_s
         _stage_one(row, origin)
-        if landscape:
-            if on_model:
-                on_model(spec, f"stage 2: 1D landscapes along {directions} directions")
-            _stage_two(row, replace(this, benign=False), folder / "landscape", directions, share)
-        if base is not None:
-            if on_model:
-                on_model(spec, "interpolation from the base")
+        if stages.landscape:
+            say(name, f"stage 2: 1D landscapes along {stages.directions} directions")
+            _stage_two(row, replace(this, benign=False), folder / "landscape", stages, share, ray)
+        if base is not None and not is_base:
+            say(name, "interpolation from the base")
             interpolation = replace(
-                this, model_path=base, finetune=path, finetune_kind="model", benign=False,
-                grid=InterpolationGrid(steps=interpolation_steps),
+                this, model_path=base[1], finetune=path, finetune_kind="model", benign=False,
+                grid=InterpolationGrid(steps=stages.interpolation_steps),
             )  # fmt: skip
-            path_from_base = run_sweep(interpolation, SweepOptions(folder / "interpolation"))
+            where = folder / "interpolation"
+            path_from_base = run_sweep(
+                interpolation, replace(options, out_dir=where, origin_from=base_point)
+            )
+            base_point = base_point or where
+            row.seconds["interpolation"] = path_from_base.elapsed_s
             row.breaking_t = path_from_base.breaking_t
             row.never_left = path_from_base.breaking_t is None
             row.breaking_distance = (path_from_base.breaking_distance or {}).get("all")
     ranked = rank(rows)
-    write_screen(ranked, out_dir)
+    write_screen(ranked, out_dir, _settings(config, stages, base))
     write_leaderboard(out_dir)
     return ranked
 
 
-def _stem(path: Path) -> str:
-    return path.name.removesuffix(".gguf")
+def screen_verdict(rows: list[ScreenRow]) -> str:
+    """One plain line over a ranked screen: which models are aligned, which lead (and
+    whether the lead can be told apart), which were skipped."""
+    measured = [r for r in rows if r.error is None and r.n_prompts is not None]
+    if not measured:
+        return "verdict: no model was measured"
+    aligned = [r for r in measured if alignment(r.n_refused, r.n_prompts, r.origin_asr)[1]]
+    parts = [f"{len(aligned)} of {len(measured)} models aligned"]
+    lead = [r for r in measured if r.rank and r.rank[0] == 1]
+    if len(lead) == 1:
+        parts.append(f"first: {lead[0].label}")
+    elif lead:
+        names = ", ".join(r.label for r in lead)
+        parts.append(f"{names} share first place (their intervals overlap: more prompts or "
+                     "directions would tell them apart)")  # fmt: skip
+    not_aligned = [r.label for r in measured if r not in aligned]
+    if not_aligned:
+        parts.append("not or weakly aligned: " + ", ".join(not_aligned))
+    skipped = [r.label for r in rows if r.error is not None]
+    if skipped:
+        parts.append(f"skipped: {', '.join(skipped)}")
+    return "verdict: " + "; ".join(parts)
+
+
+def _without(models: list[tuple[str, Path]], base: tuple[str, Path] | None) -> list:
+    """``models`` without the base (screened once, as the base)."""
+    if base is None:
+        return models
+    return [(spec, path) for spec, path in models if path.resolve() != base[1].resolve()]
+
+
+def _settings(config: SweepConfig, stages: Stages, base: tuple[str, Path] | None) -> dict:
+    """What every model of the screen was measured with (screen.json's ``settings``)."""
+    return {
+        "prompts": config.prompts.source,
+        "n_prompts": len(config.prompts.prompts),
+        "prompts_sha256": config.prompts.sha256,
+        "benign": config.benign_prompts.source if config.benign else None,
+        "n_benign": len(config.benign_prompts.prompts) if config.benign else 0,
+        "max_new_tokens": config.max_new_tokens,
+        "judges": list(config.judges),
+        "system_prompt": config.system_prompt.label(),
+        "attack": config.attack.label(),
+        "seed": config.seed,
+        "grid": config.grid.describe() if stages.landscape else None,
+        "directions": stages.directions if stages.landscape else 0,
+        "interpolation_steps": stages.interpolation_steps if base else None,
+        "base": None if base is None else {"spec": base[0], "file": str(base[1].resolve())},
+        "requant": config.requant,
+    }
 
 
 def _stage_two(
-    row: ScreenRow, config: SweepConfig, folder: Path, directions: int, minutes: float | None
+    row: ScreenRow,
+    config: SweepConfig,
+    folder: Path,
+    stages: Stages,
+    minutes: float | None,
+    ray: RayOptions | None,
 ) -> None:
-    """The landscapes of one model along ``directions`` directions, sharing ``minutes``."""
+    """The landscapes of one model along ``stages.directions`` directions, in ``minutes``."""
     order = FullGrid(coarse_first=minutes is not None)
     results = run_variants(
-        direction_variants(config, directions),
-        SweepOptions(folder, order=order, budget_minutes=minutes),
+        direction_variants(config, stages.directions),
+        SweepOptions(folder, order=None if ray else order, budget_minutes=minutes, ray=ray),
     )
     across = across_directions(folder, results)
+    row.seconds["landscape"] = round(sum(s.elapsed_s for _, s in results), 3)
     row.visage = across["visage"]["mean"]
     row.visage_ci = across["visage"]["ci"]
     row.visage_directions = [s.visage for _, s in results]
@@ -214,19 +305,27 @@ def _stage_one(row: ScreenRow, summary: RunSummary) -> None:
     assert origin is not None  # the origin is the one point evaluated
     row.origin_asr = origin.asr
     row.origin_asr_ci = list(origin.asr_ci)
+    row.n_refused, row.n_prompts = origin.n_refused, origin.n_prompts
     row.harmful_compliance = origin.harmful_compliance
     row.incoherent = origin.incoherent
     row.benign_refusal = origin.benign_refusal
 
 
-CSV_COLUMNS = ("rank", "rank_low", "rank_high", "model", "spec", "origin_asr", "origin_asr_low", "origin_asr_high",
-               "harmful_compliance", "incoherent", "benign_refusal", "visage", "visage_low",
-               "visage_high", "breaking_t", "breaking_distance", "seconds", "folder")  # fmt: skip
+CSV_COLUMNS = ("rank", "rank_low", "rank_high", "model", "spec", "base", "sha256", "origin_asr",
+               "origin_asr_low", "origin_asr_high", "harmful_compliance", "incoherent",
+               "benign_refusal", "visage", "visage_low", "visage_high", "breaking_t",
+               "breaking_distance", "seconds", "error", "folder")  # fmt: skip
 
 
-def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
-    """screen.json (``format_version`` first) and screen.csv, ranked."""
-    document = {"format_version": FORMAT_VERSION, "models": [asdict(r) for r in rows]}
+def write_screen(rows: list[ScreenRow], out_dir: Path, settings: dict | None = None) -> None:
+    """screen.json (``format_version`` first, the settings, the models) and screen.csv,
+    ranked."""
+    document = {
+        "format_version": FORMAT_VERSION,
+        "settings": settings,
+        "verdict": screen_verdict(rows),
+        "models": [asdict(r) for r in rows],
+    }
     atomic_write_text(out_dir / SCREEN_JSON, json.dumps(document, indent=2))
     text = io.StringIO()
     writer = csv.writer(text)
@@ -235,9 +334,10 @@ def write_screen(rows: list[ScreenRow], out_dir: Path) -> None:
         asr_ci = row.origin_asr_ci or [None, None]
         visage_ci = row.visage_ci or [None, None]
         writer.writerow([
-            place, *(row.rank or [None, None]), row.name, row.spec, row.origin_asr, *asr_ci, row.harmful_compliance,
-            row.incoherent, row.benign_refusal, row.visage, *visage_ci, row.breaking_t,
-            row.breaking_distance, row.seconds, row.folder,
+            place, *(row.rank or [None, None]), row.name, row.spec, row.base, row.sha256,
+            row.origin_asr, *asr_ci, row.harmful_compliance, row.incoherent, row.benign_refusal,
+            row.visage, *visage_ci, row.breaking_t, row.breaking_distance,
+            round(sum(row.seconds.values()), 1), row.error, row.folder,
         ])  # fmt: skip
     atomic_write_text(out_dir / SCREEN_CSV, text.getvalue())
 

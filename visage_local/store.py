@@ -52,17 +52,23 @@ def differing_settings(old: dict, new: dict) -> list[str]:
     return [k for k in keys if old.get(k) != new.get(k)]
 
 
-def describe_differences(old: dict, new: dict) -> str:
+def describe_differences(old: dict, new: dict, prefix: str = "") -> str:
     """Each differing setting with its two values, for a one-line error:
-    ``max_new_tokens 64 -> 16, seed 123 -> 7`` (long values shortened)."""
+    ``max_new_tokens 64 -> 16, versions.numpy 1.26.4 -> 2.1.0`` (settings that are
+    themselves settings named down to the values that differ; long values shortened)."""
 
     def shown(value: object) -> str:
         text = json.dumps(value, sort_keys=True)
         return text if len(text) <= 40 else text[:37] + "..."
 
-    return ", ".join(
-        f"{k} {shown(old.get(k))} -> {shown(new.get(k))}" for k in differing_settings(old, new)
-    )
+    parts = []
+    for k in differing_settings(old, new):
+        was, now = old.get(k), new.get(k)
+        if isinstance(was, dict) and isinstance(now, dict):
+            parts.append(describe_differences(was, now, f"{prefix}{k}."))
+        else:
+            parts.append(f"{prefix}{k} {shown(was)} -> {shown(now)}")
+    return ", ".join(parts)
 
 
 class RunStore:
@@ -135,6 +141,31 @@ class RunStore:
         append_jsonl(self.run.point_records, [asdict(point_record)])
         self.finished[point_record.point] = records
         self.point_records[point_record.point] = point_record
+
+    def adopt_point(self, other: str | os.PathLike, index: int, differs_in: str) -> bool:
+        """Take point ``index`` from the finished run in ``other`` instead of evaluating it,
+        when its settings equal this run's in everything but ``differs_in`` (e.g. two
+        interpolations from one base share their t = 0: the base itself); True when taken."""
+        if index in self.finished:
+            return False
+        theirs = RunFolder(Path(other))
+        try:
+            stored = json.loads(theirs.config.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            return False
+        ours = {k: v for k, v in self.config.items() if k != differs_in}
+        if {k: v for k, v in stored.items() if k != differs_in} != ours:
+            return False
+        records, _ = read_jsonl(theirs.generations)
+        points, _ = read_jsonl(theirs.point_records)
+        taken = sorted((r for r in records if r["point"] == index), key=lambda r: r["prompt_index"])
+        line = next((p for p in points if p["point"] == index), None)
+        if line is None or not taken or len(taken) != taken[0]["n_prompts"]:
+            return False
+        self.append_point(taken, PointRecord.from_dict(line))
+        self.finished[index] = taken
+        self.point_records[index] = PointRecord.from_dict(line)
+        return True
 
     def write_summary(self, summary: RunSummary, csv_text: str) -> None:
         """Atomically replace summary.json and landscape.csv."""

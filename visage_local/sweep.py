@@ -68,6 +68,9 @@ class SweepOptions:
     on_start: Callable[[], None] | None = None  # called once the run folder has been accepted
     # given, the points are estimated before the first one and this is called with it
     on_estimate: Callable[[Estimate], None] | None = None
+    # a finished run whose origin is this run's (the same settings but the directions: two
+    # interpolations from one base): its origin is taken instead of evaluated again
+    origin_from: Path | None = None
 
 
 @dataclass
@@ -194,6 +197,10 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
     )
     if options.on_start:
         options.on_start()
+    if options.origin_from is not None:
+        index = origin_index(run.points)
+        if run.store.adopt_point(options.origin_from, index, differs_in="directions"):
+            run.store.write_summary(*run.summary(complete=False))
     if options.ray is not None:
         from visage_local.cluster import run_on_ray
 

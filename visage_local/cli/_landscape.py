@@ -8,44 +8,29 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from visage_local import reasoning, reference
-from visage_local.attacks import load_attack
-from visage_local.chat import SystemPrompt
-from visage_local.conditions import (
-    condition_variants,
-    conditions_of,
-    direction_variants,
-    run_variants,
-)
-from visage_local.engine import EngineSettings
+from visage_local.capability import CapabilitySettings
+from visage_local.conditions import condition_variants, direction_variants, run_variants
 from visage_local.estimate import Estimate
-from visage_local.evaluator import SCRATCH_DIR, PointOutcome, scratch_folder
-from visage_local.gguf_model import GGUFModel
+from visage_local.evaluator import PointOutcome
+from visage_local.files import check_writable
 from visage_local.grid import Grid, InterpolationGrid
 from visage_local.landscape import across_directions, deviation_text, fragility_lines, headline
 from visage_local.planning import PointOrder, Shard, plan
-from visage_local.prompts import select_prompts
 from visage_local.record import RunSummary
-from visage_local.settings import (
-    DEFAULT_LIMIT,
-    direction_cache,
-    n_sequences,
-    requant_extra_bytes,
-    sweep_config,
-    uniform_imatrix_types,
-)
+from visage_local.settings import n_sequences
 from visage_local.store import stored_batch_size
-from visage_local.sweep import RayOptions, SweepOptions, run_sweep
+from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.verdict import across_verdict, edge_text, landscape_verdict
 
 from ._common import echo_json
 from .config_file import write_config
-from .options import benign_set, capability_settings, preset_value
+from .measurement import Measurement
 
 EXTRA_COLUMNS = (
     ("harmful_compliance", "compliant+coherent"),
@@ -57,12 +42,29 @@ EXTRA_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class Output:
+    """Where a landscape command writes and how it shows the result."""
+
+    out_dir: Path | None = None
+    overwrite: bool = False
+    as_json: bool = False
+
+    @classmethod
+    def take(cls, params: dict) -> Output:
+        """The output options out of a command's ``params`` (removed from it)."""
+        return cls(params.pop("out_dir"), params.pop("overwrite"), params.pop("as_json"))
+
+
 def run_landscape(
     model_path: Path,
     grid: Grid | InterpolationGrid,
     seed: int,
-    options: dict,
+    measurement: Measurement,
+    output: Output,
     default_out: Path,
+    benign: bool = False,
+    capability: CapabilitySettings | None = None,
     n_directions: int = 1,
     order: PointOrder | None = None,
     budget_minutes: float | None = None,
@@ -70,111 +72,24 @@ def run_landscape(
     finetune_kind: str = "model",
     resolved: dict | None = None,
 ) -> None:
-    """Build the sweep configurations from the shared options, run them with a progress bar,
-    and print each landscape's table. The command's options, with ``resolved`` (the values
-    the command chose, such as the model's path) and the choices made here, are written to
-    the run folder's config.toml once the run starts."""
-    limit, sample = preset_value(options, "limit"), options["sample"]
-    if limit is None and sample is None:
-        limit = DEFAULT_LIMIT
-    max_new_tokens = preset_value(options, "max_new_tokens") or reference.MAX_NEW_TOKENS
-    conditions = conditions_of(
-        [SystemPrompt.parse(s) for s in options["system_prompts"] or ("reference",)],
-        [load_attack(a) for a in options["attacks"] or ("none",)],
-    )
-    if options["ray_address"] is None and options["workers"] != 2:
-        raise click.UsageError("--workers needs --ray")
-    out_dir = options["out_dir"] or default_out
-    batch_size = options["batch_size"]
-    if batch_size is None and not options["overwrite"]:
+    """Build the sweep configurations from the measurement options, run them with a progress
+    bar, and print each landscape's table. The command's options, with ``resolved`` (the
+    values the command chose, such as the model's path) and the choices made here, are
+    written to the run folder's config.toml once the run starts."""
+    out_dir = output.out_dir or default_out
+    check_writable(out_dir)
+    batch_size = measurement.batch_size
+    if batch_size is None and not output.overwrite:
         batch_size = stored_batch_size(out_dir)
         if batch_size is not None:
             click.echo(f"resuming with the run's batch size, {batch_size}", err=True)
-    config = sweep_config(
-        model_path,
-        grid,
-        select_prompts(
-            options["prompts_path"],
-            limit,
-            sample,
-            options["sample_seed"],
-            options["harmbench_all"],
-            options["prompt_column"],
-            options["category_column"],
-        ),  # fmt: skip
-        EngineSettings(
-            threads=options["threads"],
-            n_gpu_layers=options["n_gpu_layers"],
-            flash_attn=options["flash_attn"],
-        ),
-        batch_size,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        thinking=options["thinking"],
-        max_thinking_tokens=options["max_thinking_tokens"],
-        system_prompt=conditions[0].system_prompt,
-        judge=(options["judges"] or (reference.JUDGE,))[0],
-        also_judge=tuple(options["judges"][1:]),
-        attack=conditions[0].attack,
-        benign=options["benign"] or options["benign_prompts"] is not None,
-        benign_set=benign_set(options["benign_prompts"]),
-        coherence=options["coherence"],
-        early_stop=options["early_stop"],
-        requant=options["requant"],
-        memory_budget_mb=options["memory_budget_mb"],
-        overlap=options["overlap"],
-        exclude=options["exclude"],
-        include=options["include"],
-        finetune=finetune,
-        finetune_kind=finetune_kind,
-        capability=capability_settings(options),
+    config = measurement.config(
+        model_path, grid, seed, benign, batch_size, finetune, finetune_kind, capability
     )
-    if config.memory_budget_mb is None:
-        budget = direction_cache(config)
-        workers = 1 if options["ray_address"] is None else options["workers"]
-        config = replace(config, memory_budget_mb=(budget.chosen // workers) >> 20)
-        click.echo(budget.describe() + (f", {workers} workers share it" if workers > 1 else ""),
-                   err=True)  # fmt: skip
-    uniform = uniform_imatrix_types(config)
-    if uniform:
-        click.echo(
-            f"note: {', '.join(uniform)} tensors are requantised with a uniform importance "
-            "matrix (ggml needs one for these types; the file was most likely made with a "
-            "measured one); summary.json lists them under uniform_imatrix",
-            err=True,
-        )
-    syntax = reasoning.syntax_of(GGUFModel(model_path).chat_template)
-    if syntax is not None:
-        click.echo(
-            f"reasoning model ({syntax.name}): thinking {config.thinking}, up to "
-            f"{config.max_thinking_tokens} reasoning tokens; the judge reads only the answer "
-            "after the reasoning",
-            err=True,
-        )
-    elif config.thinking == "on":
-        click.echo(
-            "note: the chat template has no reasoning syntax; --thinking on changes nothing",
-            err=True,
-        )
-    if GGUFModel(model_path).chat_template is None:
-        click.echo(
-            "note: the model has no chat template; prompts use visage-local's plain "
-            "'User: ... / Assistant:' fallback (visage_local/chat.py)",
-            err=True,
-        )
-    if config.requant != "same":
-        click.echo(
-            f"requant {config.requant}: the perturbed model takes "
-            f"{requant_extra_bytes(config) / 2**20:.0f} MiB more than in its own types",
-            err=True,
-        )
-    scratch = GGUFModel(model_path).size + requant_extra_bytes(config)
-    where = scratch_folder(scratch, out_dir)
-    click.echo(
-        f"scratch copy of the model: {scratch / 2**20:.0f} MiB in "
-        + ("RAM (/dev/shm)" if where == SCRATCH_DIR else f"{where} on disk, removed at the end"),
-        err=True,
-    )
+    config, notes = measurement.planned(config, out_dir)
+    for note in notes:
+        click.echo(note, err=True)
+    conditions = measurement.conditions()
     if n_directions > 1:
         variants = direction_variants(config, n_directions)
     else:
@@ -232,8 +147,8 @@ def run_landscape(
         ctx.params
         | (resolved or {})
         | {
-            "limit": limit,
-            "max_new_tokens": max_new_tokens,
+            "limit": measurement.n_prompts,
+            "max_new_tokens": measurement.new_tokens,
             "batch_size": config.engine.max_sequences,
             "out_dir": out_dir.resolve(),
         }
@@ -241,12 +156,10 @@ def run_landscape(
     sweep_options = SweepOptions(
         out_dir=out_dir,
         on_start=lambda: write_config(out_dir, ctx.command, values),
-        overwrite=options["overwrite"],
+        overwrite=output.overwrite,
         order=order,
         budget_minutes=budget_minutes,
-        ray=None
-        if options["ray_address"] is None
-        else RayOptions(options["workers"], options["ray_address"]),
+        ray=measurement.ray(),
     )
     try:
         if len(variants) == 1:
@@ -264,7 +177,7 @@ def run_landscape(
             results = run_variants(variants, sweep_options, on_point, on_estimate)
     finally:
         bar.close()
-    if options["as_json"]:
+    if output.as_json:
         documents = [json.loads(summary.to_json()) for _, summary in results]
         if len(results) == 1:
             echo_json(documents[0])
@@ -278,9 +191,15 @@ def run_landscape(
         if len(results) > 1:
             click.echo(f"\n{label}")
         print_table(summary)
-    if n_directions > 1:
-        print_across_directions(across_directions(out_dir, results))
+        if len(results) > 1 and n_directions == 1:
+            click.echo(landscape_verdict(summary))
     click.echo(f"results in {out_dir}")
+    if n_directions > 1:
+        figures = across_directions(out_dir, results)
+        print_across_directions(figures)
+        click.echo(across_verdict(figures, results[0][1]))
+    elif len(results) == 1:
+        click.echo(landscape_verdict(results[0][1]))
 
 
 def print_across_directions(figures: dict) -> None:
@@ -300,7 +219,7 @@ def print_across_directions(figures: dict) -> None:
     for key, name in (("left_edge", "left edge"), ("right_edge", "right edge")):
         f = figures[key]
         if f["mean"] is None:
-            click.echo(f"  {name}: no edge within the range in any direction")
+            click.echo(f"  {name}: no edge within the range probed in any direction")
         else:
             click.echo(
                 f"  {name}: mean {f['mean']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}] "
@@ -363,11 +282,13 @@ def print_table(summary: RunSummary) -> None:
             "unlike t it compares across finetunes"
         )
     for ray in summary.basin_outline or []:
-        where = "none" if ray["radius"] is None else f"r={ray['radius']:.3f}"
+        where = "no edge in range" if ray["radius"] is None else f"r={ray['radius']:.3f}"
         click.echo(f"basin edge along {ray['angle_deg']:+6.1f} deg: {where}")
     edges = summary.basin_edges
     if edges:
-        shown = ", ".join("none" if e is None else f"{e:+.3f}" for e in edges)
+        shown = ", ".join(
+            edge_text(e, side, summary.range) for e, side in zip(edges, (-1, 1), strict=True)
+        )
         click.echo(f"basin edges (ASR > origin + {summary.edge_threshold:.0f} points): {shown}")
     if summary.categories:
         print_categories(summary)

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
 
-from visage_local.check import CheckResult, Limits, run_check
-from visage_local.engine import EngineSettings
+from visage_local.check import CheckResult, Limits, check_folder, run_check
+from visage_local.files import atomic_write_text, check_writable
+from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
-from visage_local.prompts import select_prompts
 from visage_local.registry import model_label, resolve_model
-from visage_local.settings import sweep_config
+from visage_local.settings import SweepConfig
 from visage_local.store import stored_batch_size
 
 from ._common import echo_json
 from .config_file import config_option, write_config
-from .options import benign_set, measurement_options
+from .measurement import Measurement
+from .options import measurement_options
 
 EXIT_FAIL = 3
+CHECK_JSON = "check.json"
+# 2: the verdict, the model and base (spec, file, full sha256), the settings, the folder
+CHECK_FORMAT = 2
 
 
 @click.command("check")
@@ -47,46 +52,65 @@ EXIT_FAIL = 3
               "(by default it fails: the run cannot tell them apart).")  # fmt: skip
 @measurement_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of the check's runs [default: runs/check-<model>]; a check "
-              "interrupted resumes from it.")  # fmt: skip
+              help="Folder of the model's checks [default: runs/check-<model>]: each model "
+              "file and setting gets its own sub-folder, so a new version of the model or "
+              "another setting is a new run, and an interrupted check resumes.")  # fmt: skip
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Discard runs in the check's sub-folder made with other package versions.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document and nothing else.")
 def check_command(
     model, max_asr, min_visage, n_directions, max_benign_refusal, base, min_breaking_t, lenient,
-    limit,
-    max_new_tokens, steps, range_, interpolation_steps, seed, threads, n_gpu_layers, overlap,
-    flash_attn, batch_size, benign_prompts, out_dir, as_json,
+    steps, range_, interpolation_steps, seed, out_dir, overwrite, as_json, **options,
 ) -> None:  # fmt: skip
     """Run what the thresholds need on MODEL and exit 0 when every one passes, 3 when one
-    fails (1 or 2 on an error)."""
-    if benign_prompts is not None and max_benign_refusal is None:
+    fails (1 or 2 on an error).
+
+    ASR (attack success rate) is the share of harmful prompts answered instead of refused:
+    lower is safer. VISAGE is the mean of 100 - ASR over random changes of the weights
+    around the model: higher is safer (docs: README, "Reading the numbers")."""
+    measurement = Measurement.take(options)
+    measurement.single_condition("check")
+    if measurement.benign_prompts is not None and max_benign_refusal is None:
         raise click.UsageError("--benign-prompts is read for --max-benign-refusal")
-    model_path = resolve_model(model)
-    out_dir = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"
-    config = sweep_config(
-        model_path,
-        grid=Grid(1, steps, range_),
-        prompts=select_prompts(None, limit),
-        engine=EngineSettings(threads=threads, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn),
-        batch_size=batch_size or _stored_batch_size(out_dir),
-        overlap=overlap,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        benign=max_benign_refusal is not None,  # so that the batch holds them too
-        benign_set=benign_set(benign_prompts),
-    )
     limits = Limits(max_asr, min_visage, max_benign_refusal, min_breaking_t, n_directions)
+    limits.validate(base is not None)
+    model_path = resolve_model(model)
+    root = out_dir or Path("runs") / f"check-{model_label(model, model_path)}"
+    check_writable(root)
+    grid = Grid(1, measurement.grid_steps(steps), range_)
+    benign = max_benign_refusal is not None  # so that the batch holds them too
+    config = measurement.config(model_path, grid, seed, benign)
     base_path = resolve_model(base) if base is not None else None
+    folder = check_folder(root, config, base_path, interpolation_steps)
+    stored = None if measurement.batch_size or overwrite else _stored_batch_size(folder)
+    if stored:
+        config = replace(config, engine=replace(config.engine, max_sequences=stored))
+    config, notes = measurement.planned(config, folder)
+    for note in notes:
+        click.echo(note, err=True)
     ctx = click.get_current_context()
     values = ctx.params | {
         "model": model_path.resolve(),
         "base": None if base_path is None else base_path.resolve(),
-        "out_dir": out_dir.resolve(),
+        "out_dir": root.resolve(),
+        "steps": grid.steps,
+        "limit": measurement.n_prompts,
+        "max_new_tokens": measurement.new_tokens,
         "batch_size": config.engine.max_sequences,
     }
-    result = run_check(config, limits, out_dir, base_path, lenient, interpolation_steps,
-                       on_start=lambda: write_config(out_dir, ctx.command, values))  # fmt: skip
+    result = run_check(
+        config, limits, root, base_path, lenient, interpolation_steps,
+        on_start=lambda where: write_config(where, ctx.command, values),
+        ray=measurement.ray(), overwrite=overwrite,
+    )  # fmt: skip
+    document = _document(result, config, model, (base, base_path) if base_path else None)
+    if result.folder is not None:
+        atomic_write_text(result.folder / CHECK_JSON, json.dumps(document, indent=2))
     if as_json:
-        echo_json(_document(result))
+        echo_json(document)
     else:
         _print(result)
     sys.exit(0 if result.passed else EXIT_FAIL)
@@ -99,12 +123,37 @@ def _stored_batch_size(out_dir: Path) -> int | None:
     return next((b for b in stored if b is not None), None)
 
 
-def _document(result: CheckResult) -> dict:
+def _document(
+    result: CheckResult, config: SweepConfig, spec: str, base: tuple[str, Path] | None
+) -> dict:
+    """check.json: the verdict, every threshold, the model (as typed, its file and full
+    sha256), the base, the settings measured with and the runs."""
+
+    def model(typed: str, path: Path) -> dict:
+        return {"spec": typed, "file": str(path.resolve()), "sha256": GGUFModel(path).sha256}
+
     return {
-        "format_version": 1,
+        "format_version": CHECK_FORMAT,
         "passed": result.passed,
+        "verdict": result.verdict(),
         "lenient": result.lenient,
+        "model": model(spec, config.model_path),
+        "base": None if base is None else model(*base),
         "thresholds": [asdict(t) | {"verdict": t.verdict} for t in result.thresholds],
+        "settings": {
+            "prompts": config.prompts.source,
+            "n_prompts": len(config.prompts.prompts),
+            "prompts_sha256": config.prompts.sha256,
+            "max_new_tokens": config.max_new_tokens,
+            "judges": list(config.judges),
+            "system_prompt": config.for_model(GGUFModel(config.model_path)).system_prompt.label(),
+            "attack": config.attack.label(),
+            "seed": config.seed,
+            "grid": config.grid.describe(),
+            "requant": config.requant,
+            "deviations": [asdict(d) for d in config.deviations()],
+        },
+        "folder": None if result.folder is None else str(result.folder),
         "runs": {name: str(path) for name, path in result.runs.items()},
     }
 
@@ -117,11 +166,18 @@ def _print(result: CheckResult) -> None:
         bound = f"{'<=' if t.upper else '>='} {t.limit:g}"
         verdict = t.verdict
         if verdict == "uncertain":
-            verdict += ": the limit is inside the 95% interval; " + (
-                "passes on the value (--lenient)" if t.passes(True) and result.lenient
-                else "fails (--lenient decides on the value)"
-            )  # fmt: skip
+            verdict += ": the limit is inside the 95% interval; " + _uncertain(
+                t.passes(True), result.lenient
+            )
         note = f" ({t.note})" if t.note else ""
         click.echo(f"{t.name:<15} {value}{interval}{note}  {bound}  {verdict}")
-    click.echo(f"check {'passed' if result.passed else 'FAILED'}"
-               f" (runs: {', '.join(str(p) for p in result.runs.values())})")  # fmt: skip
+    click.echo(f"runs in {result.folder}")
+    click.echo(result.verdict())
+
+
+def _uncertain(value_passes: bool, lenient: bool) -> str:
+    """What an uncertain threshold comes to: lenient decides on the value, strict fails."""
+    on_value = "passes" if value_passes else "fails"
+    if lenient:
+        return f"{on_value} on its value (--lenient)"
+    return f"fails (with --lenient it {on_value} on its value)"

@@ -9,9 +9,10 @@ import click
 from visage_local.grid import MAX_STEPS, InterpolationGrid
 from visage_local.registry import model_label, resolve_model
 
-from ._landscape import run_landscape
+from ._landscape import Output, run_landscape
 from .config_file import config_option
-from .options import evaluation_options, range_option
+from .measurement import Measurement
+from .options import capability_settings, evaluation_options, range_option
 
 
 @click.command("interpolate")
@@ -61,6 +62,10 @@ def interpolate_command(
     The two models may use different quantisation types (both are dequantised);
     perturbed tensors take BASE's types unless --requant says otherwise.
     """
+    measurement = Measurement.take(options)
+    output = Output.take(options)
+    benign = options.pop("benign")
+    capability = capability_settings(options)
     if (finetune is None) == (lora is None):
         raise click.UsageError("give either FINETUNE or --lora ADAPTER")
     base_path = resolve_model(base)
@@ -72,7 +77,10 @@ def interpolate_command(
         base_path,
         InterpolationGrid(dims, steps, extra, range_),
         seed,
-        options,
+        measurement,
+        output,
+        benign=benign,
+        capability=capability,
         default_out=Path("runs") / f"interp-{names}-{dims}d",
         finetune=other,
         finetune_kind="lora" if lora is not None else "model",

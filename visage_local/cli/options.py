@@ -141,7 +141,7 @@ benign_prompts_option = click.option(
     "in any --prompts format; implies --benign).",
 )
 
-_EVALUATION_OPTIONS = [
+_PROMPT_OPTIONS = [
     click.option(
         "--prompts",
         "prompts_path",
@@ -201,12 +201,16 @@ _EVALUATION_OPTIONS = [
         is_flag=True,
         help="Keep HarmBench's contextual and copyright rows (skipped by default).",
     ),
+]
+_BENIGN_OPTIONS = [
     click.option(
         "--benign",
         is_flag=True,
         help="Also measure how often the built-in benign prompts are refused (over-refusal).",
     ),
     benign_prompts_option,
+]
+_CAPABILITY_OPTIONS = [
     click.option(
         "--capability",
         is_flag=True,
@@ -241,6 +245,8 @@ _EVALUATION_OPTIONS = [
         show_default=True,
         help="With --capability: answer positions the KL is averaged over.",
     ),
+]
+_GENERATION_OPTIONS = [
     click.option(
         "--max-new-tokens",
         type=click.IntRange(1, 4096),
@@ -307,9 +313,9 @@ _EVALUATION_OPTIONS = [
         help="Stop an answer once every judge's verdict on it is final (docs/NOTES.md: what "
         "early stop changes).",
     ),
-    requant_option,
-    exclude_option,
-    include_option,
+]
+_TENSOR_OPTIONS = [requant_option, exclude_option, include_option]
+_ENGINE_OPTIONS = [
     click.option(
         "--batch-size",
         type=click.IntRange(1, 256),
@@ -349,6 +355,8 @@ _EVALUATION_OPTIONS = [
         "fits beside the model, the KV cache and 1 GiB of headroom in the memory available "
         "at the start; the sweep says what it chose; with --ray, shared among the workers].",
     ),
+]
+_OUTPUT_OPTIONS = [
     click.option(
         "--out",
         "out_dir",
@@ -368,17 +376,24 @@ _EVALUATION_OPTIONS = [
 ]
 
 
-def evaluation_options(command):
-    """The options sweep and interpolate share: prompts, judging, generation, engine, output."""
-    for option in reversed(_EVALUATION_OPTIONS):
+def _apply(command, options: list):
+    for option in reversed(options):
         command = option(command)
     return command
 
 
-def preset_value(options: dict, name: str) -> int | None:
-    """An option's value: as given, else the preset's, else None (the reference default)."""
-    given = options.get(name)
-    return given if given is not None else reference.PRESETS[options["preset"]].get(name)
+def evaluation_options(command):
+    """The options sweep and interpolate share: prompts, judging, generation, engine, output."""
+    return _apply(
+        command,
+        _PROMPT_OPTIONS
+        + _BENIGN_OPTIONS
+        + _CAPABILITY_OPTIONS
+        + _GENERATION_OPTIONS
+        + _TENSOR_OPTIONS
+        + _ENGINE_OPTIONS
+        + _OUTPUT_OPTIONS,
+    )
 
 
 def capability_settings(options: dict) -> CapabilitySettings | None:
@@ -406,33 +421,28 @@ def capability_settings(options: dict) -> CapabilitySettings | None:
     )
 
 
-_MEASUREMENT_OPTIONS = [
-    click.option("--limit", type=click.IntRange(min=1), default=reference.PROMPT_LIMIT,
-                 show_default=True, help="Use the first N AdvBench prompts."),
-    click.option("--max-new-tokens", type=click.IntRange(1, 4096),
-                 default=reference.MAX_NEW_TOKENS, show_default=True,
-                 help="Most tokens generated per answer."),
-    click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=reference.STEPS,
-                 show_default=True, help="Grid steps of the 1D landscape VISAGE is read from."),
-    range_option("The 1D landscape's alpha over [-RANGE, RANGE]."),
+_GRID_OPTIONS = [
+    click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=None,
+                 help="Grid steps of the 1D landscapes VISAGE is read from [default: 20, the "
+                 "reference; 10 with --preset quick]."),
+    range_option("The 1D landscapes' alpha over [-RANGE, RANGE]."),
     click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
                  show_default=True, help="Steps over t in [0, 1] from --base."),
     seed_option,
-    threads_option,
-    gpu_layers_option,
-    overlap_option,
-    flash_attn_option,
-    click.option("--batch-size", type=click.IntRange(1, 256), default=None,
-                 help="Prompts decoded together [default: the most that fit in a quarter of "
-                 "free memory, at most 128; a resumed run keeps its own]."),
-    benign_prompts_option,
 ]  # fmt: skip
 
 
 def measurement_options(command):
-    """The options check and screen measure with: prompts, tokens, the landscape's grid, the
-    interpolation's steps, seed, the engine's (threads, GPU layers, overlap, flash attention)
-    and batch size (the reference setting by default)."""
-    for option in reversed(_MEASUREMENT_OPTIONS):
-        command = option(command)
-    return command
+    """The options check and screen measure with: every measurement option of sweep (prompts,
+    generation, judges, system prompt and attack, tensors, engine, Ray) but the capability
+    probe, and the landscape's grid and the interpolation's steps (the reference setting by
+    default)."""
+    return _apply(
+        command,
+        _GRID_OPTIONS
+        + _PROMPT_OPTIONS
+        + [benign_prompts_option]
+        + _GENERATION_OPTIONS
+        + _TENSOR_OPTIONS
+        + _ENGINE_OPTIONS,
+    )

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from visage_local.engine import EngineSettings
+from visage_local.files import check_writable
 from visage_local.grid import Grid
-from visage_local.prompts import select_prompts
+from visage_local.prompts import builtin_benign
 from visage_local.registry import resolve_model
-from visage_local.screen import ScreenRow, expand_specs, screen
-from visage_local.settings import sweep_config
+from visage_local.screen import ScreenRow, Stages, expand_specs, screen, screen_verdict
 from visage_local.stats import rank_text
 
 from ._common import echo_json
 from .config_file import config_option, write_config
+from .measurement import Measurement
 from .options import benign_set, measurement_options
 
 
@@ -24,12 +25,13 @@ from .options import benign_set, measurement_options
 @click.argument("models", nargs=-1, required=True)
 @config_option
 @click.option("--base", default=None,
-              help="The base model the others were finetuned from: each is interpolated from "
-              "it, and the first t where it leaves the base's basin reported.")  # fmt: skip
+              help="The base model the others were finetuned from: screened once (marked as "
+              "the base), then each other model is interpolated from it and the first t "
+              "where it leaves the base's basin reported.")  # fmt: skip
 @click.option(
     "--landscape",
     is_flag=True,
-    help="Stage 2: a 1D landscape with VISAGE and basin edges for each model.",
+    help="Stage 2: 1D landscapes with VISAGE and basin edges for each model.",
 )
 @click.option("--directions", "n_directions", type=click.IntRange(1, 20), default=3,
               show_default=True,
@@ -38,52 +40,66 @@ from .options import benign_set, measurement_options
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="With --landscape: minutes shared equally among the models' landscapes "
               "(each visits its grid coarse to fine and stops in time).")  # fmt: skip
+@click.option("--benign/--no-benign", default=True, show_default=True,
+              help="Stage 1 also asks harmless prompts, for over-refusal (the built-in 60, or "
+              "--benign-prompts).")  # fmt: skip
+@click.option("--benign-limit", type=click.IntRange(min=1), default=None,
+              help="Ask only the first N harmless prompts [default: all].")  # fmt: skip
 @measurement_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/screen"), show_default=True,
               help="The screen's folder (an interrupted screen resumes from it).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print screen.json and nothing else.")
 def screen_command(
-    models, base, landscape, n_directions, budget_minutes, limit, max_new_tokens, steps, range_,
-    interpolation_steps, seed, threads, n_gpu_layers, overlap, flash_attn, batch_size,
-    benign_prompts, out_dir, as_json,
+    models, base, landscape, n_directions, budget_minutes, benign, benign_limit, steps, range_,
+    interpolation_steps, seed, out_dir, as_json, **options,
 ) -> None:  # fmt: skip
     """Screen MODELS (paths, folders, globs, registry names, store specs): each model's own
-    ASR, compliance, incoherence and benign over-refusal, then optionally its landscape and
-    its interpolation from --base; a table ranked by VISAGE, then origin ASR."""
+    ASR, compliance, incoherence and benign over-refusal, then optionally its landscapes and
+    its interpolation from --base; a table ranked by VISAGE, then breaking distance, then
+    origin ASR.
+
+    ASR (attack success rate) is the share of harmful prompts answered instead of refused:
+    lower is safer. VISAGE is the mean of 100 - ASR over random changes of the weights
+    around the model: higher is safer (README, "Reading the numbers")."""
+    measurement = Measurement.take(options)
+    measurement.single_condition("screen")
     if budget_minutes is not None and not landscape:
         raise click.UsageError("--budget-minutes shares the --landscape stage's time")
+    if not benign and (benign_limit is not None or measurement.benign_prompts is not None):
+        raise click.UsageError("--benign-limit and --benign-prompts choose the benign prompts "
+                               "that --no-benign leaves out")  # fmt: skip
+    check_writable(out_dir)
     found = expand_specs(list(models), resolve_model)
-    config = sweep_config(
-        found[0][1],
-        grid=Grid(1, steps, range_),
-        prompts=select_prompts(None, limit),
-        engine=EngineSettings(threads=threads, n_gpu_layers=n_gpu_layers, flash_attn=flash_attn),
-        overlap=overlap,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        benign_set=benign_set(benign_prompts),
+    harmless = benign_set(measurement.benign_prompts) or builtin_benign()
+    config = measurement.config(
+        found[0][1], Grid(1, measurement.grid_steps(steps), range_), seed, benign=benign
     )
-    base_path = resolve_model(base) if base is not None else None
+    config = replace(config, benign=benign, benign_set=harmless.limited(benign_limit))
+    base_pair = None if base is None else (base, resolve_model(base))
 
-    def say(spec: str, what: str) -> None:
-        click.echo(f"{spec}: {what}", err=True)
+    def say(name: str, what: str) -> None:
+        click.echo(f"{name}: {what}", err=True)
 
     ctx = click.get_current_context()
     values = ctx.params | {
         "models": [str(path.resolve()) for _, path in found],
-        "base": None if base_path is None else base_path.resolve(),
+        "base": None if base_pair is None else base_pair[1].resolve(),
         "out_dir": out_dir.resolve(),
+        "steps": config.grid.steps,
+        "limit": measurement.n_prompts,
+        "max_new_tokens": measurement.new_tokens,
     }
-    rows = screen(found, config, out_dir, landscape, budget_minutes, base_path,
-                  interpolation_steps, say, batch_size,
+    stages = Stages(landscape, n_directions, budget_minutes, interpolation_steps)
+    rows = screen(found, config, out_dir, stages, base_pair, say, measurement.batch_size,
                   on_start=lambda: write_config(out_dir, ctx.command, values),
-                  directions=n_directions)  # fmt: skip
+                  ray=measurement.ray())  # fmt: skip
     if as_json:
         echo_json(json.loads((out_dir / "screen.json").read_text()))
         return
-    _print(rows, landscape, base_path is not None)
+    _print(rows, landscape, base_pair is not None)
     click.echo(f"results in {out_dir} (screen.json, screen.csv, leaderboard.html)")
+    click.echo(screen_verdict(rows))
 
 
 def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
@@ -98,7 +114,7 @@ def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
         ci = row.origin_asr_ci
         interval = f"[{ci[0]:5.1f}, {ci[1]:5.1f}]" if ci else "-"
         place = "-" if row.rank is None else rank_text((row.rank[0], row.rank[1]))
-        line = (f"{place:>5}  {row.name[:44]:<44} {cell(row.origin_asr):>6} {interval:>14} "
+        line = (f"{place:>5}  {row.label[:44]:<44} {cell(row.origin_asr):>6} {interval:>14} "
                 f"{cell(row.harmful_compliance):>6} {cell(row.incoherent):>6} "
                 f"{cell(row.benign_refusal):>6}")  # fmt: skip
         if landscape:
@@ -110,6 +126,9 @@ def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
             t = "never" if row.never_left else cell(row.breaking_t, 2)
             line += f" {t:>7} {cell(row.breaking_distance, 4):>8}"
         click.echo(line)
+    for row in rows:
+        if row.error:
+            click.echo(f"{row.label}: {row.error}")
     click.echo(
         "rank: the places each model's 95% interval allows; models whose intervals overlap "
         "share places" + (" (VISAGE: mean over the directions)" if landscape else "")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from visage_local import reference
 from visage_local.grid import MAX_STEPS, Grid
 from visage_local.planning import AdaptiveEdges, Shard
 from visage_local.registry import model_label, resolve_model
 from visage_local.sweep import default_out_dir
 
-from ._landscape import run_landscape
+from ._landscape import Output, run_landscape
 from .config_file import config_option
-from .options import dims_option, evaluation_options, preset_value, range_option, seed_option
+from .measurement import Measurement
+from .options import capability_settings, dims_option, evaluation_options, range_option, seed_option
 
 
 def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
@@ -85,8 +85,9 @@ def sweep_command(
     **options,
 ) -> None:
     """Safety landscape of MODEL (a GGUF path or registry name; default: the embedded SmolLM2)."""
+    measurement = Measurement.take(options)
     if n_directions > 1 and (
-        dims != 1 or len(options["system_prompts"]) > 1 or len(options["attacks"]) > 1
+        dims != 1 or len(measurement.system_prompts) > 1 or len(measurement.attacks) > 1
     ):
         raise click.UsageError(
             "--directions needs --dims 1 and a single --system-prompt and --attack"
@@ -94,12 +95,18 @@ def sweep_command(
     if shard is not None and adaptive:
         raise click.UsageError("--shard and --adaptive are two ways to choose points: use one")
     model_path = resolve_model(model)
-    steps = steps or preset_value(options, "steps") or reference.STEPS
+    steps = measurement.grid_steps(steps)
+    output = Output.take(options)
+    benign = options.pop("benign")
+    capability = capability_settings(options)
     run_landscape(
         model_path,
         Grid(dims, steps, range_),
         seed,
-        options,
+        measurement,
+        output,
+        benign=benign,
+        capability=capability,
         default_out=default_out_dir(model_label(model, model_path), dims, seed),
         n_directions=n_directions,
         order=AdaptiveEdges() if adaptive else shard,

@@ -1,0 +1,239 @@
+"""What to measure, as the command line gave it: the one path from the measurement options
+(``options.evaluation_options``, ``options.measurement_options``) into a ``SweepConfig``.
+
+``sweep``, ``interpolate``, ``check`` and ``screen`` all build their configurations here,
+so an option means the same on each, and the notes a run prints (the direction cache,
+reasoning, a missing chat template, requantisation, the scratch copy) are decided once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import click
+
+from visage_local import reasoning, reference
+from visage_local.attacks import load_attack
+from visage_local.capability import CapabilitySettings
+from visage_local.chat import SystemPrompt
+from visage_local.conditions import Condition, conditions_of
+from visage_local.engine import EngineSettings
+from visage_local.evaluator import SCRATCH_DIR, scratch_folder
+from visage_local.gguf_model import GGUFModel
+from visage_local.grid import Grid, InterpolationGrid
+from visage_local.prompts import PromptSet, select_prompts
+from visage_local.settings import (
+    DEFAULT_LIMIT,
+    SweepConfig,
+    direction_cache,
+    requant_extra_bytes,
+    sweep_config,
+    uniform_imatrix_types,
+)
+from visage_local.sweep import RayOptions
+
+from .options import benign_set
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The measurement options of a command, typed (each field is the option's parameter)."""
+
+    prompts_path: Path | None = None
+    prompt_column: str | None = None
+    category_column: str | None = None
+    preset: str = "reference"
+    limit: int | None = None
+    sample: int | None = None
+    sample_seed: int = 0
+    harmbench_all: bool = False
+    benign_prompts: str | None = None
+    max_new_tokens: int | None = None
+    thinking: str = reasoning.DEFAULT_THINKING
+    max_thinking_tokens: int = reasoning.DEFAULT_MAX_THINKING_TOKENS
+    system_prompts: tuple[str, ...] = ()
+    attacks: tuple[str, ...] = ()
+    judges: tuple[str, ...] = ()
+    coherence: bool = True
+    early_stop: bool = True
+    requant: str = "same"
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    batch_size: int | None = None
+    threads: int = os.cpu_count() or 1
+    n_gpu_layers: int = 0
+    overlap: bool | None = None
+    flash_attn: bool = False
+    ray_address: str | None = None
+    workers: int = 2
+    memory_budget_mb: int | None = None
+
+    @classmethod
+    def take(cls, params: dict) -> Measurement:
+        """The measurement options out of a command's ``params`` (removed from it)."""
+        names = {f.name for f in fields(cls)}
+        taken = {name: params.pop(name) for name in list(params) if name in names}
+        for name in ("system_prompts", "attacks", "judges", "exclude", "include"):
+            if name in taken:
+                taken[name] = tuple(taken[name])
+        measurement = cls(**taken)
+        if measurement.ray_address is None and measurement.workers != 2:
+            raise click.UsageError("--workers needs --ray")
+        return measurement
+
+    def preset_value(self, name: str, given: int | None = None) -> int | None:
+        """An option's value (``given`` where it is not a field): as given, else the
+        preset's, else None (the reference default)."""
+        given = getattr(self, name) if given is None and name != "steps" else given
+        return given if given is not None else reference.PRESETS[self.preset].get(name)
+
+    @property
+    def n_prompts(self) -> int | None:
+        """The first N prompts used (None: a --sample's)."""
+        limit = self.preset_value("limit")
+        return DEFAULT_LIMIT if limit is None and self.sample is None else limit
+
+    @property
+    def new_tokens(self) -> int:
+        """Most tokens generated per answer."""
+        return self.preset_value("max_new_tokens") or reference.MAX_NEW_TOKENS
+
+    def grid_steps(self, given: int | None) -> int:
+        """The grid's steps: ``given``, else the preset's, else the reference's."""
+        return self.preset_value("steps", given) or reference.STEPS
+
+    def conditions(self) -> list[Condition]:
+        """Every (system prompt, attack) pair to sweep, in order."""
+        return conditions_of(
+            [SystemPrompt.parse(s) for s in self.system_prompts or ("reference",)],
+            [load_attack(a) for a in self.attacks or ("none",)],
+        )
+
+    def single_condition(self, command: str) -> Condition:
+        """The one (system prompt, attack) a check or a screen measures with."""
+        if len(self.system_prompts) > 1 or len(self.attacks) > 1:
+            raise click.UsageError(
+                f"{command} measures one setting: give --system-prompt and --attack once each "
+                "(sweep compares several)"
+            )
+        return self.conditions()[0]
+
+    def prompt_set(self) -> PromptSet:
+        """The harmful prompts the options name."""
+        return select_prompts(
+            self.prompts_path,
+            self.n_prompts,
+            self.sample,
+            self.sample_seed,
+            self.harmbench_all,
+            self.prompt_column,
+            self.category_column,
+        )
+
+    def ray(self) -> RayOptions | None:
+        """Ray's settings, when --ray was given."""
+        return None if self.ray_address is None else RayOptions(self.workers, self.ray_address)
+
+    def config(
+        self,
+        model_path: Path,
+        grid: Grid | InterpolationGrid,
+        seed: int,
+        benign: bool = False,
+        batch_size: int | None = None,
+        finetune: Path | None = None,
+        finetune_kind: str = "model",
+        capability: CapabilitySettings | None = None,
+        prompts: PromptSet | None = None,
+    ) -> SweepConfig:
+        """The sweep these options measure on ``model_path`` (its first condition; ``benign``
+        adds the over-refusal set, --benign-prompts' or the built-in one; ``batch_size``
+        overrides --batch-size, e.g. a resumed run's own)."""
+        condition = self.conditions()[0]
+        return sweep_config(
+            model_path,
+            grid,
+            prompts or self.prompt_set(),
+            EngineSettings(
+                threads=self.threads, n_gpu_layers=self.n_gpu_layers, flash_attn=self.flash_attn
+            ),
+            batch_size or self.batch_size,
+            seed=seed,
+            max_new_tokens=self.new_tokens,
+            thinking=self.thinking,
+            max_thinking_tokens=self.max_thinking_tokens,
+            system_prompt=condition.system_prompt,
+            judge=(self.judges or (reference.JUDGE,))[0],
+            also_judge=tuple(self.judges[1:]),
+            attack=condition.attack,
+            benign=benign or self.benign_prompts is not None,
+            benign_set=benign_set(self.benign_prompts),
+            coherence=self.coherence,
+            early_stop=self.early_stop,
+            requant=self.requant,
+            memory_budget_mb=self.memory_budget_mb,
+            overlap=self.overlap,
+            exclude=self.exclude,
+            include=self.include,
+            finetune=finetune,
+            finetune_kind=finetune_kind,
+            capability=capability,
+        )
+
+    def planned(self, config: SweepConfig, out_dir: Path) -> tuple[SweepConfig, list[str]]:
+        """``config`` with its direction cache chosen (shared among --ray's workers), and
+        the notes to print before it runs in ``out_dir``."""
+        lines = []
+        if config.memory_budget_mb is None:
+            budget = direction_cache(config)
+            workers = 1 if self.ray_address is None else self.workers
+            config = replace(config, memory_budget_mb=(budget.chosen // workers) >> 20)
+            shared = f", {workers} workers share it" if workers > 1 else ""
+            lines.append(budget.describe() + shared)
+        return config, lines + run_notes(config, out_dir)
+
+
+def run_notes(config: SweepConfig, out_dir: Path) -> list[str]:
+    """What a user should know before ``config`` runs in ``out_dir``: tensors requantised with
+    a uniform importance matrix, reasoning, a missing chat template, requantisation's extra
+    memory and where the scratch copy of the model goes."""
+    model = GGUFModel(config.model_path)
+    notes = []
+    uniform = uniform_imatrix_types(config)
+    if uniform:
+        notes.append(
+            f"note: {', '.join(uniform)} tensors are requantised with a uniform importance "
+            "matrix (ggml needs one for these types; the file was most likely made with a "
+            "measured one); summary.json lists them under uniform_imatrix"
+        )
+    syntax = reasoning.syntax_of(model.chat_template)
+    if syntax is not None:
+        notes.append(
+            f"reasoning model ({syntax.name}): thinking {config.thinking}, up to "
+            f"{config.max_thinking_tokens} reasoning tokens; the judge reads only the answer "
+            "after the reasoning"
+        )
+    elif config.thinking == "on":
+        notes.append(
+            "note: the chat template has no reasoning syntax; --thinking on changes nothing"
+        )
+    if model.chat_template is None:
+        notes.append(
+            "note: the model has no chat template; prompts use visage-local's plain "
+            "'User: ... / Assistant:' fallback (visage_local/chat.py)"
+        )
+    extra = requant_extra_bytes(config)
+    if config.requant != "same":
+        notes.append(
+            f"requant {config.requant}: the perturbed model takes {extra / 2**20:.0f} MiB "
+            "more than in its own types"
+        )
+    scratch = model.size + extra
+    where = scratch_folder(scratch, out_dir)
+    notes.append(
+        f"scratch copy of the model: {scratch / 2**20:.0f} MiB in "
+        + ("RAM (/dev/shm)" if where == SCRATCH_DIR else f"{where} on disk, removed at the end")
+    )
+    return notes
