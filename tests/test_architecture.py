@@ -15,7 +15,7 @@ PACKAGE = Path(visage_local.__file__).parent
 
 # Modules that analyse or present finished records (docs/ARCHITECTURE.md).
 ANALYSIS = ("record", "landscape", "metrics", "stats", "plots", "report", "compare", "rejudge",
-            "leaderboard")  # fmt: skip
+            "leaderboard", "verdict")  # fmt: skip
 # What they must never load: the sweep loop, point evaluation, the engine, llama.cpp.
 FORBIDDEN = ("visage_local.sweep", "visage_local.evaluator", "visage_local.cluster",
              "visage_local.engine", "llama_cpp")  # fmt: skip

@@ -211,3 +211,24 @@ def test_a_matplotlib_that_cannot_be_imported_costs_the_plot_alone(tmp_path, uni
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "the plot was not drawn: matplotlib could not be imported (SystemError" in done.stderr
     assert _outputs(out) == uninterrupted and not (out / "landscape.png").exists()
+
+
+def test_running_a_finished_sweep_again_keeps_its_time(tmp_path, uninterrupted_folder):
+    """elapsed_s counts every sitting that evaluated points: a finished run opened again
+    (nothing to evaluate) keeps the time it took, not the seconds of opening it."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted_folder, out)
+    before = json.loads((out / "summary.json").read_text())["elapsed_s"]
+    subprocess.run(_command(out), check=True, capture_output=True)
+    assert json.loads((out / "summary.json").read_text())["elapsed_s"] == before
+
+
+def test_a_failed_write_names_the_file_not_its_temporary_twin(tmp_path):
+    from visage_local.files import atomic_replace
+
+    target = tmp_path / "model.gguf"
+    with pytest.raises(OSError) as raised, atomic_replace(target) as tmp:
+        raise OSError(28, "No space left on device", str(tmp))
+    assert raised.value.filename == str(target) and not list(tmp_path.iterdir())

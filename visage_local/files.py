@@ -54,6 +54,11 @@ def atomic_replace(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pa
             os.fsync(f.fileno())
         give_default_mode(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename in (str(tmp), tmp):  # the user named the file, not its temporary twin
+            e.filename = str(path)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -19,16 +19,8 @@ from visage_local.files import atomic_write_text
 from visage_local.landscape import deviation_text
 from visage_local.plots import plot_conditions_1d, plot_screen
 from visage_local.record import RunFolder, RunSummary
-from visage_local.report import STYLE, png, write_report
+from visage_local.report import STYLE, meanings_html, png, write_report
 from visage_local.stats import rank_text
-from visage_local.verdict import MEANINGS
-
-
-def meanings_html() -> str:
-    """What ASR, VISAGE, basin edges and breaking distance mean, as a definition list."""
-    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in MEANINGS.items())
-    return f"<dl>{items}</dl>"
-
 
 LEADERBOARD_FILE = "leaderboard.html"
 SCREEN_JSON = "screen.json"

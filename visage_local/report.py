@@ -17,6 +17,7 @@ from visage_local.files import atomic_write_text
 from visage_local.landscape import deviation_text, fragility_lines, headline
 from visage_local.plots import plot_runs_1d
 from visage_local.record import GenerationRecord, RunFolder, RunSummary, read_jsonl
+from visage_local.verdict import MEANINGS, landscape_verdict
 
 SAMPLES_PER_POINT = 5
 
@@ -170,12 +171,19 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
         f"<b>{_fmt(summary.origin_asr)}%</b> · {summary.n_prompts} prompts · "
         f"judge {escape(str(summary.judge))}</p>"
         + "".join(f"<p class=fragile>{escape(line)}</p>" for line in fragility_lines(summary, 2))
+        + f"<p><b>{escape(landscape_verdict(summary))}</b></p>{meanings_html()}"
         + f"<p class=deviations>{escape(deviation_text(summary))}</p>{image}"
         f"{_categories_table(summary)}<h2>Points</h2>{_points_table(summary)}"
         f"<h2>Generations</h2><p>The first {samples_per_point} answers at every point.</p>"
         f"{_samples(generations, samples_per_point)}"
         f"<h2>Settings</h2>{_settings_table(summary)}</body></html>"
     )
+
+
+def meanings_html() -> str:
+    """What ASR, VISAGE, basin edges and breaking distance mean, as a definition list."""
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in MEANINGS.items())
+    return f"<dl>{items}</dl>"
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:

@@ -87,6 +87,14 @@ class _Run:
     on_point: OnPoint | None
     uniform_imatrix: list[str]  # output types requantised with a uniform importance matrix
     estimate: Estimate | None = None  # of the points this process evaluates
+    earlier_s: float = 0.0  # the seconds earlier sittings of a resumed run took
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds over every sitting: this one counts only when it evaluated a point (a
+        finished run opened again keeps its time)."""
+        now = time.monotonic() - self.started if self.progress.durations else 0.0
+        return round(self.earlier_s + now, 3)
 
     def record(self, result: PointResult, seconds: float) -> None:
         """Append a finished point, rewrite the summary, report progress."""
@@ -147,7 +155,7 @@ class _Run:
             n_points_evaluated=len(rows),
             **self.progress.describe(),
             complete=complete,
-            elapsed_s=round(time.monotonic() - self.started, 3),
+            elapsed_s=self.elapsed_s,
             config_hash=store.hash,
             versions=versions() | {"llama.cpp build": build_features()},
             deviations=[asdict(d) for d in config.deviations()],
@@ -195,6 +203,8 @@ def run_sweep(config: SweepConfig, options: SweepOptions) -> RunSummary:
         options.on_point,
         Perturbation(model, directions, requant=config.requant).uniform_imatrix_types(),
     )
+    if run.store.finished and run.store.run.summary.is_file():  # resumed: its earlier time
+        run.earlier_s = run.store.run.read_summary().elapsed_s
     if options.on_start:
         options.on_start()
     if options.origin_from is not None:

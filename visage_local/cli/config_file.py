@@ -106,13 +106,32 @@ def write_config(folder: Path, command: click.Command, values: dict[str, Any]) -
         value = values.get(param.name or "")
         if param.name in NOT_RECORDED or value is None:
             continue
-        lines.append(f"{_key(param)} = {_toml(value)}")
+        lines.append(f"{_key(param)} = {_toml(_absolute(value))}")
     text = "\n".join(lines) + "\n"
     tomllib.loads(text)  # what rerun reads back must parse
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CONFIG_TOML
     atomic_write_text(path, text)
     return path
+
+
+# Option values that name a file after a prefix: a system prompt's @FILE, a judge's keyword:FILE.
+FILE_PREFIXES = ("@", "keyword:")
+
+
+def _absolute(value: Any) -> Any:
+    """``value`` with every relative path to an existing file made absolute (also after a
+    FILE_PREFIXES prefix, and in lists), so that ``rerun`` works from any folder."""
+    if isinstance(value, list | tuple):
+        return [_absolute(v) for v in value]
+    if not isinstance(value, str | Path):
+        return value
+    text = str(value)
+    prefix = next((p for p in FILE_PREFIXES if text.startswith(p)), "")
+    path = Path(text[len(prefix) :])
+    if text and not path.is_absolute() and path.is_file():
+        return prefix + str(path.resolve())
+    return value
 
 
 def _toml(value: Any) -> str:

@@ -1,0 +1,63 @@
+"""The verdict line: what a landscape's numbers say, read off real and altered summaries."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from visage_local.record import RunFolder
+from visage_local.verdict import WIDE_INTERVAL, across_verdict, landscape_verdict
+
+REFERENCE = Path(__file__).parents[1] / "docs" / "runs" / "qwen-1d-ref"
+
+
+def _qwen():
+    return RunFolder(REFERENCE).read_summary()
+
+
+def _with_origin(summary, **changes):
+    points = [replace(p, **changes) if p.is_origin else p for p in summary.points]
+    return replace(summary, points=points)
+
+
+def test_an_aligned_model_gets_its_edges_interval_and_fragility():
+    summary = _qwen()
+    origin = summary.origin
+    text = landscape_verdict(summary)
+    assert text.startswith(f"verdict: aligned: refused {origin.n_refused} of {origin.n_prompts}")
+    left, right = summary.basin_edges
+    assert f"basin edges at {left:+.3f} and {right:+.3f}" in text
+    assert f"VISAGE {summary.visage:.1f}" in text and "too wide" not in text
+    assert f"fragile: {summary.visage_fragile['visage']:.1f}" in text
+
+
+def test_a_model_that_refuses_nothing_has_no_meaningful_visage():
+    summary = _with_origin(_qwen(), n_refused=0, asr=100.0)
+    text = landscape_verdict(summary)
+    assert text.startswith("verdict: not aligned: refused 0 of 80") and "not meaningful" in text
+    weak = landscape_verdict(_with_origin(_qwen(), n_refused=30, asr=62.5))
+    assert weak.startswith("verdict: weakly aligned") and "not meaningful" in weak
+
+
+def test_edges_beyond_the_range_and_wide_intervals_are_said():
+    summary = _qwen()
+    low = summary.visage - WIDE_INTERVAL
+    wide = replace(summary, basin_edges=[None, 0.1], visage_ci=[low - 1, summary.visage + 1])
+    text = landscape_verdict(wide)
+    assert "basin edges at no edge within -0.50 and +0.100" in text
+    assert "too wide to rank" in text
+    none = landscape_verdict(replace(summary, basin_edges=[None, None]))
+    assert "no basin edge within +-0.50: the basin is wider than the range probed" in none
+
+
+def test_across_directions_reads_the_shared_origin():
+    summary = _qwen()
+    figures = {
+        "directions": 3,
+        "visage": {"n": 3, "mean": 50.0, "ci": [40.0, 70.0]},
+        "per_direction": [{"visage_fragile": None}, {"visage_fragile": {"visage": 1}}, {}],
+    }
+    text = across_verdict(figures, summary)
+    assert "mean VISAGE 50.0 [40.0, 70.0]: interval too wide" in text
+    assert "over 3 directions (1 of them fragile)" in text
+    assert "not meaningful" in across_verdict(figures, _with_origin(summary, n_refused=0))
