@@ -81,12 +81,14 @@ def test_each_setting_away_from_the_reference_is_one_deviation_with_both_values(
 
 
 def test_the_quick_preset_and_explicit_options_over_it(tmp_path):
-    (tmp_path / "file").write_text("x")  # the run stops at its output folder, after planning
-    out = str(tmp_path / "file" / "run")
+    # the run stops at its output folder, which holds another run, after planning
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"hash": "another", "config": {}}')
+    out = str(tmp_path / "run")
 
     def plan(*args: str) -> str:
         result = CliRunner().invoke(main, ["sweep", *args, "--out", out])
-        assert result.exit_code == 1 and "cannot create the output folder" in result.output
+        assert result.exit_code == 2 and "holds a run with other settings" in result.output
         return result.output
 
     assert "21 points x 80 prompts, up to 512 new tokens" in plan()
