@@ -158,9 +158,21 @@ def test_a_sweep_of_an_ollama_model_is_named_after_its_spec(stores, smollm2, tmp
          "--max-new-tokens", "2", "--no-coherence"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    summary = json.loads(
-        (tmp_path / "runs/ollama-smollm2-135m-1d-seed123/summary.json").read_text()
-    )
+    folder = tmp_path / "runs/ollama-smollm2-135m-1d-seed123"
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["model_sha256"] == GGUFModel(smollm2).sha256
+    # the name typed, not the blob's hash: in the progress line, the summary, config.toml,
+    # the report's title and compare
+    assert "ollama:smollm2:135m: 3 points" in result.output and "sha256-" not in result.output
+    assert summary["model_spec"] == "ollama:smollm2:135m"
+    assert "# The model as typed: ollama:smollm2:135m" in (folder / "config.toml").read_text()
+    report = CliRunner().invoke(main, ["report", str(folder)])
+    assert report.exit_code == 0, report.output
+    assert (
+        "<title>Safety landscape: ollama:smollm2:135m</title>"
+        in (folder / "report.html").read_text()
+    )
+    compared = CliRunner().invoke(main, ["compare", str(folder)])
+    assert compared.exit_code == 0 and "ollama:smollm2:135m" in compared.output
     bad = CliRunner().invoke(main, ["sweep", "ollama:nothing"])
     assert bad.exit_code == 2 and "ollama:nothing: not in" in bad.output

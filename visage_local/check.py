@@ -193,7 +193,7 @@ def run_check(
     if base is not None and limits.min_breaking_t is not None:
         folder = out_dir / "interpolation"
         interpolation = replace(
-            config, model_path=base, finetune=config.model_path, finetune_kind="model",
+            config, model_path=base, finetune=config.model_path, finetune_kind="model", model_spec=None,
             benign=False, grid=InterpolationGrid(steps=interpolation_steps),
         )  # fmt: skip
         summary = run_sweep(interpolation, replace(options, out_dir=folder))

@@ -77,7 +77,7 @@ def row_of(folder: Path, summary: RunSummary) -> RunRow:
     edges = summary.basin_edges or [None, None]
     return RunRow(
         run=str(folder),
-        model=summary.model_name or "",
+        model=summary.display_name,
         visage=summary.visage,
         visage_ci=summary.visage_ci,
         breaking_t=summary.breaking_t,

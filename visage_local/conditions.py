@@ -124,6 +124,6 @@ def write_index(out_dir: Path, results: list[tuple[str, RunSummary]]) -> None:
     if first.dims == 1:
         plots.plot_conditions_1d(
             results,
-            f"{first.model_name}: {first.n_prompts} prompts, seed {first.seed}",
+            f"{first.display_name}: {first.n_prompts} prompts, seed {first.seed}",
             RunFolder(out_dir).overlay,
         )

@@ -462,7 +462,7 @@ def draw(summary: RunSummary, path: Path) -> None:
         return
     origin = "n/a" if summary.origin_asr is None else f"{summary.origin_asr:.1f}%"
     title = (
-        f"{summary.model_name}\n{headline(summary)}  |  origin ASR {origin}  |  "
+        f"{summary.display_name}\n{headline(summary)}  |  origin ASR {origin}  |  "
         f"{summary.n_prompts} prompts, seed {summary.seed}"
     )
     if summary.dims == 1:
@@ -499,7 +499,7 @@ def draw_capability(summary: RunSummary, path: Path) -> None:
     rows = [r for r in summary.grid_points if r.mcq_accuracy is not None]
     if not rows:
         return
-    title = f"{summary.model_name}: safety and capability"
+    title = f"{summary.display_name}: safety and capability"
     if summary.dims == 1:
         plots.plot_capability_1d(
             [r.alpha for r in rows],

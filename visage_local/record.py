@@ -41,7 +41,8 @@ from visage_local.files import atomic_write_text
 # 4: a point's weight_update_phases; the summary's estimate and actual.
 # 5: visage_fragile (the span resting on a few answers) and visage_modes (a bootstrap split
 #    between trimmed spans); breaking_distance; a point's displacement "distance".
-FORMAT_VERSION = 5
+# 6: model_spec, the model as the user named it (a store or registry spec).
+FORMAT_VERSION = 6
 # A generation record's coherence_ll is the mean log-probability of its first this many
 # answer tokens under the origin model (coherence.CoherenceScorer).
 COHERENCE_TOKENS = 16
@@ -210,6 +211,14 @@ class RunSummary:
     visage_modes: list[dict[str, Any]] | None = None
     # interpolation: landscape.breaking_distance, per tensor kind and "all"
     breaking_distance: dict[str, float] | None = None
+    # the model as the user named it, when not by its path (``ollama:llama3.2:1b``)
+    model_spec: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """What tables, titles and reports call the model: as the user named it, else its
+        file name."""
+        return self.model_spec or Path(self.model).name
 
     @property
     def interpolation(self) -> bool:

@@ -121,13 +121,18 @@ def model_label(spec: str | None, path: Path) -> str:
     return split["prefix"] if split else path.stem
 
 
-def display_name(spec: str | None, path: Path) -> str:
-    """What a model is called in progress lines, tables and reports: the spec the user typed
-    when it names a store or registry model (``ollama:llama3.2:1b``, not the blob), else the
-    file name."""
+def named_spec(spec: str | None, path: Path) -> str | None:
+    """The spec the user typed when it names a store or registry model
+    (``ollama:llama3.2:1b``, not the blob), None when it is the file's path."""
     if spec is not None and not Path(spec).exists():
         return spec
-    return path.name
+    return None
+
+
+def display_name(spec: str | None, path: Path) -> str:
+    """What a model is called in progress lines, tables and reports: its store or registry
+    spec as typed, else the file name."""
+    return named_spec(spec, path) or path.name
 
 
 def fetch(name: str, folder: Path | None = None) -> Path:

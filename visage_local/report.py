@@ -45,7 +45,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 def _settings_table(summary: RunSummary) -> str:
     keys = [
-        "model_name", "model", "model_sha256", "architecture", "chat_template", "dims", "seed",
+        "model_spec", "model_name", "model", "model_sha256", "architecture", "chat_template", "dims", "seed",
         "range", "steps", "prompts", "n_prompts", "max_new_tokens", "system_prompt", "judge",
         "requant", "batch_size", "complete", "elapsed_s",
     ]  # fmt: skip
@@ -161,7 +161,7 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
         image += png(folder.capability_plot.read_bytes(), "safety and capability")
     if summary.dims == 1 and any(r.displacement for r in summary.points):
         image += png(_displacement_plot(summary), "ASR and displacement against alpha")
-    title = escape(f"Safety landscape: {summary.model_name or 'model'}")
+    title = escape(f"Safety landscape: {summary.display_name}")
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
         f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "

@@ -42,7 +42,7 @@ from visage_local.landscape import across_directions
 from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.planning import FullGrid, OriginOnly
 from visage_local.record import RunSummary
-from visage_local.registry import display_name, model_label
+from visage_local.registry import display_name, model_label, named_spec
 from visage_local.settings import SweepConfig, n_sequences
 from visage_local.store import stored_batch_size
 from visage_local.sweep import RayOptions, SweepOptions, run_sweep
@@ -186,7 +186,7 @@ def screen(
             row.error = f"skipped: {skipped[path]}"
             say(name, row.error)
             continue
-        this = replace(config, model_path=path)
+        this = replace(config, model_path=path, model_spec=named_spec(spec, path))
         batch = (
             batch_size
             or stored_batch_size(folder / "origin")
@@ -207,6 +207,7 @@ def screen(
             say(name, "interpolation from the base")
             interpolation = replace(
                 this, model_path=base[1], finetune=path, finetune_kind="model", benign=False,
+                model_spec=named_spec(*base),
                 grid=InterpolationGrid(steps=stages.interpolation_steps),
             )  # fmt: skip
             where = folder / "interpolation"

@@ -77,6 +77,9 @@ class SweepConfig:
     capability: CapabilitySettings | None = None
     thinking: str = reasoning.DEFAULT_THINKING  # reasoning models: "off" or "on"
     max_thinking_tokens: int = reasoning.DEFAULT_MAX_THINKING_TOKENS
+    # the model as the user named it when not by a path (a store or registry spec): shown in
+    # the summary and reports, never part of the results
+    model_spec: str | None = None
 
     def __post_init__(self):
         if self.seed < 0:

@@ -162,6 +162,7 @@ class _Run:
             uniform_imatrix=self.uniform_imatrix or None,
             estimate=None if self.estimate is None else self.estimate.record(),
             actual=actual(list(store.point_records.values()), len(rows)) if rows else None,
+            model_spec=config.model_spec,
         )
         return summary, landscape_csv(rows)
 

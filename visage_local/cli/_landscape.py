@@ -71,11 +71,13 @@ def run_landscape(
     finetune: Path | None = None,
     finetune_kind: str = "model",
     resolved: dict | None = None,
+    model_spec: str | None = None,
 ) -> None:
     """Build the sweep configurations from the measurement options, run them with a progress
     bar, and print each landscape's table. The command's options, with ``resolved`` (the
     values the command chose, such as the model's path) and the choices made here, are
-    written to the run folder's config.toml once the run starts."""
+    written to the run folder's config.toml once the run starts. ``model_spec``: the model
+    as the user named it when not by its path (shown and recorded)."""
     out_dir = output.out_dir or default_out
     check_writable(out_dir)
     batch_size = measurement.batch_size
@@ -84,8 +86,9 @@ def run_landscape(
         if batch_size is not None:
             click.echo(f"resuming with the run's batch size, {batch_size}", err=True)
     config = measurement.config(
-        model_path, grid, seed, benign, batch_size, finetune, finetune_kind, capability
-    )
+        model_path, grid, seed, benign, batch_size, finetune, finetune_kind, capability,
+        model_spec=model_spec,
+    )  # fmt: skip
     config, notes = measurement.planned(config, out_dir)
     for note in notes:
         click.echo(note, err=True)
@@ -98,7 +101,7 @@ def run_landscape(
     n_points = len(order.share(planned)) if isinstance(order, Shard) else len(planned)
     shard = f" (shard {order}: {n_points} of them)" if isinstance(order, Shard) else ""
     click.echo(
-        f"{model_path.name}: {len(planned)} points{shard} x {n_sequences(config)} prompts"
+        f"{model_spec or model_path.name}: {len(planned)} points{shard} x {n_sequences(config)} prompts"
         f"{f' x {len(variants)} runs' if len(variants) > 1 else ''}, "
         f"up to {config.max_new_tokens} new tokens -> {out_dir}",
         err=True,
@@ -155,7 +158,7 @@ def run_landscape(
     )
     sweep_options = SweepOptions(
         out_dir=out_dir,
-        on_start=lambda: write_config(out_dir, ctx.command, values),
+        on_start=lambda: write_config(out_dir, ctx.command, values, model_spec),
         overwrite=output.overwrite,
         order=order,
         budget_minutes=budget_minutes,

@@ -13,7 +13,7 @@ from visage_local.check import CheckResult, Limits, check_folder, run_check
 from visage_local.files import atomic_write_text, check_writable
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
-from visage_local.registry import model_label, resolve_model
+from visage_local.registry import model_label, named_spec, resolve_model
 from visage_local.settings import SweepConfig
 from visage_local.store import stored_batch_size
 
@@ -82,7 +82,9 @@ def check_command(
     check_writable(root)
     grid = Grid(1, measurement.grid_steps(steps), range_)
     benign = max_benign_refusal is not None  # so that the batch holds them too
-    config = measurement.config(model_path, grid, seed, benign)
+    config = measurement.config(
+        model_path, grid, seed, benign, model_spec=named_spec(model, model_path)
+    )
     base_path = resolve_model(base) if base is not None else None
     folder = check_folder(root, config, base_path, interpolation_steps)
     stored = None if measurement.batch_size or overwrite else _stored_batch_size(folder)
@@ -103,7 +105,7 @@ def check_command(
     }
     result = run_check(
         config, limits, root, base_path, lenient, interpolation_steps,
-        on_start=lambda where: write_config(where, ctx.command, values),
+        on_start=lambda where: write_config(where, ctx.command, values, config.model_spec),
         ray=measurement.ray(), overwrite=overwrite,
     )  # fmt: skip
     document = _document(result, config, model, (base, base_path) if base_path else None)

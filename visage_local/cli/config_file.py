@@ -94,12 +94,16 @@ config_option = click.option(
 )
 
 
-def write_config(folder: Path, command: click.Command, values: dict[str, Any]) -> Path:
+def write_config(
+    folder: Path, command: click.Command, values: dict[str, Any], typed: str | None = None
+) -> Path:
     """Write ``values`` (parameter name -> resolved value) as ``folder/config.toml``, keyed
-    as a config file is; None values and NOT_RECORDED are left out."""
+    as a config file is; None values and NOT_RECORDED are left out. ``typed``: the model as
+    the user named it (a store spec), kept as a comment: the run is of the file it named."""
     lines = [
         "# The options this run was made with: `visage-local rerun FOLDER` repeats it, and",
         f"# `visage-local {command.name} --config {CONFIG_TOML}` starts from them.",
+        *([f"# The model as typed: {typed} (this run is of the file below)"] if typed else []),
         f"command = {_toml(command.name)}",
     ]
     for param in command.params:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from visage_local.grid import MAX_STEPS, InterpolationGrid
-from visage_local.registry import model_label, resolve_model
+from visage_local.registry import model_label, named_spec, resolve_model
 
 from ._landscape import Output, run_landscape
 from .config_file import config_option
@@ -89,4 +89,5 @@ def interpolate_command(
             "finetune": None if lora is not None else other.resolve(),
             "lora": None if lora is None else lora.resolve(),
         },
+        model_spec=named_spec(base, base_path),
     )

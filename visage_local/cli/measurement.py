@@ -147,6 +147,7 @@ class Measurement:
         finetune_kind: str = "model",
         capability: CapabilitySettings | None = None,
         prompts: PromptSet | None = None,
+        model_spec: str | None = None,
     ) -> SweepConfig:
         """The sweep these options measure on ``model_path`` (its first condition; ``benign``
         adds the over-refusal set, --benign-prompts' or the built-in one; ``batch_size``
@@ -180,6 +181,7 @@ class Measurement:
             finetune=finetune,
             finetune_kind=finetune_kind,
             capability=capability,
+            model_spec=model_spec,
         )
 
     def planned(self, config: SweepConfig, out_dir: Path) -> tuple[SweepConfig, list[str]]:

@@ -6,7 +6,7 @@ import click
 
 from visage_local.grid import MAX_STEPS, Grid
 from visage_local.planning import AdaptiveEdges, Shard
-from visage_local.registry import model_label, resolve_model
+from visage_local.registry import model_label, named_spec, resolve_model
 from visage_local.sweep import default_out_dir
 
 from ._landscape import Output, run_landscape
@@ -112,4 +112,5 @@ def sweep_command(
         order=AdaptiveEdges() if adaptive else shard,
         budget_minutes=budget_minutes,
         resolved={"model": model_path.resolve(), "steps": steps},
+        model_spec=named_spec(model, model_path),
     )
