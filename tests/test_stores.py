@@ -91,6 +91,8 @@ def test_an_ollama_name_resolves_to_its_model_blob(stores, ggufs):
     assert GGUFModel(blob).sha256 == GGUFModel(ggufs["q8"]).sha256
     with pytest.raises(ConfigError, match=r"not in .*models there: ollama:.*tiny:latest"):
         resolve_model("ollama:tiny:7b")
+    with pytest.raises(ConfigError, match=r"did you mean ollama:someone/tiny:q4\?"):
+        resolve_model("ollama:Someone/Tiny")
     blob.unlink()
     with pytest.raises(ConfigError, match="model blob sha256-.* is missing"):
         resolve_model("ollama:tiny")
@@ -112,6 +114,20 @@ def test_a_hugging_face_repo_resolves_from_the_cache_by_quant_or_file(stores, gg
         resolve_model("hf:owner/Tiny-GGUF:IQ2_M")
     with pytest.raises(ConfigError, match="nothing is downloaded"):
         resolve_model("hf:owner/Other-GGUF")
+    # lookups that help: an ambiguous quant lists only its matches, a prefix or another case
+    # is suggested, a missing store folder is named as missing
+    _hf_download(stores["hf"], "owner/Two-GGUF", {
+        "Two-Q4_0.gguf": ggufs["q4"], "two-v2-Q4_0.gguf": ggufs["q4"], "Two-Q8_0.gguf": ggufs["q8"],
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as raised:
+        resolve_model("hf:owner/Two-GGUF:Q4_0")
+    message = str(raised.value)
+    assert "matches 2 files" in message and "Two-Q8_0" not in message
+    assert "name one with :FILE" in message and "add :QUANT" not in message
+    with pytest.raises(ConfigError, match=r"matches nothing .*did you mean :Q4_0\?"):
+        resolve_model("hf:owner/Tiny-GGUF:Q4")
+    with pytest.raises(ConfigError, match=r"did you mean hf:owner/Tiny-GGUF\?"):
+        resolve_model("hf:Owner/tiny-gguf:Q4_0")
     big = _hf_download(stores["hf"], "owner/Big-GGUF", {
         "Big-Q4_0-00001-of-00002.gguf": ggufs["q4"], "Big-Q4_0-00002-of-00002.gguf": ggufs["q8"],
     })  # fmt: skip
@@ -147,6 +163,18 @@ def test_models_scan_lists_every_store_with_what_each_file_holds(stores, ggufs):
         assert row["types"][0] == ("Q8_0" if "Q8" in spec or "ollama" in spec else "Q4_0")
     text = CliRunner().invoke(main, ["models", "--scan"])
     assert "ollama:tiny:latest" in text.output and "unreadable" in text.output
+
+
+def test_a_store_folder_that_does_not_exist_is_named(tmp_path, monkeypatch):
+    for variable in ("OLLAMA_MODELS", "HF_HUB_CACHE", "LMSTUDIO_MODELS"):
+        monkeypatch.setenv(variable, str(tmp_path / "missing" / variable))
+    result = CliRunner().invoke(main, ["models", "--scan"])
+    assert result.exit_code == 0
+    for variable in ("OLLAMA_MODELS", "HF_HUB_CACHE", "LMSTUDIO_MODELS"):
+        assert f"{tmp_path / 'missing' / variable} does not exist" in result.output
+    for spec in ("ollama:tiny", "hf:owner/Tiny-GGUF:Q4_0", "lmstudio:publisher/Tiny:Q8_0"):
+        with pytest.raises(ConfigError, match="folder .* does not exist"):
+            resolve_model(spec)
 
 
 def test_a_sweep_of_an_ollama_model_is_named_after_its_spec(stores, smollm2, tmp_path, monkeypatch):

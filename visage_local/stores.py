@@ -50,7 +50,8 @@ def is_store_spec(spec: str) -> bool:
 
 
 def resolve(spec: str) -> Path:
-    """The GGUF file a store spec names; ConfigError (one line) when it is not on disk."""
+    """The GGUF file a store spec names; ConfigError (one line) when it is not on disk, with
+    the near matches (another case, a prefix) where there are any."""
     kind, _, rest = spec.partition(":")
     if not rest:
         raise ConfigError(f"{spec}: give a model name after '{kind}:'")
@@ -60,10 +61,29 @@ def resolve(spec: str) -> Path:
     repo, _, selector = rest.partition(":")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ConfigError(f"{spec}: expected {kind}:OWNER/REPO[:QUANT or FILE]")
+    if not root.is_dir():
+        raise ConfigError(f"{spec}: the {STORE_NAMES[kind]} folder {root} does not exist")
     folder = _hf_snapshot(root, repo) if kind == "hf" else root / repo
     if folder is None or not folder.is_dir():
-        raise ConfigError(f"{spec}: {repo} is not in {root} (nothing is downloaded)")
+        near = [r for r in _repos(kind, root) if r.lower() == repo.lower()]
+        hint = f"; did you mean {kind}:{near[0]}?" if near else ""
+        raise ConfigError(f"{spec}: {repo} is not in {root} (nothing is downloaded){hint}")
     return _pick(spec, folder, selector)
+
+
+STORE_NAMES = {"ollama": "Ollama", "hf": "Hugging Face cache", "lmstudio": "LM Studio"}
+
+
+def store_folders() -> dict[str, Path]:
+    """Each store's folder, by store."""
+    return {"ollama": ollama_dir(), "hf": hf_cache(), "lmstudio": lmstudio_dir()}
+
+
+def _repos(kind: str, root: Path) -> list[str]:
+    """The OWNER/REPO names a Hugging Face cache or an LM Studio folder holds."""
+    if kind == "hf":
+        return [f.name[len("models--") :].replace("--", "/", 1) for f in root.glob("models--*--*")]
+    return [p.relative_to(root).as_posix() for p in root.glob("*/*") if p.is_dir()]
 
 
 def folder_name(spec: str) -> str:
@@ -95,9 +115,16 @@ def _ollama_manifest(name: str) -> tuple[Path, str]:
 
 def _ollama_blob(name: str) -> Path:
     manifest, _ = _ollama_manifest(name)
+    if not ollama_dir().is_dir():
+        raise ConfigError(f"ollama:{name}: the Ollama folder {ollama_dir()} does not exist")
     if not manifest.is_file():
-        known = ", ".join(m.spec for m in _scan_ollama()) or "none"
-        raise ConfigError(f"ollama:{name}: not in {ollama_dir()} (models there: {known})")
+        known = [m.spec for m in _scan_ollama()]
+        near = [k for k in known if k.lower().startswith(f"ollama:{name}".lower())]
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        raise ConfigError(
+            f"ollama:{name}: not in {ollama_dir()} (models there: {', '.join(known) or 'none'})"
+            + hint
+        )
     try:
         layers = json.loads(manifest.read_text())["layers"]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -173,6 +200,8 @@ def _words(path: Path) -> set[str]:
 
 
 def _pick(spec: str, folder: Path, selector: str) -> Path:
+    """The one GGUF in ``folder`` the selector names: a file name, or a quant word (case
+    does not matter); an error lists the matches only, or the quants a prefix names."""
     files = _ggufs(folder)
     relative = {p: p.relative_to(folder).as_posix() for p in files}
     if selector.lower().endswith(".gguf"):
@@ -183,9 +212,18 @@ def _pick(spec: str, folder: Path, selector: str) -> Path:
         chosen = files
     if len(chosen) == 1:
         return chosen[0]
+    if len(chosen) > 1:
+        names = ", ".join(relative[p] for p in chosen)
+        how = "name one with :FILE" if selector else "add :QUANT or :FILE"
+        raise ConfigError(f"{spec} matches {len(chosen)} files in {folder} ({names}); {how}")
+    prefixed = sorted(
+        {w for p in files for w in _words(p) if selector and w.startswith(selector.lower())}
+    )
+    if prefixed:
+        hints = " or ".join(f":{w.upper()}" for w in prefixed)
+        raise ConfigError(f"{spec} matches nothing in {folder}; did you mean {hints}?")
     names = ", ".join(relative.values()) or "no GGUF file"
-    found = f"matches {len(chosen)} files" if chosen else "matches nothing"
-    raise ConfigError(f"{spec} {found} in {folder} ({names}); add :QUANT or :FILE")
+    raise ConfigError(f"{spec} matches nothing in {folder} ({names}); add :QUANT or :FILE")
 
 
 def _scan_folder(root: Path, store: str, depth: int) -> Iterator[StoredModel]:

@@ -9,7 +9,7 @@ import click
 from visage_local.errors import VisageError
 from visage_local.gguf_model import GGUFModel
 from visage_local.registry import fetch, load_registry, locate
-from visage_local.stores import StoredModel, hf_cache, lmstudio_dir, ollama_dir, scan
+from visage_local.stores import STORE_NAMES, StoredModel, scan, store_folders
 
 from ._common import echo_json, human_bytes
 
@@ -101,5 +101,9 @@ def _print_scan(as_json: bool) -> None:
             f"    {row['architecture']}, {row['parameters'] / 1e9:.2f}B parameters, "
             f"{human_bytes(row['size'])}, types {', '.join(row['types'][:4])}"
         )
-    searched = f"{ollama_dir()}, {hf_cache()}, {lmstudio_dir()}"
+    folders = store_folders()
+    searched = ", ".join(str(f) for f in folders.values() if f.is_dir()) or "no store folder"
     click.echo(f"{len(rows)} GGUF models found in {searched}", err=True)
+    for kind, folder in folders.items():
+        if not folder.is_dir():
+            click.echo(f"{STORE_NAMES[kind]}: {folder} does not exist", err=True)
