@@ -162,6 +162,15 @@ def test_a_check_runs_again_on_a_new_model_file_and_a_new_threshold(qwen, measur
     assert code == 0, output
     folders = sorted(p for p in out.iterdir() if p.is_dir())
     assert len(folders) == 2 and first in folders
+    # report and compare read a check's folder: every run in it
+    compared = CliRunner().invoke(main, ["compare", str(out), "--json"])
+    assert compared.exit_code == 0, compared.output
+    assert [r["run"] for r in json.loads(compared.stdout)["runs"]] == [
+        str(f / "origin") for f in folders
+    ]
+    reported = CliRunner().invoke(main, ["report", str(out)])
+    assert reported.exit_code == 0, reported.output
+    assert all((f / "origin" / "report.html").is_file() for f in folders)
     for folder in folders:
         summary = json.loads((folder / "origin" / "summary.json").read_text())
         assert folder.name.startswith(summary["model_sha256"][:12])

@@ -176,6 +176,9 @@ def test_the_base_once_and_a_model_of_another_architecture_skipped(tiny_models, 
         for stage in ("origin", "interpolation")
     )
     assert all((out / link).is_file() for link in links)
+    compared = runner.invoke(main, ["compare", str(out), "--json"])  # every run of the screen
+    assert compared.exit_code == 0, compared.output
+    assert len(json.loads(compared.stdout)["runs"]) == 3 + 2  # three origins, two paths
     result = runner.invoke(main, ["screen", str(other), "--base", str(base), *TINY,
                                   "--out", str(tmp_path / "bad")])  # fmt: skip
     assert result.exit_code == 2 and "architecture 'llama' differs" in result.output

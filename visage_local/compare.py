@@ -49,11 +49,14 @@ class RunRow:
 
 
 def run_folders(folders: list[Path]) -> list[Path]:
-    """The run folders, with multi-condition folders replaced by their conditions."""
+    """The run folders, with folders of several runs (conditions, directions, a check's or a
+    screen's) replaced by their runs; ConfigError for a folder that holds none."""
     out = []
     for folder in folders:
-        variants = RunFolder(folder).variants()
-        out += [v.path for v in variants] if variants is not None else [folder]
+        runs = RunFolder(folder).runs()
+        if not runs:
+            raise ConfigError(f"{folder}: no run in it (no summary.json there or below)")
+        out += [run.path for run in runs]
     return out
 
 

@@ -380,6 +380,17 @@ class RunFolder:
         records, _ = read_jsonl(self.generations)
         return [r for rs in finished_points(records).values() for r in rs]
 
+    def runs(self) -> list[RunFolder]:
+        """Every run this folder holds: itself when it is one, its conditions or directions,
+        else the runs in its sub-folders (a check's or a screen's), in name order."""
+        variants = self.variants()
+        if variants is not None:
+            return variants
+        if self.summary.is_file():
+            return [self]
+        subs = sorted(p for p in self.path.iterdir() if p.is_dir()) if self.path.is_dir() else []
+        return [run for sub in subs for run in RunFolder(sub).runs()]
+
     def variants(self) -> list[RunFolder] | None:
         """The run folders listed by conditions.json, or None for a single run."""
         if not self.conditions.is_file():

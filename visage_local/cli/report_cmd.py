@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
+from visage_local.record import RunFolder
 from visage_local.report import write_report
 
 
@@ -20,11 +21,22 @@ from visage_local.report import write_report
     help="Where to write the page (default: RUN_DIR/report.html).",
 )
 def report_command(run_dir: Path, out: Path | None) -> None:
-    """Write a self-contained HTML report of a sweep's output folder, or the leaderboard
-    (leaderboard.html) of a screen's folder."""
+    """Write a self-contained HTML report of a sweep's output folder (of each run in a
+    check's folder or a folder of several runs), or the leaderboard (leaderboard.html) of a
+    screen's folder."""
     if (run_dir / SCREEN_JSON).is_file():
         if out is not None:
             raise click.UsageError("a screen's leaderboard is written in its folder (no --out)")
         click.echo(str(write_leaderboard(run_dir)))
+        return
+    runs = RunFolder(run_dir).runs()
+    if not runs:
+        raise click.UsageError(f"{run_dir}: no run in it (no summary.json there or below)")
+    if len(runs) > 1 or runs[0].path != run_dir:  # a check's folder, or several runs
+        if out is not None:
+            raise click.UsageError(f"{run_dir} holds {len(runs)} runs: each report is written in "
+                                   "its run's folder (no --out)")  # fmt: skip
+        for run in runs:
+            click.echo(str(write_report(run.path)))
         return
     click.echo(str(write_report(run_dir, out)))
