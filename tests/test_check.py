@@ -168,6 +168,11 @@ def test_a_check_runs_again_on_a_new_model_file_and_a_new_threshold(qwen, measur
     assert [r["run"] for r in json.loads(compared.stdout)["runs"]] == [
         str(f / "origin") for f in folders
     ]
+    card = CliRunner().invoke(main, ["report", str(first), "--format", "markdown"])
+    assert card.exit_code == 0, card.output
+    assert "| origin ASR (<= 0: fail) |" in card.output
+    assert json.loads((first / "check.json").read_text())["verdict"] in card.output
+    assert "visage-local check --config config.toml" in card.output
     reported = CliRunner().invoke(main, ["report", str(out)])
     assert reported.exit_code == 0, reported.output
     assert all((f / "origin" / "report.html").is_file() for f in folders)

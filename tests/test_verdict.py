@@ -61,3 +61,14 @@ def test_across_directions_reads_the_shared_origin():
     assert "mean VISAGE 50.0 [40.0, 70.0]: interval too wide" in text
     assert "over 3 directions (1 of them fragile)" in text
     assert "not meaningful" in across_verdict(figures, _with_origin(summary, n_refused=0))
+
+
+def test_the_markdown_card_of_a_run():
+    from visage_local.report import markdown_card
+
+    summary = _qwen()
+    card = markdown_card(REFERENCE)
+    assert card.startswith(f"## Safety under weight changes: {summary.display_name}")
+    lo, hi = summary.visage_ci
+    assert f"| VISAGE (higher is safer) | {summary.visage:.1f} | [{lo:.1f}, {hi:.1f}] |" in card
+    assert f"**{landscape_verdict(summary)}**" in card and summary.model_sha256 in card

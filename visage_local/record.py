@@ -58,6 +58,8 @@ REPORT_FILE = "report.html"
 CONDITIONS_FILE = "conditions.json"
 DIRECTIONS_FILE = "directions.json"
 OVERLAY_FILE = "overlay.png"
+OPTIONS_FILE = "config.toml"  # the command's options, which ``rerun`` repeats
+CHECK_FILE = "check.json"  # a check's thresholds, verdict and settings
 
 # Keys every summary has had since the first release; without them a file is not a summary.
 _REQUIRED = ("dims", "seed", "n_prompts", "judge", "points")
@@ -321,6 +323,16 @@ class RunFolder:
     def capability_plot(self) -> Path:
         """capability.png (or its rejudged twin)."""
         return self._judged(CAPABILITY_PLOT_FILE)
+
+    @property
+    def options(self) -> Path:
+        """config.toml: the options of the command that made the run."""
+        return self.path / OPTIONS_FILE
+
+    @property
+    def check(self) -> Path:
+        """check.json of a check's folder."""
+        return self.path / CHECK_FILE
 
     @property
     def report(self) -> Path:

@@ -8,11 +8,14 @@ plot is embedded as a data URI, and the page loads nothing from anywhere.
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
+import tomllib
 from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
+from visage_local.errors import VisageError
 from visage_local.files import atomic_write_text
 from visage_local.landscape import deviation_text, fragility_lines, headline
 from visage_local.plots import plot_runs_1d
@@ -178,6 +181,68 @@ def render_report(run_dir: Path, samples_per_point: int = SAMPLES_PER_POINT) -> 
         f"{_samples(generations, samples_per_point)}"
         f"<h2>Settings</h2>{_settings_table(summary)}</body></html>"
     )
+
+
+def markdown_card(run_dir: Path) -> str:
+    """A model-card section in Markdown for people who publish a model: the setting, origin
+    ASR and VISAGE (or breaking t) with their intervals, the verdict, what the figures mean
+    and how to reproduce them; of a check's folder, its thresholds and verdict too."""
+    folder = RunFolder(Path(run_dir))
+    check = json.loads(folder.check.read_text()) if folder.check.is_file() else None
+    runs = folder.runs()
+    if not runs:
+        raise VisageError(f"{run_dir}: no run in it (no summary.json there or below)")
+    summary = runs[-1].read_summary() if check is None else runs[0].read_summary()
+    landscape = next((r.read_summary() for r in runs if "landscape" in r.path.parts), None)
+    shown = landscape or summary
+    lines = [f"## Safety under weight changes: {shown.display_name}", ""]
+    lines += ["| figure | value | 95% interval |", "|---|---|---|"]
+    origin = shown.origin
+    gated = check is not None and any(t["name"] == "origin ASR" for t in check["thresholds"])
+    if origin is not None and not gated:
+        lines.append(f"| origin ASR (lower is safer) | {origin.asr:.1f}% "
+                     f"({origin.n_refused} of {origin.n_prompts} refused) | "
+                     f"[{origin.asr_ci[0]:.1f}, {origin.asr_ci[1]:.1f}] |")  # fmt: skip
+    if check is not None:
+        for t in check["thresholds"]:
+            interval = "" if not t["interval"] else "[{:.1f}, {:.1f}]".format(*t["interval"])
+            bound = f"{'<=' if t['upper'] else '>='} {t['limit']:g}"
+            value = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+            lines.append(f"| {t['name']} ({bound}: {t['verdict']}) | {value} | {interval} |")
+    elif shown.interpolation:
+        t = "never left the base's basin" if shown.breaking_t is None else f"{shown.breaking_t:.2f}"
+        lines.append(f"| breaking t | {t} | |")
+    elif shown.visage is not None:
+        ci = "" if not shown.visage_ci else "[{:.1f}, {:.1f}]".format(*shown.visage_ci)
+        lines.append(f"| VISAGE (higher is safer) | {shown.visage:.1f} | {ci} |")
+    verdict = check["verdict"] if check is not None else landscape_verdict(shown)
+    lines += ["", f"**{verdict}**", ""]
+    lines += [f"- **{k}**: {v}" for k, v in MEANINGS.items() if k in ("ASR", "VISAGE")]
+    lines += [
+        "",
+        f"Setting: {shown.n_prompts} prompts ({shown.prompts}), up to {shown.max_new_tokens} "
+        f"new tokens, judge {shown.judge}, system prompt {shown.system_prompt}, seed "
+        f"{shown.seed}; {deviation_text(shown)}. Model file sha256 `{shown.model_sha256}`; "
+        f"visage-local {shown.versions.get('visage-local', '?')}, llama-cpp-python "
+        f"{shown.versions.get('llama-cpp-python', '?')}.",
+    ]
+    options = folder.options if folder.options.is_file() else runs[0].options
+    if options.is_file():
+        lines += [
+            "",
+            "To reproduce, save these options as `config.toml` and run `visage-local "
+            f"{_command_of(options)} --config config.toml` (paths are the publisher's):",
+            "",
+            "```toml",
+            *[line for line in options.read_text().splitlines() if not line.startswith("#")],
+            "```",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _command_of(options: Path) -> str:
+    """The command a config.toml is for."""
+    return str(tomllib.loads(options.read_text()).get("command", "sweep"))
 
 
 def meanings_html() -> str:

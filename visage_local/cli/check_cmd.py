@@ -13,6 +13,7 @@ from visage_local.check import CheckResult, Limits, check_folder, run_check
 from visage_local.files import atomic_write_text, check_writable
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
+from visage_local.record import RunFolder
 from visage_local.registry import model_label, named_spec, resolve_model
 from visage_local.settings import SweepConfig
 from visage_local.store import stored_batch_size
@@ -23,7 +24,6 @@ from .measurement import Measurement
 from .options import measurement_options
 
 EXIT_FAIL = 3
-CHECK_JSON = "check.json"
 # 2: the verdict, the model and base (spec, file, full sha256), the settings, the folder
 CHECK_FORMAT = 2
 
@@ -110,7 +110,7 @@ def check_command(
     )  # fmt: skip
     document = _document(result, config, model, (base, base_path) if base_path else None)
     if result.folder is not None:
-        atomic_write_text(result.folder / CHECK_JSON, json.dumps(document, indent=2))
+        atomic_write_text(RunFolder(result.folder).check, json.dumps(document, indent=2))
     if as_json:
         echo_json(document)
     else:

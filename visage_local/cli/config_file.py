@@ -19,8 +19,9 @@ import click
 
 from visage_local.errors import ConfigError
 from visage_local.files import atomic_write_text
+from visage_local.record import OPTIONS_FILE
 
-CONFIG_TOML = "config.toml"
+CONFIG_TOML = OPTIONS_FILE
 # What a run's config.toml leaves out: how the result is shown, not what is run.
 NOT_RECORDED = ("config", "as_json", "overwrite")
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from visage_local.files import atomic_write_text
 from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
 from visage_local.record import RunFolder
-from visage_local.report import write_report
+from visage_local.report import markdown_card, write_report
 
 
 @click.command("report")
@@ -20,10 +21,29 @@ from visage_local.report import write_report
     default=None,
     help="Where to write the page (default: RUN_DIR/report.html).",
 )
-def report_command(run_dir: Path, out: Path | None) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "markdown"]),
+    default="html",
+    show_default=True,
+    help="markdown: a model-card section (the setting, origin ASR and VISAGE with intervals, "
+    "the verdict, how to reproduce it) on stdout, or in --out, for a run or a check's folder.",
+)
+def report_command(run_dir: Path, out: Path | None, fmt: str) -> None:
     """Write a self-contained HTML report of a sweep's output folder (of each run in a
     check's folder or a folder of several runs), or the leaderboard (leaderboard.html) of a
     screen's folder."""
+    if fmt == "markdown":
+        if (run_dir / SCREEN_JSON).is_file():
+            raise click.UsageError("--format markdown is for a run or a check's folder")
+        card = markdown_card(run_dir)
+        if out is None:
+            click.echo(card, nl=False)
+        else:
+            atomic_write_text(out, card)
+            click.echo(str(out))
+        return
     if (run_dir / SCREEN_JSON).is_file():
         if out is not None:
             raise click.UsageError("a screen's leaderboard is written in its folder (no --out)")
