@@ -137,6 +137,10 @@ def test_the_base_once_and_a_model_of_another_architecture_skipped(tiny_models, 
             "--interpolation-steps", "2", "--no-benign", *TINY]  # fmt: skip
     result = runner.invoke(main, [*args, "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
+    # the estimate of the whole screen comes first, with the stages it runs
+    (estimate,) = [line for line in result.stderr.splitlines() if "estimate for" in line]
+    assert result.stderr.index(estimate) < result.stderr.index(": stage 1")
+    assert "interpolations" in estimate and "landscapes" not in estimate
     document = json.loads(result.stdout)
     rows = {row["file"]: row for row in document["models"]}
     assert sorted(rows) == sorted(p.name for p in (base, moved, away, other))

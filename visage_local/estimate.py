@@ -118,13 +118,13 @@ class Estimate:
     def describe(self) -> str:
         """One line for the terminal."""
         return (
-            f"estimate: at most {_duration(self.point_s)} a point (weight update "
-            f"{_duration(self.update_s)}, first {_duration(self.first_update_s)}"
-            f"{f', of it the reload to the GPU {_duration(self.reload_s)}' if self.reload_s else ''}"
+            f"estimate: at most {duration(self.point_s)} a point (weight update "
+            f"{duration(self.update_s)}, first {duration(self.first_update_s)}"
+            f"{f', of it the reload to the GPU {duration(self.reload_s)}' if self.reload_s else ''}"
             "; prompts "
-            f"{_duration(self.prefill_s)}; answers at full length {_duration(self.decode_s)}; "
-            f"coherence scoring {_duration(self.score_s)}), "
-            f"{_duration(self.total_s)} for {self.n_points} points"
+            f"{duration(self.prefill_s)}; answers at full length {duration(self.decode_s)}; "
+            f"coherence scoring {duration(self.score_s)}), "
+            f"{duration(self.total_s)} for {self.n_points} points"
             f"{' (each update beside the previous generation)' if self.overlap else ''}; "
             f"scratch {_gib(self.scratch_bytes)}, peak memory about {_gib(self.peak_bytes)} "
             f"(timed on this machine in {self.probe_s:.0f} s)"
@@ -137,8 +137,8 @@ class Estimate:
         if not self.reload_s or self.update_s <= generation:
             return []
         return [
-            f"with the layers on the GPU the weight update bounds a point ({_duration(self.update_s)}"
-            f" against {_duration(generation)} of generation): encoding the moved tensors takes "
+            f"with the layers on the GPU the weight update bounds a point ({duration(self.update_s)}"
+            f" against {duration(generation)} of generation): encoding the moved tensors takes "
             "most of it (Q4_K about 8 M values/s a core, Q8_0 about 200: docs/BENCHMARKS.md); "
             "--requant q8_0 writes them in Q8_0, a deviation from the reference setting, and "
             "more threads shorten it"
@@ -154,7 +154,8 @@ class Estimate:
         }
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``45 s``, ``3.5 min`` or ``2.1 h``."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

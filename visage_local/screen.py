@@ -34,13 +34,15 @@ from visage_local import stats
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
 from visage_local.conditions import direction_variants, run_variants
 from visage_local.errors import ConfigError
+from visage_local.estimate import duration
+from visage_local.evaluator import evaluator
 from visage_local.files import atomic_write_text
 from visage_local.gguf_model import GGUFModel, is_model_file
 from visage_local.grid import InterpolationGrid
 from visage_local.interpolation import check_pair
 from visage_local.landscape import across_directions
 from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
-from visage_local.planning import FullGrid, OriginOnly
+from visage_local.planning import FullGrid, OriginOnly, plan
 from visage_local.record import RunSummary
 from visage_local.registry import display_name, model_label, named_spec
 from visage_local.settings import SweepConfig, n_sequences
@@ -140,6 +142,64 @@ class Stages:
     interpolation_steps: int = 10  # from the base, when there is one
 
 
+@dataclass(frozen=True)
+class ScreenEstimate:
+    """What a screen will take at most, by stage (seconds), from one model's timing."""
+
+    origin_s: float  # every model's own answers (stage 1)
+    landscape_s: float
+    interpolation_s: float
+    timed_on: str
+    probe_s: float
+
+    @property
+    def total_s(self) -> float:
+        """Seconds of the whole screen."""
+        return self.origin_s + self.landscape_s + self.interpolation_s
+
+    def describe(self) -> str:
+        """One line for the terminal."""
+        parts = [f"the models' own answers {duration(self.origin_s)}"]
+        if self.landscape_s:
+            parts.append(f"landscapes {duration(self.landscape_s)}")
+        if self.interpolation_s:
+            parts.append(f"interpolations {duration(self.interpolation_s)}")
+        return (
+            f"estimate for the screen: at most {duration(self.total_s)} ({', '.join(parts)}); "
+            f"timed on {self.timed_on} in {self.probe_s:.0f} s, other models scaled by file "
+            "size; --no-benign, --benign-limit, --limit, --max-new-tokens and --directions "
+            "make it cheaper"
+        )
+
+
+def estimate_screen(
+    models: list[tuple[Path, bool]], config: SweepConfig, stages: Stages, spill: Path
+) -> ScreenEstimate:
+    """Time the first of ``models`` ((path, is the base) pairs, in screening order) on this
+    machine along the landscape grid and extrapolate: each model's origin with the benign
+    prompts, ``stages.directions`` landscapes, and the interpolation from the base (its
+    t = 0 once); other models take their file size's share. An upper bound, as a sweep's."""
+    first = models[0][0]
+    model = GGUFModel(first)
+    probe = replace(config, model_path=first, benign=False)
+    points = plan(probe.grid)
+    with evaluator(probe, model, spill) as live:
+        timed = live.estimate(points)
+    answers = timed.prefill_s + timed.decode_s + timed.score_s
+    origin = answers * n_sequences(config) / max(1, n_sequences(probe))
+    origin_s = landscape_s = interpolation_s = 0.0
+    for path, is_base in models:
+        scale = GGUFModel(path).size / model.size
+        origin_s += scale * origin
+        if stages.landscape:
+            landscape_s += scale * stages.directions * timed.total_s
+        if not is_base and any(b for _, b in models):
+            interpolation_s += scale * stages.interpolation_steps * timed.point_s
+    if interpolation_s:
+        interpolation_s += answers  # the base's own point, evaluated once
+    return ScreenEstimate(origin_s, landscape_s, interpolation_s, first.name, timed.probe_s)
+
+
 def screen(
     models: list[tuple[str, Path]],
     config: SweepConfig,
@@ -150,6 +210,7 @@ def screen(
     batch_size: int | None = None,
     on_start: Callable[[], None] | None = None,
     ray: RayOptions | None = None,
+    on_estimate: Callable[[ScreenEstimate], None] | None = None,
 ) -> list[ScreenRow]:
     """Screen ``models`` ((spec, path) pairs) with ``config``'s settings (its model path is
     each model's; its grid is stage 2's landscapes; ``config.benign``: the origin answers
@@ -171,6 +232,10 @@ def screen(
     out_dir.mkdir(parents=True, exist_ok=True)
     if on_start:
         on_start()
+    screened = ([(base[1], True)] if base else []) + [(p, False) for _, p in models]
+    screened = [(p, is_base) for p, is_base in screened if p not in skipped]
+    if on_estimate is not None and screened:
+        on_estimate(estimate_screen(screened, config, stages, out_dir))
     share = None
     if stages.budget_minutes is not None:
         share = stages.budget_minutes / max(1, len(models) + (base is not None))

@@ -93,7 +93,8 @@ def screen_command(
     stages = Stages(landscape, n_directions, budget_minutes, interpolation_steps)
     rows = screen(found, config, out_dir, stages, base_pair, say, measurement.batch_size,
                   on_start=lambda: write_config(out_dir, ctx.command, values),
-                  ray=measurement.ray())  # fmt: skip
+                  ray=measurement.ray(),
+                  on_estimate=lambda e: click.echo(e.describe(), err=True))  # fmt: skip
     if as_json:
         echo_json(json.loads((out_dir / "screen.json").read_text()))
         return
