@@ -72,3 +72,18 @@ def test_the_markdown_card_of_a_run():
     lo, hi = summary.visage_ci
     assert f"| VISAGE (higher is safer) | {summary.visage:.1f} | [{lo:.1f}, {hi:.1f}] |" in card
     assert f"**{landscape_verdict(summary)}**" in card and summary.model_sha256 in card
+
+
+def test_help_the_report_and_the_leaderboard_say_what_the_figures_mean():
+    from click.testing import CliRunner
+
+    from visage_local.cli.main import main
+    from visage_local.report import meanings_html
+    from visage_local.verdict import MEANINGS
+
+    text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    for name, meaning in MEANINGS.items():
+        assert f"{name}: {' '.join(meaning.split())}" in text
+        assert f"<dt>{name}</dt>" in meanings_html()
+    for safer in ("lower is safer", "higher is safer", "wider is safer", "larger is safer"):
+        assert safer in text

@@ -12,6 +12,7 @@ import click
 from visage_local import __version__
 from visage_local.engine import show_llama_logs
 from visage_local.errors import VisageError
+from visage_local.verdict import MEANINGS
 
 from .check_cmd import check_command
 from .compare_cmd import compare_command
@@ -67,12 +68,20 @@ def _fail(message: str, code: int, debug: bool) -> None:
     sys.exit(code)
 
 
-@click.group(cls=_Group)
+HELP = (
+    "Measure how robust a quantized LLM's safety is to changes of its weights.\n\n"
+    "Reading the numbers (sweep, interpolate, check and screen end with a verdict line "
+    "saying what theirs mean):\n\n"
+    + "\n\n".join(f"{name}: {meaning}" for name, meaning in MEANINGS.items())
+)
+
+
+@click.group(cls=_Group, help=HELP)
 @click.version_option(__version__, prog_name="visage-local")
 @click.option("--debug", is_flag=True, help="Show a traceback when a command fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's whole log on stderr.")
 def main(debug: bool, verbose: bool) -> None:
-    """Measure how robust a quantized LLM's safety is to changes of its weights."""
+    """The command group (its help is HELP)."""
     show_llama_logs(verbose)
 
 
