@@ -46,6 +46,17 @@ def test_ranking_is_by_visage_then_origin_asr_failures_last():
     assert [r.spec for r in rank(rows)] == ["b", "a", "c", "d", "e"]
 
 
+def test_the_base_ranks_as_a_model_that_never_left_its_basin():
+    def row(name, distance=None, base=False, never=None):
+        return ScreenRow(name, name, name, "0" * 64, "", base=base, origin_asr=0.0,
+                         breaking_distance=distance, never_left=never)  # fmt: skip
+
+    rows = rank([row("far", 0.2, never=False), row("near", 0.1, never=False),
+                 row("base", base=True), row("kept", never=True)])  # fmt: skip
+    assert [r.spec for r in rows][:2] in (["base", "kept"], ["kept", "base"])
+    assert [r.spec for r in rows][2:] == ["far", "near"]
+
+
 def test_models_whose_intervals_overlap_share_ranks():
     def row(name, visage=None, ci=None, asr=None, asr_ci=None):
         return ScreenRow(name, name, name, "0" * 64, "", origin_asr=asr, origin_asr_ci=asr_ci,

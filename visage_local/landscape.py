@@ -408,7 +408,7 @@ def headline(summary: RunSummary, digits: int = 1) -> str:
         if t is None:
             return "breaking t none (never left the base's basin)"
         distance = (summary.breaking_distance or {}).get("all")
-        moved = "" if distance is None else f", distance {distance:.{digits + 2}f} of the weights"
+        moved = "" if distance is None else f", distance {distance:.3g} of the weights"
         return f"breaking t {t:.{digits + 1}f}{moved}"
     text = "n/a" if summary.visage is None else f"{summary.visage:.{digits}f}"
     if summary.visage_ci:

@@ -122,7 +122,7 @@ def _table(screen_dir: Path, models: list[dict]) -> str:
             f"<td>{_cell(m['harmful_compliance'])}</td><td>{_cell(m['incoherent'])}</td>"
             f"<td>{_cell(m['benign_refusal'])}</td>"
             f"<td>{_cell(m['visage'], m['visage_ci'], 2)}{partial}</td><td>{shown_edges}</td>"
-            f"<td>{breaking}</td><td>{_cell(m.get('breaking_distance'), digits=4)}</td>"
+            f"<td>{breaking}</td><td>{'-' if m.get('breaking_distance') is None else format(m['breaking_distance'], '.3g')}</td>"
             f"<td>{_seconds(m)}</td>"
             f"<td class=text>{' · '.join(links) or '-'}</td></tr>"
         )

@@ -103,7 +103,7 @@ def rank(rows: list[ScreenRow]) -> list[ScreenRow]:
     def key(row: ScreenRow) -> tuple:
         visage = -row.visage if row.visage is not None else math.inf
         leaves = math.inf
-        if row.never_left:
+        if row.never_left or row.base:  # the base is in its own basin
             leaves = -math.inf
         elif row.breaking_distance is not None:
             leaves = -row.breaking_distance

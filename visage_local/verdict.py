@@ -120,7 +120,7 @@ def _interpolation(summary: RunSummary) -> str:
         last = max(ends) if ends else 1.0
         return path + f"the path never leaves the base's basin (t up to {last:.2f})"
     distance = (summary.breaking_distance or {}).get("all")
-    far = "" if distance is None else f" (breaking distance {distance:.4f})"
+    far = "" if distance is None else f" (breaking distance {distance:.3g})"
     return path + f"the path leaves the base's basin at t = {summary.breaking_t:.2f}{far}"
 
 

@@ -279,7 +279,7 @@ def print_table(summary: RunSummary) -> None:
             "points; interpolation landscapes have no VISAGE)"
         )
     if summary.breaking_distance:
-        shown = ", ".join(f"{kind} {d:.4f}" for kind, d in summary.breaking_distance.items())
+        shown = ", ".join(f"{kind} {d:.3g}" for kind, d in summary.breaking_distance.items())
         click.echo(
             f"breaking distance (the change at breaking t / the base's weight norm): {shown}; "
             "unlike t it compares across finetunes"

@@ -125,7 +125,8 @@ def _print(rows: list[ScreenRow], landscape: bool, interpolated: bool) -> None:
             )
         if interpolated:
             t = "never" if row.never_left else cell(row.breaking_t, 2)
-            line += f" {t:>7} {cell(row.breaking_distance, 4):>8}"
+            distance = "-" if row.breaking_distance is None else f"{row.breaking_distance:.3g}"
+            line += f" {t:>7} {distance:>8}"
         click.echo(line)
     for row in rows:
         if row.error:
