@@ -144,7 +144,8 @@ class Stages:
 
 @dataclass(frozen=True)
 class ScreenEstimate:
-    """What a screen will take at most, by stage (seconds), from one model's timing."""
+    """What a screen will take, by stage (seconds), from one model's timing (loading each
+    model left out)."""
 
     origin_s: float  # every model's own answers (stage 1)
     landscape_s: float
@@ -165,7 +166,7 @@ class ScreenEstimate:
         if self.interpolation_s:
             parts.append(f"interpolations {duration(self.interpolation_s)}")
         return (
-            f"estimate for the screen: at most {duration(self.total_s)} ({', '.join(parts)}); "
+            f"estimate for the screen: about {duration(self.total_s)} ({', '.join(parts)}); "
             f"timed on {self.timed_on} in {self.probe_s:.0f} s, other models scaled by file "
             "size; --no-benign, --benign-limit, --limit, --max-new-tokens and --directions "
             "make it cheaper"
@@ -178,7 +179,8 @@ def estimate_screen(
     """Time the first of ``models`` ((path, is the base) pairs, in screening order) on this
     machine along the landscape grid and extrapolate: each model's origin with the benign
     prompts, ``stages.directions`` landscapes, and the interpolation from the base (its
-    t = 0 once); other models take their file size's share. An upper bound, as a sweep's."""
+    t = 0 once); other models take their file size's share. Answers are taken at full length
+    (an upper bound, as a sweep's); loading each model is left out."""
     first = models[0][0]
     model = GGUFModel(first)
     probe = replace(config, model_path=first, benign=False)
