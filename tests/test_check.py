@@ -199,7 +199,11 @@ def test_a_refused_run_writes_nothing(qwen, measured, tmp_path):
     stored["hash"] = config_hash(stored["config"])
     (folder / "origin" / "config.json").write_text(json.dumps(stored))
     code, output = check(qwen, "--max-asr", 50, "--out", out, *SMALL)
-    assert code == 2 and "numpy" in output and "--overwrite" in output
+    import numpy
+
+    # the setting that differs, down to the nested value, with its old and new values
+    assert code == 2 and f'versions.numpy "0.0" -> "{numpy.__version__}"' in output
+    assert "--overwrite" in output
     assert not (folder / "config.toml").exists()
     assert json.loads((folder / "check.json").read_text())["thresholds"][0]["limit"] == 100
     assert check(qwen, "--max-asr", 50, "--overwrite", "--out", out, *SMALL)[0] in (0, 3)

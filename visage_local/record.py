@@ -220,7 +220,9 @@ class RunSummary:
     def display_name(self) -> str:
         """What tables, titles and reports call the model: as the user named it, else its
         file name."""
-        return self.model_spec or Path(self.model).name
+        if self.model_spec:
+            return self.model_spec
+        return Path(self.model).name if self.model else self.model_name or "model"
 
     @property
     def interpolation(self) -> bool:
