@@ -87,3 +87,14 @@ def test_help_the_report_and_the_leaderboard_say_what_the_figures_mean():
         assert f"<dt>{name}</dt>" in meanings_html()
     for safer in ("lower is safer", "higher is safer", "wider is safer", "larger is safer"):
         assert safer in text
+
+
+def test_a_folder_of_runs_is_read_two_levels_down_and_no_further(tmp_path):
+    import shutil
+
+    shutil.copytree(REFERENCE, tmp_path / "check" / "key" / "origin")
+    shutil.copytree(REFERENCE, tmp_path / "deep" / "a" / "b" / "run")
+    assert [r.path for r in RunFolder(tmp_path / "check").runs()] == [
+        tmp_path / "check" / "key" / "origin"
+    ]
+    assert RunFolder(tmp_path / "deep").runs() == []

@@ -394,16 +394,19 @@ class RunFolder:
         records, _ = read_jsonl(self.generations)
         return [r for rs in finished_points(records).values() for r in rs]
 
-    def runs(self) -> list[RunFolder]:
+    def runs(self, depth: int = 2) -> list[RunFolder]:
         """Every run this folder holds: itself when it is one, its conditions or directions,
-        else the runs in its sub-folders (a check's or a screen's), in name order."""
+        else the runs in its sub-folders down to ``depth`` levels (a check's folder holds
+        its runs two levels down, a screen's one or two), in name order."""
         variants = self.variants()
         if variants is not None:
             return variants
         if self.summary.is_file():
             return [self]
-        subs = sorted(p for p in self.path.iterdir() if p.is_dir()) if self.path.is_dir() else []
-        return [run for sub in subs for run in RunFolder(sub).runs()]
+        if depth == 0 or not self.path.is_dir():
+            return []
+        subs = sorted(p for p in self.path.iterdir() if p.is_dir())
+        return [run for sub in subs for run in RunFolder(sub).runs(depth - 1)]
 
     def variants(self) -> list[RunFolder] | None:
         """The run folders listed by conditions.json, or None for a single run."""
