@@ -208,3 +208,21 @@ def test_a_padded_vocabulary_is_loaded_and_generated_from(tmp_path):
     assert (
         llm.create_completion("hi", max_tokens=3, temperature=0)["choices"][0]["text"] is not None
     )
+
+
+def test_a_files_hash_is_read_again_once_the_file_changes(tmp_path):
+    """file_sha256 keeps a file's hash while it is unchanged, and reads a changed one again
+    (hashlib, asked directly, is the oracle)."""
+    import hashlib
+    import os
+
+    from visage_local.gguf_model import file_sha256
+
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"first")
+    assert file_sha256(path) == file_sha256(path) == hashlib.sha256(b"first").hexdigest()
+    path.write_bytes(b"second, longer")
+    assert file_sha256(path) == hashlib.sha256(b"second, longer").hexdigest()
+    path.write_bytes(b"third!")  # the first one's size: the modification time tells them apart
+    os.utime(path, ns=(1, 1))
+    assert file_sha256(path) == hashlib.sha256(b"third!").hexdigest()

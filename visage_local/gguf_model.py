@@ -263,14 +263,28 @@ def _tensor_info(path: Path, entry: TensorEntry, part: int = 0) -> TensorInfo:
     )
 
 
+# file_sha256's results, by each file's resolved path, size and modification time: a run
+# names its model's hash in several places (the check's folder, the run's guard, the
+# records), and a 5 GB file takes seconds to read
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
 def file_sha256(*paths: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file (of several: of their bytes one after the other), read in chunks."""
+    """Hex sha256 of a file (of several: of their bytes one after the other), read in chunks;
+    read once per process while the files keep their inode, size and modification time."""
+    key = tuple(
+        (str(Path(p).resolve()), (st := os.stat(p)).st_ino, st.st_size, st.st_mtime_ns)
+        for p in paths
+    )
+    if key in _SHA256_CACHE:
+        return _SHA256_CACHE[key]
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
             while block := f.read(chunk):
                 digest.update(block)
-    return digest.hexdigest()
+    _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 class GGUFCopy:

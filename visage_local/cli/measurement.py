@@ -83,10 +83,9 @@ class Measurement:
             raise click.UsageError("--workers needs --ray")
         return measurement
 
-    def preset_value(self, name: str, given: int | None = None) -> int | None:
-        """An option's value (``given`` where it is not a field): as given, else the
-        preset's, else None (the reference default)."""
-        given = getattr(self, name) if given is None and name != "steps" else given
+    def preset_value(self, name: str) -> int | None:
+        """An option's value: as given, else the preset's, else None (the reference default)."""
+        given = getattr(self, name)
         return given if given is not None else reference.PRESETS[self.preset].get(name)
 
     @property
@@ -102,7 +101,7 @@ class Measurement:
 
     def grid_steps(self, given: int | None) -> int:
         """The grid's steps: ``given``, else the preset's, else the reference's."""
-        return self.preset_value("steps", given) or reference.STEPS
+        return given or reference.PRESETS[self.preset].get("steps") or reference.STEPS
 
     def conditions(self) -> list[Condition]:
         """Every (system prompt, attack) pair to sweep, in order."""
