@@ -27,8 +27,8 @@ from pathlib import Path
 
 from visage_local.engine import EngineSettings
 from visage_local.evaluator import evaluator
-from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, Point
+from visage_local.prepared import prepare
 from visage_local.prompts import select_prompts
 from visage_local.settings import SweepConfig, sweep_config
 
@@ -36,8 +36,7 @@ from visage_local.settings import SweepConfig, sweep_config
 def run(config: SweepConfig, points: list[Point]) -> tuple[float, list[list[str]]]:
     """Seconds to evaluate ``points`` in order (each telling the evaluator the next), and
     the answers at each."""
-    model = GGUFModel(config.model_path)
-    with tempfile.TemporaryDirectory() as tmp, evaluator(config, model, Path(tmp)) as live:
+    with tempfile.TemporaryDirectory() as tmp, evaluator(prepare(config), Path(tmp)) as live:
         list(live.perturbation.tensors_at(points[1]))  # directions drawn and cached first
         start = time.perf_counter()
         answers = []

@@ -49,6 +49,7 @@ from visage_local.estimate import Estimate, samples
 from visage_local.evaluator import evaluator
 from visage_local.gguf_model import GGUFModel
 from visage_local.planning import plan
+from visage_local.prepared import prepare
 from visage_local.settings import sweep_config
 
 GiB = 1 << 30
@@ -190,7 +191,7 @@ def reference_estimate(path: Path, engine: EngineSettings) -> Estimate:
     config = sweep_config(path, engine=engine)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        evaluator(config, GGUFModel(path), Path(tmp)) as live,
+        evaluator(prepare(config), Path(tmp)) as live,
     ):
         return live.estimate(plan(config.grid))
 

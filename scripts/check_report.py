@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
+from visage_local.leaderboard import write_leaderboard
+from visage_local.record import ScreenFolder
 from visage_local.report import write_report
 
 BAD_LOG = re.compile(r"CONSOLE|Uncaught|Refused to|Content Security Policy|ERR_", re.IGNORECASE)
@@ -55,7 +56,7 @@ def main() -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--screenshot", type=Path, default=None)
     args = parser.parse_args()
-    screen = (args.run_dir / SCREEN_JSON).is_file()
+    screen = ScreenFolder(args.run_dir).is_screen()
     page = write_leaderboard(args.run_dir) if screen else write_report(args.run_dir)
     url = page.resolve().as_uri()
     problems = []

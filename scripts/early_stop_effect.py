@@ -21,8 +21,8 @@ from pathlib import Path
 
 from visage_local import reference
 from visage_local.evaluator import evaluator
-from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Point
+from visage_local.prepared import prepare
 from visage_local.prompts import select_prompts
 from visage_local.settings import sweep_config
 
@@ -57,7 +57,7 @@ def main() -> None:
     point = Point(args.alpha, None)
     with (
         tempfile.TemporaryDirectory() as spill,
-        evaluator(config, GGUFModel(args.model), Path(spill)) as live,
+        evaluator(prepare(config), Path(spill)) as live,
     ):
         stopped = live.evaluate(0, point).records
         live.config = replace(config, early_stop=False)

@@ -12,8 +12,9 @@ from visage_local.cli.main import main
 from visage_local.directions import RandomDirection, l2_norm, selection, tensor_stream
 from visage_local.gguf_model import GGUFModel
 from visage_local.perturb import Perturbation
+from visage_local.prepared import prepare
 from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig, result_config
+from visage_local.settings import SweepConfig
 
 
 def test_direction_norm_equals_weight_norm_per_tensor(smollm2):
@@ -103,9 +104,7 @@ def test_rope_frequencies_are_left_alone_and_named_in_the_run_settings(smollm2, 
 
     def settings(model_path):
         config = SweepConfig(model_path=model_path, prompts=load_prompts("builtin", 1))
-        model = GGUFModel(model_path)
-        described = [d.describe() for d in config.directions(model)]
-        return result_config(config, model, described)["directions"]
+        return prepare(config).result_config["directions"]
 
     assert settings(smollm2) == "random, layer-normalised, exclude: norm"
     assert settings(with_rope) == (

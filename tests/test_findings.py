@@ -23,15 +23,15 @@ from visage_local.conditions import (
 )
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
 from visage_local.judges import get_judge
 from visage_local.judges.llm import LLMJudge
 from visage_local.planning import AdaptiveEdges, plan
+from visage_local.prepared import prepare
 from visage_local.prompts import PromptSet, builtin_benign, load_prompts
 from visage_local.record import RunFolder
 from visage_local.rejudge import judge_agreement, rejudge
-from visage_local.settings import SweepConfig, result_config
+from visage_local.settings import SweepConfig
 from visage_local.store import config_hash
 from visage_local.sweep import SweepOptions, run_sweep
 
@@ -218,10 +218,7 @@ def test_several_directions_each_in_a_folder_with_figures_across_them(smollm2, t
     low, high = across["visage"]["ci"]
     assert low <= across["visage"]["mean"] <= high
     # direction 0 is the plain sweep's direction: same configuration, same hash
-    model = GGUFModel(smollm2)
-    plain = result_config(
-        base.for_model(model), model, [d.describe() for d in base.directions(model)]
-    )
+    plain = prepare(base).result_config
     assert config_hash(plain) == results[0][1].config_hash
 
 

@@ -247,8 +247,7 @@ def test_the_reference_codes_system_prompts_are_built_in_verbatim(name):
 
 
 def test_a_users_keyword_file_is_a_judge(tmp_path):
-    from visage_local.judges import check_judge_name, get_judge
-    from visage_local.rejudge import file_label
+    from visage_local.judges import check_judge_name, file_label, get_judge
 
     listed = tmp_path / "mine.txt"
     listed.write_text("Sure, here\n\nI refuse\n", encoding="utf-8")

@@ -12,9 +12,9 @@ from visage_local import synthetic
 from visage_local.chat import SystemPrompt
 from visage_local.engine import EngineSettings
 from visage_local.evaluator import PointResult, evaluator
-from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, Point
 from visage_local.planning import AdaptiveEdges, FullGrid
+from visage_local.prepared import prepare
 from visage_local.prompts import PromptSet, load_prompts
 from visage_local.settings import SweepConfig
 from visage_local.sweep import _following
@@ -30,7 +30,7 @@ def _evaluate(config: SweepConfig, folder: Path) -> list[PointResult]:
     """ROUTE's points in order through one evaluator; with overlap, each evaluation asks
     for the next point to be prepared, and it is, until the wrong guess is dropped."""
     results = []
-    with evaluator(config, GGUFModel(config.model_path), folder) as live:
+    with evaluator(prepare(config), folder) as live:
         for index, (point, following) in enumerate(ROUTE):
             results.append(live.evaluate(index, point, following))
             assert live.preparing == (following if config.overlaps else None)

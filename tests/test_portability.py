@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import small_sweep, sweep_answers
 
-from visage_local import batching, evaluator, gguf_model, synthetic
+from visage_local import batching, gguf_model, prepared, synthetic
 from visage_local.cli.main import main
 
 # vm_stat on an Apple-silicon Mac (macOS 14), as printed.
@@ -39,14 +39,14 @@ def test_a_sweep_without_dev_shm_or_pwrite_gives_the_same_landscape(small, tmp_p
     no os.pwrite tensors are written with a seek and writes; answers and ASR are the same."""
     linux = small_sweep(small, tmp_path / "linux")
     seen: list[Path] = []
-    original = evaluator.scratch_folder
+    original = prepared.scratch_folder
 
     def spy(size: int, fallback: Path) -> Path:
         seen.append(original(size, fallback))
         return seen[-1]
 
-    monkeypatch.setattr(evaluator, "SCRATCH_DIR", tmp_path / "no-dev-shm")
-    monkeypatch.setattr(evaluator, "scratch_folder", spy)
+    monkeypatch.setattr(prepared, "SCRATCH_DIR", tmp_path / "no-dev-shm")
+    monkeypatch.setattr(prepared, "scratch_folder", spy)
     monkeypatch.setattr(gguf_model, "HAS_PWRITE", False)
     laptop = small_sweep(small, tmp_path / "laptop")
     assert seen == [tmp_path / "laptop"]
@@ -83,7 +83,7 @@ def test_macos_vm_stat_is_read_as_free_inactive_and_speculative_pages():
 
 
 def test_the_sweep_says_where_the_scratch_copy_goes(small, tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluator, "SCRATCH_DIR", tmp_path / "no-dev-shm")
+    monkeypatch.setattr(prepared, "SCRATCH_DIR", tmp_path / "no-dev-shm")
     out = tmp_path / "run"
     shown = CliRunner().invoke(
         main,
@@ -100,8 +100,9 @@ def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_pat
 
     from gguf import GGUFReader
 
+    from visage_local.prepared import prepare
     from visage_local.prompts import select_prompts
-    from visage_local.settings import direction_cache, sweep_config
+    from visage_local.settings import sweep_config
 
     config = sweep_config(smollm2, prompts=select_prompts(None, 4), max_new_tokens=16,
                           batch_size=4)  # fmt: skip
@@ -151,7 +152,7 @@ def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_pat
     ):
         available = (floor + extra) // 1024 * 1024
         meminfo.write_text(f"MemTotal: 99999999 kB\nMemAvailable: {available // 1024} kB\n")
-        budget = direction_cache(config)
+        budget = prepare(config).cache
         assert (budget.needed, budget.model, budget.kv) == (needed, model, kv)
         room = available - floor
         assert budget.chosen == largest_cache(room)
@@ -159,5 +160,5 @@ def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_pat
         assert abs(budget.chosen - expected) < 1024  # MemAvailable is in kB
         assert budget.chosen + budget.working <= room or budget.chosen == 0
     # a cache asked for is kept, with the work it implies
-    asked = direction_cache(replace(config, memory_budget_mb=0))
+    asked = prepare(replace(config, memory_budget_mb=0)).cache
     assert (asked.chosen, asked.working) == (0, blocks)

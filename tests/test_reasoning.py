@@ -22,6 +22,7 @@ from visage_local.evaluator import evaluator
 from visage_local.gguf_model import GGUFModel, write_retyped
 from visage_local.grid import Point
 from visage_local.judges import get_judge
+from visage_local.prepared import prepare
 from visage_local.prompts import select_prompts
 from visage_local.reasoning import HARMONY, THINK_TAGS, ReasoningTracker
 from visage_local.settings import SweepConfig
@@ -58,8 +59,7 @@ def thought(thinker, tmp_path_factory):
         engine=EngineSettings(threads=2, max_sequences=1),
         coherence=False,
     )
-    model = GGUFModel(thinker)
-    with evaluator(config, model, tmp_path_factory.mktemp("spill")) as live:
+    with evaluator(prepare(config), tmp_path_factory.mktemp("spill")) as live:
         result = live.evaluate(0, Point(0.0))
         whole = live.engine.generate(live.tokens, ANSWER_TOKENS, None, live.reasoning)
         return live.tokens, result.records, whole

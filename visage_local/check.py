@@ -21,16 +21,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from visage_local import stats
+from visage_local.cluster import RayOptions
 from visage_local.conditions import direction_variants, run_variants
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import InterpolationGrid
 from visage_local.landscape import across_directions
 from visage_local.planning import OriginOnly
+from visage_local.prepared import PreparedSweep, prepare
 from visage_local.record import RunSummary
-from visage_local.settings import SweepConfig, result_config
+from visage_local.settings import SweepConfig
 from visage_local.store import config_hash
-from visage_local.sweep import RayOptions, SweepOptions, run_sweep
+from visage_local.sweep import SweepOptions, run_sweep
 from visage_local.verdict import alignment
 
 PASS, FAIL, UNCERTAIN = "pass", "fail", "uncertain"
@@ -122,16 +124,13 @@ class CheckResult:
         return "verdict: " + text
 
 
-def check_folder(root: Path, config: SweepConfig, base: Path | None, steps: int) -> Path:
-    """The sub-folder of ``root`` that holds a check's runs for ``config``'s model and
-    settings: ``<model sha256[:12]>-<settings hash>``. Everything that determines the runs'
+def check_folder(root: Path, prepared: PreparedSweep, base: Path | None, steps: int) -> Path:
+    """The sub-folder of ``root`` that holds a check's runs for the prepared sweep's model
+    and settings: ``<model sha256[:12]>-<settings hash>``. Everything that determines the runs'
     results is in the key (the batch size and package versions aside, which each run's own
     guard checks); the thresholds are not, so a new threshold reuses the runs it shares (a
     benign threshold adds the benign prompts to the origin: another key)."""
-    model = GGUFModel(config.model_path)
-    config = config.for_model(model)
-    described = [d.describe() for d in config.directions(model)]
-    settings = result_config(config, model, described)
+    model, settings = prepared.model, prepared.result_config
     for name in ("batch_size", "versions"):
         settings.pop(name, None)
     if base is not None:
@@ -140,7 +139,7 @@ def check_folder(root: Path, config: SweepConfig, base: Path | None, steps: int)
 
 
 def run_check(
-    config: SweepConfig,
+    sweep: SweepConfig | PreparedSweep,
     limits: Limits,
     root: Path,
     base: Path | None = None,
@@ -150,13 +149,15 @@ def run_check(
     ray: RayOptions | None = None,
     overwrite: bool = False,
 ) -> CheckResult:
-    """Run what ``limits`` need for the model of ``config`` (its grid is the landscape
+    """Run what ``limits`` need for the model of ``sweep`` (its grid is the landscape
     VISAGE is measured on; ``base``, when given, is interpolated to the model over
     ``interpolation_steps`` steps for the breaking t) in ``check_folder(root, ...)``;
     ``on_start`` is called with that folder once a run there has accepted the settings
     (nothing is written before); return every threshold with its value."""
     limits.validate(base is not None)
-    out_dir = check_folder(root, config, base, interpolation_steps)
+    prepared = sweep if isinstance(sweep, PreparedSweep) else prepare(sweep)
+    config = prepared.config
+    out_dir = check_folder(root, prepared, base, interpolation_steps)
     options = SweepOptions(
         out_dir,
         overwrite=overwrite,

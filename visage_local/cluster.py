@@ -20,21 +20,46 @@ import socket
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from visage_local.active import ActiveRun
 from visage_local.errors import ConfigError, VisageError
-from visage_local.evaluator import SCRATCH_DIR, PointResult, evaluator, remove_orphaned_scratch
-from visage_local.gguf_model import GGUFModel, file_sha256
+from visage_local.evaluator import PointResult, evaluator, remove_orphaned_scratch
+from visage_local.gguf_model import file_sha256
 from visage_local.grid import Point
 from visage_local.planning import FullGrid, origin_index
+from visage_local.prepared import SCRATCH_DIR, PreparedSweep, prepare
 from visage_local.progress import StopRequest
 from visage_local.settings import SweepConfig
 
-if TYPE_CHECKING:
-    from visage_local.sweep import RayOptions, _Run
-
 WORKER_NAME = "visage-worker-{}"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Spread the points over Ray workers: ``address`` None or "local" starts a local cluster."""
+
+    workers: int = 2
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """Evaluates a run's points on Ray workers (``active.Executor``)."""
+
+    options: RayOptions
+
+    def prepared(self, sweep: SweepConfig | PreparedSweep) -> PreparedSweep:
+        """Join the cluster and prepare the sweep for it: absolute paths (the workers run in
+        other folders) and the direction cache shared among the workers of this machine."""
+        connect(self.options.address, self.options.workers)
+        config = sweep.config if isinstance(sweep, PreparedSweep) else sweep
+        return prepare(absolute_paths(config), self.options.workers)
+
+    def __call__(self, run: ActiveRun) -> bool:
+        """Run the points; True when the user stopped."""
+        return run_on_ray(run, self.options)
 
 
 def require_ray():
@@ -69,9 +94,7 @@ class PointWorker:
     def open(self, config: SweepConfig) -> int:
         """Load the model and everything a point needs; returns this worker's pid."""
         spill = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="visage-")))
-        self._live = self._stack.enter_context(
-            evaluator(config, GGUFModel(config.model_path), spill)
-        )
+        self._live = self._stack.enter_context(evaluator(prepare(config), spill))
         return os.getpid()
 
     def calibrate(self, origin_records: list[dict]) -> None:
@@ -109,12 +132,12 @@ def connect(address: str | None, workers: int) -> None:
             raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from e
 
 
-def run_on_ray(run: _Run, options: RayOptions) -> bool:
+def run_on_ray(run: ActiveRun, options: RayOptions) -> bool:
     """Evaluate the run's unfinished points on ``options.workers`` Ray actors, the origin first
     and alone; each result goes to ``run.record``. True when the user stopped the sweep."""
     ray = require_ray()
     config, store, points = run.config, run.store, run.points
-    files = {str(config.model_path): run.model.sha256}
+    files = {str(config.model_path): run.prepared.model.sha256}
     if config.finetune is not None:
         files[str(config.finetune)] = file_sha256(config.finetune)
     actor_class = ray.remote(num_cpus=1, num_gpus=1 if config.engine.n_gpu_layers else 0)(
@@ -156,7 +179,7 @@ def run_on_ray(run: _Run, options: RayOptions) -> bool:
     return stopped
 
 
-def _run_points(ray, actors, indices: list[int], run: _Run, stop: StopRequest) -> bool:
+def _run_points(ray, actors, indices: list[int], run: ActiveRun, stop: StopRequest) -> bool:
     """Evaluate ``indices`` on the live actors, retrying a dead actor's point elsewhere.
     Returns True when a stop was requested (the points in flight are finished first)."""
     queue = deque(indices)

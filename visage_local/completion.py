@@ -23,13 +23,13 @@ from pathlib import Path
 from visage_local import coherence
 from visage_local.errors import ConfigError
 from visage_local.evaluator import evaluator
-from visage_local.gguf_model import GGUFModel
-from visage_local.judges import check_judge_name, get_judge
+from visage_local.judges import check_judge_name, file_label, get_judge
 from visage_local.planning import origin_index, plan
+from visage_local.prepared import prepare
 from visage_local.progress import StopRequest, SweepInterrupted
 from visage_local.rebuild import config_of_run
 from visage_local.record import GenerationRecord, RunFolder, finished_points, read_jsonl
-from visage_local.rejudge import file_label, require_answers
+from visage_local.rejudge import require_answers
 from visage_local.store import append_jsonl
 
 OnCompleted = Callable[[int, int], None]  # (points done, points to do)
@@ -77,7 +77,7 @@ def complete(
     origin = origin_index(points)
     todo.sort(key=lambda i: i != origin)  # the origin calibrates coherence: first
     if todo:
-        with evaluator(config, GGUFModel(config.model_path), folder.path) as live:
+        with evaluator(prepare(config), folder.path) as live:
             calibration = done.get(origin) or finished_points(records).get(origin)
             if origin not in todo and calibration:  # a stopped run may lack its origin
                 live.calibrate(calibration)

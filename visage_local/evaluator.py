@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -38,11 +37,11 @@ from visage_local.estimate import Estimate, estimate
 from visage_local.gguf_model import GGUFCopy, GGUFModel, TensorInfo
 from visage_local.grid import Point
 from visage_local.judges import Judge, Verdict, get_judge, settled_for_all
-from visage_local.perturb import Direction, Perturbation, PerturbedTensor, PointDisplacement
+from visage_local.perturb import Perturbation, PerturbedTensor, PointDisplacement
+from visage_local.prepared import PreparedSweep
 from visage_local.record import FORMAT_VERSION, GenerationRecord, PointRecord
-from visage_local.settings import PromptItem, SweepConfig, direction_cache, prompt_items
+from visage_local.settings import PromptItem, SweepConfig, prompt_items
 
-SCRATCH_DIR = Path("/dev/shm")
 SCRATCH_PREFIX = "visage-scratch-"
 
 
@@ -59,20 +58,6 @@ class PointOutcome:
     generation_s: float
     tokens: int
     generation: GenerationStats | None = None
-
-
-def scratch_folder(size: int, fallback: Path) -> Path:
-    """RAM-backed /dev/shm when it has room for the scratch model, else ``fallback`` (on
-    disk: macOS and Windows have no /dev/shm)."""
-    usable = SCRATCH_DIR.is_dir() and os.access(SCRATCH_DIR, os.W_OK)
-    if usable and shutil.disk_usage(SCRATCH_DIR).free > 2 * size:
-        return SCRATCH_DIR
-    return fallback
-
-
-def scratch_size(model: GGUFModel, perturbation: Perturbation) -> int:
-    """Bytes the scratch copy of ``model`` takes (more when ``--requant`` widens tensors)."""
-    return model.size + perturbation.extra_bytes()
 
 
 def remove_orphaned_scratch(folder: Path) -> list[Path]:
@@ -116,25 +101,12 @@ def render_prompts(
 
 
 @contextlib.contextmanager
-def evaluator(
-    config: SweepConfig,
-    model: GGUFModel,
-    spill_folder: Path,
-    directions: list[Direction] | None = None,
-) -> Iterator[PointEvaluator]:
-    """A PointEvaluator for ``config``: its scratch copy (in /dev/shm when it fits, else
-    in ``spill_folder``), engine, judge and scorers, all released on exit. ``directions``
-    are the config's, when the caller has resolved them already."""
-    config = config.for_model(model)  # the reference system prompt of its family
-    budget = direction_cache(config)
-    perturbation = Perturbation(
-        model,
-        directions if directions is not None else config.directions(model),
-        threads=config.engine.threads,
-        cache_bytes=budget.chosen,
-        requant=config.requant,
-    )
-    folder = scratch_folder(scratch_size(model, perturbation), spill_folder)
+def evaluator(prepared: PreparedSweep, spill_folder: Path) -> Iterator[PointEvaluator]:
+    """A PointEvaluator for a prepared sweep: its scratch copy (in /dev/shm when it fits,
+    else in ``spill_folder``), engine, judge and scorers, all released on exit."""
+    config, model = prepared.config, prepared.model
+    perturbation = prepared.perturbation()
+    folder = prepared.scratch_folder(spill_folder)
     remove_orphaned_scratch(folder)
     fd, scratch_name = tempfile.mkstemp(
         prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".gguf", dir=folder
@@ -166,7 +138,7 @@ def evaluator(
             scorer,
             probe,
             plan,
-            budget,
+            prepared.cache,
         )
         try:
             yield live

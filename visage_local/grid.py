@@ -6,11 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from visage_local import reference
 from visage_local.errors import ConfigError
 
-# The paper's reference setting: alpha in [-0.5, 0.5] in 20 steps.
-REFERENCE_RANGE = 0.5
-REFERENCE_STEPS = 20
 MAX_STEPS = 200
 MAX_RANGE = 10.0
 
@@ -47,8 +45,8 @@ class Grid:
     """steps+1 values per axis over [-range, range]; 1 or 2 axes."""
 
     dims: int = 1
-    steps: int = REFERENCE_STEPS
-    range: float = REFERENCE_RANGE
+    steps: int = reference.STEPS
+    range: float = reference.RANGE
 
     def __post_init__(self):
         check_grid_settings(self.dims, self.steps, self.range)
@@ -103,7 +101,7 @@ class InterpolationGrid:
     dims: int = 1
     steps: int = 10
     extra: int = 0
-    range: float = REFERENCE_RANGE
+    range: float = reference.RANGE
 
     def __post_init__(self):
         check_grid_settings(self.dims, self.steps, self.range)

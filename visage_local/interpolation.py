@@ -17,6 +17,7 @@ from llama.cpp's GGUF adapter format (``general.type`` = ``adapter``,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,12 @@ def _selection_setting(tensors: TensorSelection) -> dict[str, list[str]]:
     return {
         k: list(v) for k, v in (("exclude", tensors.exclude), ("include", tensors.include)) if v
     }
+
+
+# An interpolation's first direction, by the kind of file it goes to (``--lora``: an adapter).
+FINETUNE_KINDS: dict[
+    str, Callable[[Path, GGUFModel, int, TensorSelection], FinetuneDirection | LoraDirection]
+] = {
+    "model": lambda path, base, threads, chosen: FinetuneDirection(path, threads, chosen),
+    "lora": lambda path, base, threads, chosen: LoraDirection(path, base, chosen),
+}

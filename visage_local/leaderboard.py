@@ -18,12 +18,10 @@ from visage_local.errors import VisageError
 from visage_local.files import atomic_write_text
 from visage_local.landscape import deviation_text
 from visage_local.plots import plot_conditions_1d, plot_screen
-from visage_local.record import RunFolder, RunSummary
+from visage_local.record import RunFolder, RunSummary, ScreenFolder
 from visage_local.report import STYLE, meanings_html, png, write_report
 from visage_local.stats import rank_text
 
-LEADERBOARD_FILE = "leaderboard.html"
-SCREEN_JSON = "screen.json"
 STAGES = ("origin", "landscape", "interpolation")  # a model's run folders, in stage order
 
 
@@ -144,7 +142,7 @@ def _settings(screen_dir: Path, models: list[dict]) -> str:
 
 def render_leaderboard(screen_dir: Path) -> str:
     """The HTML page of a screen folder (each model's run reports are written beside it)."""
-    path = Path(screen_dir) / SCREEN_JSON
+    path = ScreenFolder(Path(screen_dir)).screen
     try:
         document = json.loads(path.read_text())
         models = document["models"]
@@ -176,6 +174,6 @@ def render_leaderboard(screen_dir: Path) -> str:
 
 def write_leaderboard(screen_dir: Path) -> Path:
     """Write SCREEN_DIR/leaderboard.html (and the run reports it links to); return its path."""
-    out = Path(screen_dir) / LEADERBOARD_FILE
+    out = ScreenFolder(Path(screen_dir)).leaderboard
     atomic_write_text(out, render_leaderboard(Path(screen_dir)))
     return out

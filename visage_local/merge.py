@@ -17,7 +17,6 @@ again (``rejudge`` refuses it), so a run can be shared without the harmful text.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from visage_local.record import (
     GenerationRecord,
     PointRecord,
     RunFolder,
+    RunSettings,
     RunSummary,
     finished_points,
     has_answers,
@@ -48,7 +48,7 @@ class _Source:
     """One folder to merge: its settings, summary, finished points and point lines."""
 
     folder: Path
-    config: dict
+    settings: RunSettings
     summary: RunSummary
     points: dict[tuple[float, float | None], list[GenerationRecord]]
     lines: dict[tuple[float, float | None], PointRecord]
@@ -56,17 +56,14 @@ class _Source:
     @classmethod
     def read(cls, folder: Path) -> _Source:
         run = RunFolder(folder)
-        try:
-            config = json.loads(run.config.read_text())["config"]
-        except (OSError, ValueError, KeyError) as e:
-            raise ConfigError(f"{folder}: not a run folder (no readable config.json)") from e
+        settings = run.read_settings()
         summary = run.read_summary()
         records, _ = read_jsonl(run.generations)
         lines = {r["point"]: PointRecord.from_dict(r) for r in read_jsonl(run.point_records)[0]}
         finished = {p: rs for p, rs in finished_points(records).items() if p in lines}
         return cls(
             folder,
-            config,
+            settings,
             summary,
             {_key(rs[0]): rs for rs in finished.values()},
             {_key(rs[0]): lines[p] for p, rs in finished.items()},
@@ -92,12 +89,12 @@ def merge_runs(
     sources = [_Source.read(Path(d)) for d in run_dirs]
     first = sources[0]
     for other in sources[1:]:
-        if differing_settings(first.config, other.config):
+        if differing_settings(first.settings.config, other.settings.config):
             raise ConfigError(
                 f"{other.folder} holds another sweep than {first.folder} "
-                f"({describe_differences(first.config, other.config)})"
+                f"({describe_differences(first.settings.config, other.settings.config)})"
             )
-    also_judge = list(first.config.get("also_judge") or [])
+    also_judge = list(first.settings.also_judge)
     if without_answers and also_judge:
         raise ConfigError(
             f"the sweep also judged with {', '.join(also_judge)}, whose summaries are made "
@@ -120,7 +117,7 @@ def merge_runs(
                 chosen[key] = (source, records)
     if Path(out_dir).resolve() in {s.folder.resolve() for s in sources}:
         raise ConfigError(f"{out_dir}: merge into a new folder, not one of those merged")
-    store = RunStore(out_dir, first.config, overwrite)
+    store = RunStore(out_dir, first.settings.config, overwrite)
     if store.finished:
         raise ConfigError(f"{out_dir} already holds points; pass --overwrite to replace them")
     keys = sorted(chosen, key=order.__getitem__)  # in plan order

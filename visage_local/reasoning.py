@@ -35,27 +35,27 @@ class ReasoningSyntax:
     open: str  # what the model writes to start reasoning
     close: str  # what ends it: the answer follows
     forced_close: str  # fed to the model when its reasoning runs out of budget
+    marks: tuple[str, ...]  # a chat template holding any of these uses this syntax
 
 
-THINK_TAGS = ReasoningSyntax("think tags", "<think>", "</think>", "\n</think>\n\n")
+THINK_TAGS = ReasoningSyntax(
+    "think tags", "<think>", "</think>", "\n</think>\n\n", marks=("<think>", "</think>")
+)
 HARMONY = ReasoningSyntax(
     "harmony",
     "<|channel|>analysis<|message|>",
     "<|channel|>final<|message|>",
     "<|end|><|start|>assistant<|channel|>final<|message|>",
+    marks=("<|channel|>",),
 )
-SYNTAXES = (THINK_TAGS, HARMONY)
+SYNTAXES = (THINK_TAGS, HARMONY)  # in the order a template is matched against them
 
 
 def syntax_of(template: str | None) -> ReasoningSyntax | None:
     """The reasoning syntax a chat template uses, or None for a model that does not reason."""
     if template is None:
         return None
-    if "<think>" in template or "</think>" in template:
-        return THINK_TAGS
-    if "<|channel|>" in template:
-        return HARMONY
-    return None
+    return next((s for s in SYNTAXES if any(mark in template for mark in s.marks)), None)
 
 
 def template_variables(thinking: str) -> dict[str, object]:

@@ -21,11 +21,11 @@ from visage_local.chat import BUILTIN_SYSTEM_PROMPTS, SystemPrompt
 from visage_local.directions import DEFAULT_EXCLUDE
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
 from visage_local.grid import grid_from_description
+from visage_local.prepared import prepare
 from visage_local.prompts import BENIGN_NAME, PromptSet
 from visage_local.record import GenerationRecord, RunFolder, RunSummary
-from visage_local.settings import SweepConfig, result_config
+from visage_local.settings import SweepConfig
 
 
 def config_of_run(
@@ -40,9 +40,9 @@ def config_of_run(
     folder = RunFolder(Path(run_dir))
     summary = folder.read_summary()
     try:
-        stored = json.loads(folder.config.read_text())["config"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"{folder.config}: missing or damaged; the run cannot be rebuilt") from e
+        stored = folder.read_settings().config
+    except ConfigError as e:
+        raise ConfigError(f"{e}; the run cannot be rebuilt") from e
     model_path = Path(model if model is not None else summary.model)
     if not model_path.is_file():
         raise ConfigError(f"{model_path}: the run's model is not there; pass --model PATH")
@@ -78,9 +78,7 @@ def config_of_run(
             "max_thinking_tokens", reasoning.DEFAULT_MAX_THINKING_TOKENS
         ),
     )
-    base = GGUFModel(model_path)
-    described = [d.describe() for d in config.directions(base)]
-    rebuilt = json.loads(json.dumps(result_config(config, base, described)))
+    rebuilt = json.loads(json.dumps(prepare(config).result_config))
     differing = sorted(k for k in set(stored) | set(rebuilt) if stored.get(k) != rebuilt.get(k))
     if differing:
         raise ConfigError(

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from visage_local.errors import VisageError
+from visage_local.errors import ConfigError, VisageError
 from visage_local.files import atomic_write_text
 
 # 1: format_version added. 2: deviations, visage_untrimmed and breaking_t.
@@ -47,6 +47,8 @@ FORMAT_VERSION = 6
 # answer tokens under the origin model (coherence.CoherenceScorer).
 COHERENCE_TOKENS = 16
 
+# config.json's format: 0 had no format_version; 1 puts it first.
+SETTINGS_FORMAT = 1
 CONFIG_FILE = "config.json"
 GENERATIONS_FILE = "generations.jsonl"
 POINTS_FILE = "points.jsonl"
@@ -60,6 +62,10 @@ DIRECTIONS_FILE = "directions.json"
 OVERLAY_FILE = "overlay.png"
 OPTIONS_FILE = "config.toml"  # the command's options, which ``rerun`` repeats
 CHECK_FILE = "check.json"  # a check's thresholds, verdict and settings
+# a screen's folder
+SCREEN_FILE = "screen.json"  # the ranked models, the settings and the verdict
+SCREEN_CSV_FILE = "screen.csv"
+LEADERBOARD_FILE = "leaderboard.html"
 
 # Keys every summary has had since the first release; without them a file is not a summary.
 _REQUIRED = ("dims", "seed", "n_prompts", "judge", "points")
@@ -276,6 +282,42 @@ def _names(cls) -> set[str]:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """config.json: the settings that determine a run's results (``settings.result_config``)
+    and their hash, which guards a resume."""
+
+    hash: str
+    config: dict  # the settings, by name
+    format_version: int = SETTINGS_FORMAT
+
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size the run was started with (a resumed run keeps it)."""
+        value = self.config.get("batch_size")
+        return value if isinstance(value, int) and value > 0 else None
+
+    @property
+    def also_judge(self) -> tuple[str, ...]:
+        """The judges besides the run's own, each of which judged every whole answer."""
+        return tuple(self.config.get("also_judge") or ())
+
+    def to_json(self) -> str:
+        """The file's text: ``format_version`` first."""
+        data = {"format_version": self.format_version, "hash": self.hash, "config": self.config}
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSettings:
+        """A config.json's content, any format up to this one."""
+        version = data.get("format_version", 0)
+        if not isinstance(version, int) or version > SETTINGS_FORMAT:
+            raise ValueError(f"config.json format {version!r} is newer than this visage-local")
+        if not isinstance(data.get("hash"), str) or not isinstance(data.get("config"), dict):
+            raise ValueError("config.json has no hash and settings")
+        return cls(data["hash"], data["config"], version)
+
+
+@dataclass(frozen=True)
 class RunFolder:
     """A run folder's paths and loaders (the writer is ``store.RunStore``)."""
 
@@ -370,6 +412,19 @@ class RunFolder:
         """The files a sweep writes (removed when a run is overwritten)."""
         return [self.generations, self.point_records, self.summary, self.csv, self.plot]
 
+    def read_settings(self) -> RunSettings:
+        """config.json; ConfigError when it is missing or damaged."""
+        try:
+            return RunSettings.from_dict(json.loads(self.config.read_text()))
+        except FileNotFoundError as e:
+            raise ConfigError(f"{self.path}: not a run folder (no {CONFIG_FILE})") from e
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.config}: damaged ({e})") from e
+
+    def write_settings(self, settings: RunSettings) -> None:
+        """Atomically replace config.json."""
+        atomic_write_text(self.config, settings.to_json())
+
     def read_summary(self) -> RunSummary:
         """The summary, or VisageError (one line) when there is none or it cannot be read."""
         if not self.summary.is_file():
@@ -457,3 +512,29 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], bool]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             clean = False  # a line cut by a crash
     return records, clean
+
+
+@dataclass(frozen=True)
+class ScreenFolder:
+    """A screen's folder: its files by name (each model's runs are in sub-folders)."""
+
+    path: Path
+
+    @property
+    def screen(self) -> Path:
+        """screen.json: the ranked models, the settings and the verdict."""
+        return self.path / SCREEN_FILE
+
+    @property
+    def csv(self) -> Path:
+        """screen.csv: one row a model."""
+        return self.path / SCREEN_CSV_FILE
+
+    @property
+    def leaderboard(self) -> Path:
+        """leaderboard.html."""
+        return self.path / LEADERBOARD_FILE
+
+    def is_screen(self) -> bool:
+        """True when the folder holds a screen's results."""
+        return self.screen.is_file()

@@ -8,7 +8,6 @@ verdicts (which do not depend on the judge) are kept as they are.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +15,13 @@ from pathlib import Path
 from visage_local import metrics, reference
 from visage_local.errors import ConfigError, VisageError
 from visage_local.grid import grid_from_description
-from visage_local.judges import Judge, check_judge_name, get_judge
+from visage_local.judges import (
+    Judge,
+    check_judge_name,
+    file_label,
+    get_judge,
+    judges_by_keywords,
+)
 from visage_local.landscape import (
     draw,
     draw_capability,
@@ -93,15 +98,6 @@ def judge_records(
     ]
 
 
-def file_label(judge_name: str) -> str:
-    """A judge's name as it appears in file names: ``keyword``, ``llm-<model file stem>``,
-    ``keyword-<list file stem>``."""
-    for kind in ("llm", "keyword"):
-        if judge_name.startswith(kind + ":"):
-            judge_name = f"{kind}-" + Path(judge_name[len(kind) + 1 :]).stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", judge_name)
-
-
 def rejudge(
     run_dir: str | Path,
     judge_name: str,
@@ -169,7 +165,7 @@ def shorter_answers(run_dir: str | Path, max_new_tokens: int) -> RunSummary:
     if not 1 <= max_new_tokens < summary.max_new_tokens:
         raise ConfigError(f"--max-new-tokens must be below the run's {summary.max_new_tokens}")
     judged_alone = all((r.get("cut_by") or [summary.judge]) == [summary.judge] for r in records)
-    if not summary.early_stop or not judged_alone or not summary.judge.startswith("keyword"):
+    if not summary.early_stop or not judged_alone or not judges_by_keywords(summary.judge):
         raise ConfigError(
             "shorter answers are read off runs with early stop and one keyword judge only"
         )

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from visage_local import stats
 from visage_local.batching import TYPICAL_PROMPT_TOKENS, auto_batch_size
+from visage_local.cluster import RayOptions
 from visage_local.conditions import direction_variants, run_variants
 from visage_local.errors import ConfigError
 from visage_local.estimate import duration
@@ -41,19 +42,19 @@ from visage_local.gguf_model import GGUFModel, is_model_file
 from visage_local.grid import InterpolationGrid
 from visage_local.interpolation import check_pair
 from visage_local.landscape import across_directions
-from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
+from visage_local.leaderboard import write_leaderboard
 from visage_local.planning import FullGrid, OriginOnly, plan
-from visage_local.record import RunSummary
+from visage_local.prepared import prepare
+from visage_local.record import RunSummary, ScreenFolder
 from visage_local.registry import display_name, model_label, named_spec
 from visage_local.settings import SweepConfig, n_sequences
 from visage_local.store import stored_batch_size
-from visage_local.sweep import RayOptions, SweepOptions, run_sweep
+from visage_local.sweep import SweepOptions, run_sweep
 from visage_local.verdict import alignment
 
 # 2: visage is the mean over directions (visage_directions, fragile_directions) and rank.
 # 3: the full sha256, the name as typed, the base marked, seconds per stage, the settings.
 FORMAT_VERSION = 3
-SCREEN_CSV = "screen.csv"
 
 
 @dataclass
@@ -182,10 +183,10 @@ def estimate_screen(
     t = 0 once); other models take their file size's share. Answers are taken at full length
     (an upper bound, as a sweep's); loading each model is left out."""
     first = models[0][0]
-    model = GGUFModel(first)
-    probe = replace(config, model_path=first, benign=False)
+    prepared = prepare(replace(config, model_path=first, benign=False))
+    probe, model = prepared.config, prepared.model
     points = plan(probe.grid)
-    with evaluator(probe, model, spill) as live:
+    with evaluator(prepared, spill) as live:
         timed = live.estimate(points)
     answers = timed.prefill_s + timed.decode_s + timed.score_s
     origin = answers * n_sequences(config) / max(1, n_sequences(probe))
@@ -253,15 +254,7 @@ def screen(
             row.error = f"skipped: {skipped[path]}"
             say(name, row.error)
             continue
-        this = replace(config, model_path=path, model_spec=named_spec(spec, path))
-        batch = (
-            batch_size
-            or stored_batch_size(folder / "origin")
-            or auto_batch_size(
-                model, n_sequences(this), TYPICAL_PROMPT_TOKENS + this.max_new_tokens
-            )
-        )
-        this = replace(this, engine=replace(this.engine, max_sequences=batch))
+        this = _for_model(config, spec, model, batch_size or stored_batch_size(folder / "origin"))
         options = SweepOptions(folder, ray=ray)
         say(name, "stage 1: the model itself" + (" (the base)" if is_base else ""))
         origin = run_sweep(this, replace(options, out_dir=folder / "origin", order=OriginOnly()))
@@ -272,24 +265,39 @@ def screen(
             _stage_two(row, replace(this, benign=False), folder / "landscape", stages, share, ray)
         if base is not None and not is_base:
             say(name, "interpolation from the base")
-            interpolation = replace(
-                this, model_path=base[1], finetune=path, finetune_kind="model", benign=False,
-                model_spec=named_spec(*base),
-                grid=InterpolationGrid(steps=stages.interpolation_steps),
-            )  # fmt: skip
-            where = folder / "interpolation"
-            path_from_base = run_sweep(
-                interpolation, replace(options, out_dir=where, origin_from=base_point)
-            )
-            base_point = base_point or where
-            row.seconds["interpolation"] = path_from_base.elapsed_s
-            row.breaking_t = path_from_base.breaking_t
-            row.never_left = path_from_base.breaking_t is None
-            row.breaking_distance = (path_from_base.breaking_distance or {}).get("all")
+            where = replace(options, out_dir=folder / "interpolation", origin_from=base_point)
+            _interpolate(row, this, base, stages.interpolation_steps, where)
+            base_point = base_point or where.out_dir
     ranked = rank(rows)
     write_screen(ranked, out_dir, _settings(config, stages, base))
     write_leaderboard(out_dir)
     return ranked
+
+
+def _for_model(
+    config: SweepConfig, spec: str, model: GGUFModel, batch_size: int | None
+) -> SweepConfig:
+    """The screen's settings for one model, with ``batch_size`` or what fits in memory."""
+    this = replace(config, model_path=model.path, model_spec=named_spec(spec, model.path))
+    batch = batch_size or auto_batch_size(
+        model, n_sequences(this), TYPICAL_PROMPT_TOKENS + this.max_new_tokens
+    )
+    return replace(this, engine=replace(this.engine, max_sequences=batch))
+
+
+def _interpolate(
+    row: ScreenRow, this: SweepConfig, base: tuple[str, Path], steps: int, options: SweepOptions
+) -> None:
+    """The interpolation from the base to the row's model, into its row."""
+    interpolation = replace(
+        this, model_path=base[1], finetune=this.model_path, finetune_kind="model", benign=False,
+        model_spec=named_spec(*base), grid=InterpolationGrid(steps=steps),
+    )  # fmt: skip
+    path_from_base = run_sweep(interpolation, options)
+    row.seconds["interpolation"] = path_from_base.elapsed_s
+    row.breaking_t = path_from_base.breaking_t
+    row.never_left = path_from_base.breaking_t is None
+    row.breaking_distance = (path_from_base.breaking_distance or {}).get("all")
 
 
 def screen_verdict(rows: list[ScreenRow]) -> str:
@@ -394,7 +402,7 @@ def write_screen(rows: list[ScreenRow], out_dir: Path, settings: dict | None = N
         "verdict": screen_verdict(rows),
         "models": [asdict(r) for r in rows],
     }
-    atomic_write_text(out_dir / SCREEN_JSON, json.dumps(document, indent=2))
+    atomic_write_text(ScreenFolder(out_dir).screen, json.dumps(document, indent=2))
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(CSV_COLUMNS)
@@ -407,7 +415,7 @@ def write_screen(rows: list[ScreenRow], out_dir: Path, settings: dict | None = N
             row.visage, *visage_ci, row.breaking_t, row.breaking_distance,
             round(sum(row.seconds.values()), 1), row.error, row.folder,
         ])  # fmt: skip
-    atomic_write_text(out_dir / SCREEN_CSV, text.getvalue())
+    atomic_write_text(ScreenFolder(out_dir).csv, text.getvalue())
 
 
 def expand_specs(specs: list[str], resolve: Callable[[str], Path]) -> list[tuple[str, Path]]:

@@ -7,7 +7,6 @@ determines the results (hashed to guard resumes). The CLI builds a SweepConfig t
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 from dataclasses import dataclass, field, replace
@@ -18,28 +17,20 @@ from visage_local import coherence, reasoning, reference
 from visage_local.attacks import Attack
 from visage_local.batching import (
     TYPICAL_PROMPT_TOKENS,
-    CacheBudget,
-    TensorWork,
     auto_batch_size,
-    cache_budget,
-    sequence_bytes,
 )
 from visage_local.capability import CapabilitySettings
 from visage_local.chat import REFERENCE_SYSTEM, SystemPrompt
 from visage_local.directions import (
     GGUF_ONLY,
-    RandomDirection,
-    TensorSelection,
-    direction_block_rows,
     selection,
 )
 from visage_local.engine import EngineSettings
 from visage_local.errors import ConfigError
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
-from visage_local.interpolation import FinetuneDirection, LoraDirection
-from visage_local.judges import check_judge_name
-from visage_local.perturb import Direction, Perturbation
+from visage_local.interpolation import FINETUNE_KINDS
+from visage_local.judges import check_judge_name, judge_files
 from visage_local.prompts import PromptSet, builtin_benign, select_prompts
 from visage_local.reference import Deviation
 
@@ -73,7 +64,7 @@ class SweepConfig:
     exclude: tuple[str, ...] = ()  # tensors left alone besides the default (norms)
     include: tuple[str, ...] = ()  # when given: only the tensors these name are moved
     finetune: Path | None = None  # interpolation: a finetuned model or a LoRA adapter
-    finetune_kind: str = "model"  # "model" or "lora"
+    finetune_kind: str = "model"  # a key of interpolation.FINETUNE_KINDS
     capability: CapabilitySettings | None = None
     thinking: str = reasoning.DEFAULT_THINKING  # reasoning models: "off" or "on"
     max_thinking_tokens: int = reasoning.DEFAULT_MAX_THINKING_TOKENS
@@ -88,26 +79,10 @@ class SweepConfig:
             raise ConfigError("--max-new-tokens must be between 1 and 4096")
         if self.thinking not in reasoning.THINKING_MODES:
             raise ConfigError(f"--thinking must be one of {', '.join(reasoning.THINKING_MODES)}")
+        if self.finetune_kind not in FINETUNE_KINDS:
+            raise ConfigError(f"finetune_kind must be one of {', '.join(FINETUNE_KINDS)}")
         if not 1 <= self.max_thinking_tokens <= 32768:
             raise ConfigError("--max-thinking-tokens must be between 1 and 32768")
-
-    def directions(self, base: GGUFModel) -> list[Direction]:
-        """The directions of the grid's axes. Random: indices first_direction, +1, ... of the
-        seed. Interpolation: the finetune's direction, then (2D) random index first_direction."""
-        randoms = selection(self.exclude, self.include)
-        if self.finetune is None:
-            return [
-                RandomDirection(self.seed, self.first_direction + i, randoms)
-                for i in range(self.grid.dims)
-            ]
-        chosen = TensorSelection(self.exclude, self.include)
-        if self.finetune_kind == "lora":
-            first: Direction = LoraDirection(self.finetune, base, chosen)
-        else:
-            first = FinetuneDirection(self.finetune, self.engine.threads, chosen)
-        if self.grid.dims == 1:
-            return [first]
-        return [first, RandomDirection(self.seed, self.first_direction, randoms)]
 
     def for_model(self, model: GGUFModel) -> SweepConfig:
         """This configuration for ``model`` (its own): the ``reference`` system prompt becomes
@@ -115,10 +90,11 @@ class SweepConfig:
         prompt = self.system_prompt.for_model(model.chat_template, model.architecture, model.name)
         return replace(self, system_prompt=prompt)
 
-    def deviations(self) -> list[Deviation]:
-        """The settings in which this sweep differs from the paper's reference setting."""
+    def deviations(self, model: GGUFModel | None = None) -> list[Deviation]:
+        """The settings in which this sweep differs from the paper's reference setting
+        (``model``: this configuration's, when the caller has it open)."""
         random = self.finetune is None
-        model = GGUFModel(self.model_path)
+        model = model or GGUFModel(self.model_path)
         return reference.deviations(
             prompt_set_sha256=self.prompts.sha256,
             prompts=self.prompts.source,
@@ -130,17 +106,15 @@ class SweepConfig:
             grid=self.grid.describe() if random else None,
             seed=self.seed if random else None,
             direction_index=self.first_direction if random else None,
-            thinking=self.thinking if self.reasons() else reference.THINKING,
+            thinking=self.thinking
+            if reasoning.syntax_of(model.chat_template)
+            else reference.THINKING,
             family_prompt=reference.family_system_prompt(
                 model.chat_template, model.architecture, model.name
             ),
             chat_template="model" if model.chat_template else "fallback",
             requant=self.requant,
         )
-
-    def reasons(self) -> bool:
-        """True when the model's chat template has a reasoning syntax (``--thinking`` applies)."""
-        return reasoning.syntax_of(GGUFModel(self.model_path).chat_template) is not None
 
     @property
     def overlaps(self) -> bool:
@@ -191,55 +165,6 @@ def sweep_config(
     return replace(config, engine=replace(config.engine, max_sequences=batch))
 
 
-def direction_cache(config: SweepConfig, available: int | None = None) -> CacheBudget:
-    """The direction cache a sweep of ``config`` (its batch size set) keeps beside its
-    model copy, its KV cache and the work on one tensor: ``config.memory_budget_mb`` when
-    set, else what fits in ``available`` bytes (default: what the machine has now)."""
-    model = GGUFModel(config.model_path)
-    directions = config.directions(model)
-    perturbation = Perturbation(model, directions, requant=config.requant)
-    works, needed = [], 0
-    per_value = 4 * (2 + len(directions))
-    for t in perturbation.targets:
-        size = perturbation.direction_bytes(t)
-        needed += size
-        works.append(
-            TensorWork(
-                cached_from=size if perturbation.drawn(t) else 0,  # only these are streamed
-                whole=t.n_elements * per_value,
-                block=min(t.n_rows, direction_block_rows(t.n_per_row)) * t.n_per_row * per_value,
-            )
-        )
-    tokens = TYPICAL_PROMPT_TOKENS + config.max_new_tokens
-    if config.thinking == "on":
-        tokens += config.max_thinking_tokens
-    return cache_budget(
-        # the scratch copy, the next point's tensors when prepared beside it, and the
-        # original file the coherence scorer maps
-        model_bytes=(model.size + perturbation.extra_bytes()) * (2 if config.overlaps else 1)
-        + (model.size if config.coherence else 0),
-        kv_bytes=config.engine.max_sequences * sequence_bytes(model, tokens),
-        works=works,
-        needed=needed,
-        available=available,
-        chosen=None if config.memory_budget_mb is None else config.memory_budget_mb << 20,
-    )
-
-
-def requant_extra_bytes(config: SweepConfig) -> int:
-    """How many more bytes the perturbed model takes with ``config.requant`` than in its own
-    types (held in RAM while the sweep runs)."""
-    model = GGUFModel(config.model_path)
-    return Perturbation(model, [RandomDirection(config.seed)], requant=config.requant).extra_bytes()
-
-
-def uniform_imatrix_types(config: SweepConfig) -> list[str]:
-    """The tensor types the sweep requantises with a uniform importance matrix."""
-    model = GGUFModel(config.model_path)
-    directions = config.directions(model)
-    return Perturbation(model, directions, requant=config.requant).uniform_imatrix_types()
-
-
 def n_sequences(config: SweepConfig) -> int:
     """Prompts evaluated at every point: the harmful ones, and the benign ones if asked for."""
     return len(config.prompts.prompts) + (
@@ -260,7 +185,7 @@ def versions() -> dict[str, str]:
 
 def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict]) -> dict:
     """The settings that determine a sweep's results (hashed to guard resumes);
-    ``directions`` are the descriptions of ``config.directions(model)``."""
+    ``directions`` are the descriptions of its directions (``prepared.directions_of``)."""
     return (
         {
             "model_sha256": model.sha256,
@@ -290,23 +215,13 @@ def result_config(config: SweepConfig, model: GGUFModel, directions: list[dict])
             if config.prompts.categories
             else {}
         )
-        | _judge_files(config.judges)
+        | judge_files(config.judges)
         | (
             {"thinking": config.thinking, "max_thinking_tokens": config.max_thinking_tokens}
             if reasoning.syntax_of(model.chat_template)
             else {}
         )
     )
-
-
-def _judge_files(judges: tuple[str, ...]) -> dict:
-    """The sha256 of each ``keyword:FILE`` judge's list (its name holds only the path)."""
-    files = {
-        name: hashlib.sha256(Path(name[len("keyword:") :]).read_bytes()).hexdigest()
-        for name in judges
-        if name.startswith("keyword:")
-    }
-    return {"judge_files": files} if files else {}
 
 
 def _directions_setting(

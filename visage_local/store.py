@@ -21,6 +21,7 @@ from visage_local.record import (
     GenerationRecord,
     PointRecord,
     RunFolder,
+    RunSettings,
     RunSummary,
     read_jsonl,
 )
@@ -38,10 +39,10 @@ def stored_batch_size(folder: str | os.PathLike) -> int | None:
     folder = Path(folder)
     for path in [folder / CONFIG_FILE, *sorted(folder.glob(f"*/{CONFIG_FILE}"))]:
         try:
-            value = json.loads(path.read_text())["config"]["batch_size"]
-        except (OSError, ValueError, KeyError, TypeError):
+            value = RunFolder(path.parent).read_settings().batch_size
+        except ConfigError:
             continue
-        if isinstance(value, int) and value > 0:
+        if value is not None:
             return value
     return None
 
@@ -90,16 +91,13 @@ class RunStore:
         self._open(overwrite)
 
     def _open(self, overwrite: bool) -> None:
-        config_path = self.run.config
-        if config_path.exists() and not overwrite:
+        if self.run.config.exists() and not overwrite:
             try:
-                stored = json.loads(config_path.read_text())
-            except json.JSONDecodeError as e:
-                raise VisageError(
-                    f"{config_path}: damaged; pass --overwrite to start this folder anew"
-                ) from e
-            if stored.get("hash") != self.hash:
-                differing = describe_differences(stored.get("config", {}), self.config)
+                stored = self.run.read_settings()
+            except ConfigError as e:
+                raise VisageError(f"{e}; pass --overwrite to start this folder anew") from e
+            if stored.hash != self.hash:
+                differing = describe_differences(stored.config, self.config)
                 raise ConfigError(
                     f"{self.folder} holds a run with other settings ({differing}); "
                     "use another --out folder, or --overwrite to discard it"
@@ -107,9 +105,7 @@ class RunStore:
         else:
             for path in self.run.run_files():
                 path.unlink(missing_ok=True)
-            atomic_write_text(
-                config_path, json.dumps({"hash": self.hash, "config": self.config}, indent=2)
-            )
+            self.run.write_settings(RunSettings(self.hash, self.config))
         self._load_finished()
 
     def _load_finished(self) -> None:
@@ -150,8 +146,8 @@ class RunStore:
             return False
         theirs = RunFolder(Path(other))
         try:
-            stored = json.loads(theirs.config.read_text())["config"]
-        except (OSError, ValueError, KeyError):
+            stored = theirs.read_settings().config
+        except ConfigError:
             return False
         ours = {k: v for k, v in self.config.items() if k != differs_in}
         if {k: v for k, v in stored.items() if k != differs_in} != ours:

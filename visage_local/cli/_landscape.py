@@ -22,8 +22,9 @@ from visage_local.files import check_writable
 from visage_local.grid import Grid, InterpolationGrid
 from visage_local.landscape import across_directions, deviation_text, fragility_lines, headline
 from visage_local.planning import PointOrder, Shard, plan
+from visage_local.prepared import PreparedSweep
 from visage_local.record import RunSummary
-from visage_local.settings import n_sequences
+from visage_local.settings import SweepConfig, n_sequences
 from visage_local.store import stored_batch_size
 from visage_local.sweep import SweepOptions, run_sweep
 from visage_local.verdict import across_verdict, edge_text, landscape_verdict
@@ -56,74 +57,142 @@ class Output:
         return cls(params.pop("out_dir"), params.pop("overwrite"), params.pop("as_json"))
 
 
+@dataclass(frozen=True)
+class Landscape:
+    """What a landscape command measures besides its measurement options."""
+
+    model_path: Path
+    grid: Grid | InterpolationGrid
+    seed: int
+    default_out: Path
+    benign: bool = False
+    capability: CapabilitySettings | None = None
+    n_directions: int = 1
+    order: PointOrder | None = None
+    budget_minutes: float | None = None
+    finetune: Path | None = None
+    finetune_kind: str = "model"
+    model_spec: str | None = None  # the model as the user named it when not by its path
+
+
 def run_landscape(
-    model_path: Path,
-    grid: Grid | InterpolationGrid,
-    seed: int,
-    measurement: Measurement,
-    output: Output,
-    default_out: Path,
-    benign: bool = False,
-    capability: CapabilitySettings | None = None,
-    n_directions: int = 1,
-    order: PointOrder | None = None,
-    budget_minutes: float | None = None,
-    finetune: Path | None = None,
-    finetune_kind: str = "model",
-    resolved: dict | None = None,
-    model_spec: str | None = None,
+    landscape: Landscape, measurement: Measurement, output: Output, resolved: dict
 ) -> None:
-    """Build the sweep configurations from the measurement options, run them with a progress
-    bar, and print each landscape's table. The command's options, with ``resolved`` (the
-    values the command chose, such as the model's path) and the choices made here, are
-    written to the run folder's config.toml once the run starts. ``model_spec``: the model
-    as the user named it when not by its path (shown and recorded)."""
-    out_dir = output.out_dir or default_out
+    """Prepare the sweep from the measurement options, run it (or its variants) with a
+    progress bar, and print each landscape's table and the verdict. The command's options,
+    with ``resolved`` (the values the command chose, such as the model's path) and the
+    choices made here, are written to the run folder's config.toml once the run starts."""
+    out_dir = output.out_dir or landscape.default_out
     check_writable(out_dir)
+    prepared = _prepare(landscape, measurement, output, out_dir)
+    config = prepared.config
+    if landscape.n_directions > 1:
+        variants = direction_variants(config, landscape.n_directions)
+    else:
+        variants = condition_variants(config, measurement.conditions())
+    bar = _SweepBar(landscape, [label for label, _ in variants])
+    _announce(landscape, config, len(variants), bar.n_points, out_dir)
+    ctx = click.get_current_context()
+    values = ctx.params | resolved | {
+        "limit": measurement.n_prompts,
+        "max_new_tokens": measurement.new_tokens,
+        "batch_size": config.engine.max_sequences,
+        "out_dir": out_dir.resolve(),
+    }  # fmt: skip
+    options = SweepOptions(
+        out_dir=out_dir,
+        on_start=lambda: write_config(out_dir, ctx.command, values, landscape.model_spec),
+        overwrite=output.overwrite,
+        order=landscape.order,
+        budget_minutes=landscape.budget_minutes,
+        ray=measurement.ray(),
+    )
+    with bar:
+        if len(variants) == 1:  # the sweep prepared above
+            label = variants[0][0]
+            summary = run_sweep(prepared, replace(options, **bar.callbacks(label)))
+            results = [(label, summary)]
+        else:
+            results = run_variants(variants, options, bar.on_point, bar.on_estimate)
+    _show(results, out_dir, output.as_json, landscape.n_directions)
+
+
+def _prepare(
+    landscape: Landscape, measurement: Measurement, output: Output, out_dir: Path
+) -> PreparedSweep:
+    """The sweep prepared from the options (a resumed run keeps its batch size), its notes
+    printed."""
     batch_size = measurement.batch_size
     if batch_size is None and not output.overwrite:
         batch_size = stored_batch_size(out_dir)
         if batch_size is not None:
             click.echo(f"resuming with the run's batch size, {batch_size}", err=True)
     config = measurement.config(
-        model_path, grid, seed, benign, batch_size, finetune, finetune_kind, capability,
-        model_spec=model_spec,
+        landscape.model_path, landscape.grid, landscape.seed, landscape.benign, batch_size,
+        landscape.finetune, landscape.finetune_kind, landscape.capability,
+        model_spec=landscape.model_spec,
     )  # fmt: skip
-    config, notes = measurement.planned(config, out_dir)
-    for note in notes:
+    prepared = measurement.prepared(config)
+    for note in prepared.notes(out_dir):
         click.echo(note, err=True)
-    conditions = measurement.conditions()
-    if n_directions > 1:
-        variants = direction_variants(config, n_directions)
-    else:
-        variants = condition_variants(config, conditions)
-    planned = plan(grid)  # the origin too, where the grid misses it
-    n_points = len(order.share(planned)) if isinstance(order, Shard) else len(planned)
+    return prepared
+
+
+def _announce(
+    landscape: Landscape, config: SweepConfig, n_variants: int, n_points: int, out_dir: Path
+) -> None:
+    """One line: how many points, prompts, runs and tokens, and where they go."""
+    planned = len(plan(landscape.grid))  # the origin too, where the grid misses it
+    order = landscape.order
     shard = f" (shard {order}: {n_points} of them)" if isinstance(order, Shard) else ""
+    runs = f" x {n_variants} runs" if n_variants > 1 else ""
+    name = landscape.model_spec or landscape.model_path.name
     click.echo(
-        f"{model_spec or model_path.name}: {len(planned)} points{shard} x {n_sequences(config)} prompts"
-        f"{f' x {len(variants)} runs' if len(variants) > 1 else ''}, "
+        f"{name}: {planned} points{shard} x {n_sequences(config)} prompts{runs}, "
         f"up to {config.max_new_tokens} new tokens -> {out_dir}",
         err=True,
     )
-    bar = tqdm(total=n_points * len(variants), unit="point", desc="sweep")
-    labels = [label for label, _ in variants]
-    finished: dict[str, int] = {}  # points finished in each variant, earlier sittings too
-    estimated: list[str] = []  # the variants estimated in this sitting
 
-    def advance(label: str, done: int) -> None:
-        for earlier in labels[: labels.index(label)]:
-            finished[earlier] = n_points  # the variants run in turn: these are done
-        finished[label] = done
-        bar.n = sum(finished.values())
 
-    def on_point(label: str, outcome: PointOutcome, done: int, total: int) -> None:
-        advance(label, done)
+class _SweepBar:
+    """One progress bar over every variant's points, with each point's ASR and warnings."""
+
+    def __init__(self, landscape: Landscape, labels: list[str]):
+        planned = plan(landscape.grid)
+        order = landscape.order
+        self.n_points = len(order.share(planned)) if isinstance(order, Shard) else len(planned)
+        self.labels = labels
+        self.finished: dict[str, int] = {}  # points finished in each variant, earlier sittings too
+        self.estimated: list[str] = []  # the variants estimated in this sitting
+        self.bar = tqdm(total=self.n_points * len(labels), unit="point", desc="sweep")
+
+    def __enter__(self) -> _SweepBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def callbacks(self, label: str) -> dict:
+        """``SweepOptions``' on_point and on_estimate for one variant."""
+        return {
+            "on_point": lambda o, d, t: self.on_point(label, o, d, t),
+            "on_estimate": lambda e: self.on_estimate(label, e),
+        }
+
+    def _advance(self, label: str, done: int) -> None:
+        for earlier in self.labels[: self.labels.index(label)]:
+            self.finished[earlier] = self.n_points  # the variants run in turn: these are done
+        self.finished[label] = done
+        self.bar.n = sum(self.finished.values())
+
+    def on_point(self, label: str, outcome: PointOutcome, done: int, total: int) -> None:
+        """A point finished: its place and ASR, and a warning where requantisation strayed."""
+        self._advance(label, done)
         where = f"a={outcome.point.alpha:+.3f}"
         if outcome.point.beta is not None:
             where += f" b={outcome.point.beta:+.3f}"
-        bar.set_postfix_str(f"{where} ASR={outcome.asr:.1f}%")
-        bar.refresh()
+        self.bar.set_postfix_str(f"{where} ASR={outcome.asr:.1f}%")
+        self.bar.refresh()
         for kind in outcome.displacement.unfaithful():
             moved = outcome.displacement.total
             moved = moved if kind == "all" else outcome.displacement.by_kind[kind]
@@ -135,60 +204,31 @@ def run_landscape(
                 file=sys.stderr,
             )
 
-    def on_estimate(label: str, estimate: Estimate) -> None:
-        advance(label, n_points - estimate.n_points)  # points an earlier sitting finished
-        if len(estimated) == 0:  # so the ETA counts this sitting's points only
-            bar.initial = bar.n
-        estimated.append(label)
-        bar.refresh()
+    def on_estimate(self, label: str, estimate: Estimate) -> None:
+        """A variant's estimate: printed, and the points earlier sittings finished counted."""
+        self._advance(label, self.n_points - estimate.n_points)
+        if not self.estimated:  # so the ETA counts this sitting's points only
+            self.bar.initial = self.bar.n
+        self.estimated.append(label)
+        self.bar.refresh()
         tqdm.write(estimate.describe(), file=sys.stderr)
         for note in estimate.notes():
             tqdm.write(f"note: {note}", file=sys.stderr)
 
-    ctx = click.get_current_context()
-    values = (
-        ctx.params
-        | (resolved or {})
-        | {
-            "limit": measurement.n_prompts,
-            "max_new_tokens": measurement.new_tokens,
-            "batch_size": config.engine.max_sequences,
-            "out_dir": out_dir.resolve(),
-        }
-    )
-    sweep_options = SweepOptions(
-        out_dir=out_dir,
-        on_start=lambda: write_config(out_dir, ctx.command, values, model_spec),
-        overwrite=output.overwrite,
-        order=order,
-        budget_minutes=budget_minutes,
-        ray=measurement.ray(),
-    )
-    try:
-        if len(variants) == 1:
-            label, single = variants[0]
-            summary = run_sweep(
-                single,
-                replace(
-                    sweep_options,
-                    on_point=lambda o, d, t: on_point(label, o, d, t),
-                    on_estimate=lambda e: on_estimate(label, e),
-                ),
-            )
-            results = [(label, summary)]
-        else:
-            results = run_variants(variants, sweep_options, on_point, on_estimate)
-    finally:
-        bar.close()
-    if output.as_json:
+
+def _show(
+    results: list[tuple[str, RunSummary]], out_dir: Path, as_json: bool, n_directions: int
+) -> None:
+    """The landscapes as JSON, or as tables with the verdict."""
+    if as_json:
         documents = [json.loads(summary.to_json()) for _, summary in results]
         if len(results) == 1:
             echo_json(documents[0])
-        else:
-            pairs = zip(results, documents, strict=True)
-            runs = [{"label": label, "summary": d} for (label, _), d in pairs]
-            across = across_directions(out_dir, results) if n_directions > 1 else None
-            echo_json({"runs": runs} | ({"across_directions": across} if across else {}))
+            return
+        pairs = zip(results, documents, strict=True)
+        runs = [{"label": label, "summary": d} for (label, _), d in pairs]
+        across = across_directions(out_dir, results) if n_directions > 1 else None
+        echo_json({"runs": runs} | ({"across_directions": across} if across else {}))
         return
     for label, summary in results:
         if len(results) > 1:

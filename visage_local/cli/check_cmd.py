@@ -13,9 +13,9 @@ from visage_local.check import CheckResult, Limits, check_folder, run_check
 from visage_local.files import atomic_write_text, check_writable
 from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid
+from visage_local.prepared import PreparedSweep
 from visage_local.record import RunFolder
 from visage_local.registry import model_label, named_spec, resolve_model
-from visage_local.settings import SweepConfig
 from visage_local.store import stored_batch_size
 
 from ._common import echo_json
@@ -86,12 +86,14 @@ def check_command(
         model_path, grid, seed, benign, model_spec=named_spec(model, model_path)
     )
     base_path = resolve_model(base) if base is not None else None
-    folder = check_folder(root, config, base_path, interpolation_steps)
+    prepared = measurement.prepared(config)
+    folder = check_folder(root, prepared, base_path, interpolation_steps)
     stored = None if measurement.batch_size or overwrite else _stored_batch_size(folder)
-    if stored:
+    if stored and stored != config.engine.max_sequences:  # resumed: the batch it chose
         config = replace(config, engine=replace(config.engine, max_sequences=stored))
-    config, notes = measurement.planned(config, folder)
-    for note in notes:
+        prepared = measurement.prepared(config)
+    config = prepared.config
+    for note in prepared.notes(folder):
         click.echo(note, err=True)
     ctx = click.get_current_context()
     values = ctx.params | {
@@ -104,11 +106,11 @@ def check_command(
         "batch_size": config.engine.max_sequences,
     }
     result = run_check(
-        config, limits, root, base_path, lenient, interpolation_steps,
+        prepared, limits, root, base_path, lenient, interpolation_steps,
         on_start=lambda where: write_config(where, ctx.command, values, config.model_spec),
         ray=measurement.ray(), overwrite=overwrite,
     )  # fmt: skip
-    document = _document(result, config, model, (base, base_path) if base_path else None)
+    document = _document(result, prepared, model, (base, base_path) if base_path else None)
     if result.folder is not None:
         atomic_write_text(RunFolder(result.folder).check, json.dumps(document, indent=2))
     if as_json:
@@ -126,7 +128,7 @@ def _stored_batch_size(out_dir: Path) -> int | None:
 
 
 def _document(
-    result: CheckResult, config: SweepConfig, spec: str, base: tuple[str, Path] | None
+    result: CheckResult, prepared: PreparedSweep, spec: str, base: tuple[str, Path] | None
 ) -> dict:
     """check.json: the verdict, every threshold, the model (as typed, its file and full
     sha256), the base, the settings measured with and the runs."""
@@ -134,6 +136,7 @@ def _document(
     def model(typed: str, path: Path) -> dict:
         return {"spec": typed, "file": str(path.resolve()), "sha256": GGUFModel(path).sha256}
 
+    config = prepared.config
     return {
         "format_version": CHECK_FORMAT,
         "passed": result.passed,
@@ -148,12 +151,12 @@ def _document(
             "prompts_sha256": config.prompts.sha256,
             "max_new_tokens": config.max_new_tokens,
             "judges": list(config.judges),
-            "system_prompt": config.for_model(GGUFModel(config.model_path)).system_prompt.label(),
+            "system_prompt": config.system_prompt.label(),
             "attack": config.attack.label(),
             "seed": config.seed,
             "grid": config.grid.describe(),
             "requant": config.requant,
-            "deviations": [asdict(d) for d in config.deviations()],
+            "deviations": prepared.record_deviations(),
         },
         "folder": None if result.folder is None else str(result.folder),
         "runs": {name: str(path) for name, path in result.runs.items()},

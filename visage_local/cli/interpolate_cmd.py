@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from visage_local import reference
 from visage_local.grid import MAX_STEPS, InterpolationGrid
 from visage_local.registry import model_label, named_spec, resolve_model
 
-from ._landscape import Output, run_landscape
+from ._landscape import Landscape, Output, run_landscape
 from .config_file import config_option
 from .measurement import Measurement
 from .options import capability_settings, evaluation_options, range_option
@@ -43,7 +44,7 @@ from .options import capability_settings, evaluation_options, range_option
     help="Further steps beyond each end (t < 0 and t > 1).",
 )
 @range_option("2D: beta over [-RANGE, RANGE].")
-@click.option("--seed", type=click.IntRange(min=0), default=123, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=reference.SEED, show_default=True,
               help="Seed of the random direction in 2D.")  # fmt: skip
 @evaluation_options
 def interpolate_command(
@@ -73,21 +74,20 @@ def interpolate_command(
         raise click.UsageError(f"{lora}: file not found")
     other = lora if lora is not None else resolve_model(finetune)
     names = f"{model_label(base, base_path)}-{model_label(finetune, other)}"
-    run_landscape(
+    landscape = Landscape(
         base_path,
         InterpolationGrid(dims, steps, extra, range_),
         seed,
-        measurement,
-        output,
+        default_out=Path("runs") / f"interp-{names}-{dims}d",
         benign=benign,
         capability=capability,
-        default_out=Path("runs") / f"interp-{names}-{dims}d",
         finetune=other,
         finetune_kind="lora" if lora is not None else "model",
-        resolved={
-            "base": base_path.resolve(),
-            "finetune": None if lora is not None else other.resolve(),
-            "lora": None if lora is None else lora.resolve(),
-        },
         model_spec=named_spec(base, base_path),
     )
+    resolved = {
+        "base": base_path.resolve(),
+        "finetune": None if lora is not None else other.resolve(),
+        "lora": None if lora is None else lora.resolve(),
+    }
+    run_landscape(landscape, measurement, output, resolved)

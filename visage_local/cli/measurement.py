@@ -2,14 +2,14 @@
 (``options.evaluation_options``, ``options.measurement_options``) into a ``SweepConfig``.
 
 ``sweep``, ``interpolate``, ``check`` and ``screen`` all build their configurations here,
-so an option means the same on each, and the notes a run prints (the direction cache,
-reasoning, a missing chat template, requantisation, the scratch copy) are decided once.
+so an option means the same on each; ``Measurement.prepared`` prepares the configuration
+once (``prepared.prepare``), with the notes a run prints.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import click
@@ -18,21 +18,13 @@ from visage_local import reasoning, reference
 from visage_local.attacks import load_attack
 from visage_local.capability import CapabilitySettings
 from visage_local.chat import SystemPrompt
+from visage_local.cluster import RayOptions
 from visage_local.conditions import Condition, conditions_of
 from visage_local.engine import EngineSettings
-from visage_local.evaluator import SCRATCH_DIR, scratch_folder
-from visage_local.gguf_model import GGUFModel
 from visage_local.grid import Grid, InterpolationGrid
+from visage_local.prepared import PreparedSweep, prepare
 from visage_local.prompts import PromptSet, select_prompts
-from visage_local.settings import (
-    DEFAULT_LIMIT,
-    SweepConfig,
-    direction_cache,
-    requant_extra_bytes,
-    sweep_config,
-    uniform_imatrix_types,
-)
-from visage_local.sweep import RayOptions
+from visage_local.settings import DEFAULT_LIMIT, SweepConfig, sweep_config
 
 from .options import benign_set
 
@@ -183,58 +175,6 @@ class Measurement:
             model_spec=model_spec,
         )
 
-    def planned(self, config: SweepConfig, out_dir: Path) -> tuple[SweepConfig, list[str]]:
-        """``config`` with its direction cache chosen (shared among --ray's workers), and
-        the notes to print before it runs in ``out_dir``."""
-        lines = []
-        if config.memory_budget_mb is None:
-            budget = direction_cache(config)
-            workers = 1 if self.ray_address is None else self.workers
-            config = replace(config, memory_budget_mb=(budget.chosen // workers) >> 20)
-            shared = f", {workers} workers share it" if workers > 1 else ""
-            lines.append(budget.describe() + shared)
-        return config, lines + run_notes(config, out_dir)
-
-
-def run_notes(config: SweepConfig, out_dir: Path) -> list[str]:
-    """What a user should know before ``config`` runs in ``out_dir``: tensors requantised with
-    a uniform importance matrix, reasoning, a missing chat template, requantisation's extra
-    memory and where the scratch copy of the model goes."""
-    model = GGUFModel(config.model_path)
-    notes = []
-    uniform = uniform_imatrix_types(config)
-    if uniform:
-        notes.append(
-            f"note: {', '.join(uniform)} tensors are requantised with a uniform importance "
-            "matrix (ggml needs one for these types; the file was most likely made with a "
-            "measured one); summary.json lists them under uniform_imatrix"
-        )
-    syntax = reasoning.syntax_of(model.chat_template)
-    if syntax is not None:
-        notes.append(
-            f"reasoning model ({syntax.name}): thinking {config.thinking}, up to "
-            f"{config.max_thinking_tokens} reasoning tokens; the judge reads only the answer "
-            "after the reasoning"
-        )
-    elif config.thinking == "on":
-        notes.append(
-            "note: the chat template has no reasoning syntax; --thinking on changes nothing"
-        )
-    if model.chat_template is None:
-        notes.append(
-            "note: the model has no chat template; prompts use visage-local's plain "
-            "'User: ... / Assistant:' fallback (visage_local/chat.py)"
-        )
-    extra = requant_extra_bytes(config)
-    if config.requant != "same":
-        notes.append(
-            f"requant {config.requant}: the perturbed model takes {extra / 2**20:.0f} MiB "
-            "more than in its own types"
-        )
-    scratch = model.size + extra
-    where = scratch_folder(scratch, out_dir)
-    notes.append(
-        f"scratch copy of the model: {scratch / 2**20:.0f} MiB in "
-        + ("RAM (/dev/shm)" if where == SCRATCH_DIR else f"{where} on disk, removed at the end")
-    )
-    return notes
+    def prepared(self, config: SweepConfig) -> PreparedSweep:
+        """``config`` prepared to run, its direction cache shared among --ray's workers."""
+        return prepare(config, 1 if self.ray_address is None else self.workers)

@@ -78,9 +78,9 @@ flash_attn_option = click.option(
 seed_option = click.option(
     "--seed",
     type=click.IntRange(min=0),
-    default=123,
+    default=reference.SEED,
     show_default=True,
-    help="Seed of the random directions (the reference uses 123).",
+    help=f"Seed of the random directions (the reference uses {reference.SEED}).",
 )
 
 

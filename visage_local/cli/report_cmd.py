@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from visage_local.files import atomic_write_text
-from visage_local.leaderboard import SCREEN_JSON, write_leaderboard
-from visage_local.record import RunFolder
+from visage_local.leaderboard import write_leaderboard
+from visage_local.record import RunFolder, ScreenFolder
 from visage_local.report import markdown_card, write_report
 
 
@@ -35,7 +35,7 @@ def report_command(run_dir: Path, out: Path | None, fmt: str) -> None:
     check's folder or a folder of several runs), or the leaderboard (leaderboard.html) of a
     screen's folder."""
     if fmt == "markdown":
-        if (run_dir / SCREEN_JSON).is_file():
+        if ScreenFolder(run_dir).is_screen():
             raise click.UsageError("--format markdown is for a run or a check's folder")
         card = markdown_card(run_dir)
         if out is None:
@@ -44,7 +44,7 @@ def report_command(run_dir: Path, out: Path | None, fmt: str) -> None:
             atomic_write_text(out, card)
             click.echo(str(out))
         return
-    if (run_dir / SCREEN_JSON).is_file():
+    if ScreenFolder(run_dir).is_screen():
         if out is not None:
             raise click.UsageError("a screen's leaderboard is written in its folder (no --out)")
         click.echo(str(write_leaderboard(run_dir)))

@@ -11,6 +11,7 @@ import click
 from visage_local.files import check_writable
 from visage_local.grid import Grid
 from visage_local.prompts import builtin_benign
+from visage_local.record import ScreenFolder
 from visage_local.registry import resolve_model
 from visage_local.screen import ScreenRow, Stages, expand_specs, screen, screen_verdict
 from visage_local.stats import rank_text
@@ -96,7 +97,7 @@ def screen_command(
                   ray=measurement.ray(),
                   on_estimate=lambda e: click.echo(e.describe(), err=True))  # fmt: skip
     if as_json:
-        echo_json(json.loads((out_dir / "screen.json").read_text()))
+        echo_json(json.loads(ScreenFolder(out_dir).screen.read_text()))
         return
     _print(rows, landscape, base_pair is not None)
     click.echo(f"results in {out_dir} (screen.json, screen.csv, leaderboard.html)")

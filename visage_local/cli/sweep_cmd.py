@@ -9,7 +9,7 @@ from visage_local.planning import AdaptiveEdges, Shard
 from visage_local.registry import model_label, named_spec, resolve_model
 from visage_local.sweep import default_out_dir
 
-from ._landscape import Output, run_landscape
+from ._landscape import Landscape, Output, run_landscape
 from .config_file import config_option
 from .measurement import Measurement
 from .options import capability_settings, dims_option, evaluation_options, range_option, seed_option
@@ -99,18 +99,17 @@ def sweep_command(
     output = Output.take(options)
     benign = options.pop("benign")
     capability = capability_settings(options)
-    run_landscape(
+    landscape = Landscape(
         model_path,
         Grid(dims, steps, range_),
         seed,
-        measurement,
-        output,
+        default_out=default_out_dir(model_label(model, model_path), dims, seed),
         benign=benign,
         capability=capability,
-        default_out=default_out_dir(model_label(model, model_path), dims, seed),
         n_directions=n_directions,
         order=AdaptiveEdges() if adaptive else shard,
         budget_minutes=budget_minutes,
-        resolved={"model": model_path.resolve(), "steps": steps},
         model_spec=named_spec(model, model_path),
     )
+    resolved = {"model": model_path.resolve(), "steps": steps}
+    run_landscape(landscape, measurement, output, resolved)

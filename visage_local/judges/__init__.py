@@ -13,6 +13,8 @@ name (before any work starts) and the one that builds the judge; ``get_judge`` a
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,10 @@ __all__ = [
     "KeywordJudge",
     "Verdict",
     "check_judge_name",
+    "file_label",
     "get_judge",
+    "judge_files",
+    "judges_by_keywords",
     "settled_for_all",
     "normalise",
     "normalised_keywords",
@@ -46,6 +51,12 @@ class JudgeKind:
     matches: Callable[[str], bool]
     check: Callable[[str], None]  # raises ConfigError for a name it matches but cannot use
     make: Callable[[str, int | None], Judge]
+    by_keywords: bool = True  # a keyword found in an answer's first tokens stays found
+    file: Callable[[str], Path | None] = lambda name: None  # the file a name points to
+
+
+def _after_colon(name: str) -> Path:
+    return Path(name.split(":", 1)[1])
 
 
 def _no_check(name: str) -> None:
@@ -96,8 +107,16 @@ JUDGE_KINDS: tuple[JudgeKind, ...] = (
         lambda name: name.startswith("keyword:"),
         _keyword_file,
         lambda name, threads: KeywordJudge(name, _keyword_file(name)),
+        file=_after_colon,
     ),
-    JudgeKind("llm:PATH.gguf", lambda name: name.startswith("llm:"), _check_llm, _make_llm),
+    JudgeKind(
+        "llm:PATH.gguf",
+        lambda name: name.startswith("llm:"),
+        _check_llm,
+        _make_llm,
+        by_keywords=False,
+        file=_after_colon,
+    ),
 )
 JUDGES = tuple(kind.pattern for kind in JUDGE_KINDS)
 
@@ -114,6 +133,32 @@ def check_judge_name(name: str) -> str:
     ConfigError."""
     _kind(name).check(name)
     return name
+
+
+def judges_by_keywords(name: str) -> bool:
+    """True for a keyword judge: its verdict on an answer's first tokens is exact for them."""
+    return _kind(name).by_keywords
+
+
+def file_label(name: str) -> str:
+    """A judge's name as it appears in file names: ``keyword``, ``llm-<model file stem>``,
+    ``keyword-<list file stem>``."""
+    file = _kind(name).file(name)
+    if file is not None:
+        name = f"{name.split(':', 1)[0]}-{file.stem}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def judge_files(names: tuple[str, ...]) -> dict:
+    """The sha256 of each keyword list a judge reads from a file (a ``keyword:FILE`` judge's
+    name holds only the path), as a run's settings record them."""
+    files = {}
+    for name in names:
+        kind = _kind(name)
+        file = kind.file(name)
+        if kind.by_keywords and file is not None:
+            files[name] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return {"judge_files": files} if files else {}
 
 
 def settled_for_all(judges: list[Judge]) -> Callable[[str], bool] | None:
