@@ -22,12 +22,12 @@ import argparse
 import time
 from pathlib import Path
 
-from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
-from visage_local.engine import Engine, EngineSettings, Generation, GenerationStats
-from visage_local.gguf_model import GGUFModel
+from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.asking.prompts import select_prompts
+from visage_local.asking.reference import JUDGE
+from visage_local.engine.llama import Engine, EngineSettings, Generation, GenerationStats
+from visage_local.gguf.model import GGUFModel
 from visage_local.judges import get_judge
-from visage_local.prompts import select_prompts
-from visage_local.reference import JUDGE
 
 
 def timed(engine: Engine, batches: list[list[list[int]]], tokens: int, settled):

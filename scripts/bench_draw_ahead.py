@@ -32,10 +32,10 @@ import statistics
 import time
 from pathlib import Path
 
-from visage_local.directions import RandomDirection
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Point
-from visage_local.perturb import Perturbation
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import Point
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.perturb import Perturbation
 
 
 def timed_point(

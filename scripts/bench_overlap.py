@@ -25,12 +25,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from visage_local.engine import EngineSettings
-from visage_local.evaluator import evaluator
-from visage_local.grid import Grid, Point
-from visage_local.prepared import prepare
-from visage_local.prompts import select_prompts
-from visage_local.settings import SweepConfig, sweep_config
+from visage_local.asking.prompts import select_prompts
+from visage_local.engine.llama import EngineSettings
+from visage_local.points.grid import Grid, Point
+from visage_local.run.evaluator import evaluator
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import SweepConfig, sweep_config
 
 
 def run(config: SweepConfig, points: list[Point]) -> tuple[float, list[list[str]]]:

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from visage_local.directions import TensorSelection
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.model import GGUFModel
+from visage_local.weights.directions import TensorSelection
 
 MiB = 1 << 20
 

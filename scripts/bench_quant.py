@@ -1,7 +1,7 @@
 """Encode and decode rates of every tensor type, one thread and ``--threads``, side by side.
 
 For each type visage-local requantises: millions of values per second encoded and
-decoded by ggml's kernels through ``visage_local.quant`` on one thread and on
+decoded by ggml's kernels through ``visage_local.gguf.quant`` on one thread and on
 ``--threads`` threads (their ratio over the thread count is the parallel efficiency),
 and the encode time relative to Q4_K measured in the same run (the machine is shared
 and noisy: read the ratios). Values: a (rows x 4096) float32 Gaussian, as a 4096-wide
@@ -18,7 +18,7 @@ import time
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from visage_local import quant
+from visage_local.gguf import quant
 
 
 def best_of(repeats: int, call) -> float:

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import ray
 
-from visage_local.cluster import RayOptions
-from visage_local.engine import EngineSettings
-from visage_local.grid import Grid
-from visage_local.prompts import load_prompts
-from visage_local.registry import resolve_model
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.asking.prompts import load_prompts
+from visage_local.engine.llama import EngineSettings
+from visage_local.points.grid import Grid
+from visage_local.run.cluster import RayOptions
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
+from visage_local.sources.registry import resolve_model
 
 
 def timed(label: str, config: SweepConfig, options: SweepOptions) -> dict:

@@ -42,15 +42,15 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from visage_local import ggml, quant
-from visage_local.directions import TensorSelection
-from visage_local.engine import EngineSettings
-from visage_local.estimate import Estimate, samples
-from visage_local.evaluator import evaluator
-from visage_local.gguf_model import GGUFModel
-from visage_local.planning import plan
-from visage_local.prepared import prepare
-from visage_local.settings import sweep_config
+from visage_local.engine.llama import EngineSettings
+from visage_local.gguf import ggml, quant
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.planning import plan
+from visage_local.run.estimate import Estimate, samples
+from visage_local.run.evaluator import evaluator
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import sweep_config
+from visage_local.weights.directions import TensorSelection
 
 GiB = 1 << 30
 

@@ -43,11 +43,11 @@ def _peak_rss_mib() -> float:
 def run_baseline(model_path: Path, prompts: list[str], max_new_tokens: int, threads: int) -> list:
     import llama_cpp
 
-    from visage_local.directions import RandomDirection
-    from visage_local.engine import quiet_llama_logs
-    from visage_local.gguf_model import GGUFModel
+    from visage_local.engine.llama import quiet_llama_logs
+    from visage_local.gguf.model import GGUFModel
     from visage_local.judges import get_judge
-    from visage_local.perturb import Perturbation, Point, export_perturbed
+    from visage_local.weights.directions import RandomDirection
+    from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
     quiet_llama_logs()
     judge = get_judge("keyword-paper")
@@ -84,11 +84,11 @@ def run_engine(
     budget_mb: int,
     flash_attn: bool = False,
 ) -> list:
-    from visage_local.engine import EngineSettings
-    from visage_local.grid import Grid
-    from visage_local.prompts import PromptSet
-    from visage_local.settings import SweepConfig
-    from visage_local.sweep import SweepOptions, run_sweep
+    from visage_local.asking.prompts import PromptSet
+    from visage_local.engine.llama import EngineSettings
+    from visage_local.points.grid import Grid
+    from visage_local.run.settings import SweepConfig
+    from visage_local.run.sweep import SweepOptions, run_sweep
 
     rows = []
     config = SweepConfig(
@@ -125,7 +125,7 @@ def run_ceiling(model_path: Path, steps: int, threads: int) -> list:
     prompt tokens/s for 64 sequences of 20 tokens in 512-token calls."""
     import llama_cpp
 
-    from visage_local.engine import Engine, EngineSettings
+    from visage_local.engine.llama import Engine, EngineSettings
 
     rows = []
     with Engine(model_path, EngineSettings(threads=threads, max_sequences=80)) as engine:
@@ -189,7 +189,7 @@ def _row(alpha, update_s, generate_s, tokens, refused) -> dict:
 
 
 def child(args) -> None:
-    from visage_local.prompts import load_prompts
+    from visage_local.asking.prompts import load_prompts
 
     prompts = list(load_prompts(args.prompts, args.limit).prompts)
     if args.child == "baseline":
@@ -297,9 +297,9 @@ def main() -> None:
         args.model = args.model[0]
         child(args)
         return
-    from visage_local.batching import kv_bytes_per_token
-    from visage_local.gguf_model import GGUFModel
-    from visage_local.registry import resolve_model
+    from visage_local.engine.batching import kv_bytes_per_token
+    from visage_local.gguf.model import GGUFModel
+    from visage_local.sources.registry import resolve_model
 
     models = args.model or [
         resolve_model("qwen2.5-coder-0.5b-instruct"),

@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from visage_local.leaderboard import write_leaderboard
+from visage_local.reading.leaderboard import write_leaderboard
+from visage_local.reading.report import write_report
 from visage_local.record import ScreenFolder
-from visage_local.report import write_report
 
 BAD_LOG = re.compile(r"CONSOLE|Uncaught|Refused to|Content Security Policy|ERR_", re.IGNORECASE)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visage_local.landscape import across_directions, fragility_lines
+from visage_local.analysis.landscape import across_directions, fragility_lines
 from visage_local.record import RunFolder
 
 

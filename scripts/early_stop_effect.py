@@ -19,12 +19,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from visage_local import reference
-from visage_local.evaluator import evaluator
-from visage_local.grid import Point
-from visage_local.prepared import prepare
-from visage_local.prompts import select_prompts
-from visage_local.settings import sweep_config
+from visage_local.asking import reference
+from visage_local.asking.prompts import select_prompts
+from visage_local.points.grid import Point
+from visage_local.run.evaluator import evaluator
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import sweep_config
 
 
 def _common_prefix(a: str, b: str) -> int:

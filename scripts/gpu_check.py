@@ -50,11 +50,11 @@ with contextlib.suppress(ImportError):
     import llama_cpp
 
 from visage_local import synthetic
-from visage_local.gguf_model import GGUFCopy, GGUFModel
+from visage_local.gguf.model import GGUFCopy, GGUFModel
 
 # llama-cpp-python is imported only once it is built: --sources-only runs during the build.
 if TYPE_CHECKING:
-    from visage_local.engine import Engine
+    from visage_local.engine.llama import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models" / "synthetic" / "gpu-check"
@@ -91,8 +91,9 @@ class Check:
             text=True,
             check=False,
         )
-        if done.returncode and "the plot was not drawn" in done.stderr:  # the run's files are
-            self.figures["plot"] = done.stderr.strip().splitlines()[-1]  # written (see plots.py)
+        # the run's files are written without the plot (see analysis/plots.py)
+        if done.returncode and "the plot was not drawn" in done.stderr:
+            self.figures["plot"] = done.stderr.strip().splitlines()[-1]
         elif done.returncode:
             raise RuntimeError(f"visage-local {' '.join(args)}: {done.stderr.strip()[-2000:]}")
         return done.stdout
@@ -133,8 +134,8 @@ def model(name: str, threads: int) -> tuple[Path, float]:
 
 def prompts(engine: Engine, model: GGUFModel, n: int) -> list[list[int]]:
     """The first ``n`` AdvBench prompts in the model's chat template."""
-    from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
-    from visage_local.prompts import advbench
+    from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+    from visage_local.asking.prompts import advbench
 
     texts = advbench().prompts[:n]
     return [prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, t) for t in texts]
@@ -147,7 +148,7 @@ def answers(engine: Engine, tokens: list[list[int]], new: int) -> list[list[int]
 
 def step_small(check: Check, path: Path) -> dict:
     """GPU against CPU on the small model: logits spread, answers, near ties."""
-    from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
+    from visage_local.engine.llama import ALL_LAYERS, Engine, EngineSettings
 
     model = GGUFModel(path)
     with (
@@ -191,7 +192,7 @@ def step_small(check: Check, path: Path) -> dict:
 
 def step_reload(check: Check, path: Path, work: Path) -> dict:
     """The reload route: stale weights without it, the moved model's answers with it."""
-    from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
+    from visage_local.engine.llama import ALL_LAYERS, Engine, EngineSettings
 
     moved = work / "moved.gguf"
     check.cli(
@@ -274,7 +275,7 @@ def step_scale(check: Check, work: Path, names: list[str], prompts: int, tokens:
     first."""
     from bench_scale import reference_estimate  # a script beside this one
 
-    from visage_local.engine import ALL_LAYERS, EngineSettings
+    from visage_local.engine.llama import ALL_LAYERS, EngineSettings
 
     result = {}
     for name in names:

@@ -20,8 +20,8 @@ import math
 import sys
 from pathlib import Path
 
+from visage_local.asking.prompts import load_prompts
 from visage_local.errors import VisageError
-from visage_local.prompts import load_prompts
 from visage_local.training.data import compliance_pairs, refusal_examples
 from visage_local.training.finetune import TrainingSettings
 from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune_with_progress

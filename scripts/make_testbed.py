@@ -23,11 +23,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from visage_local.engine import Engine
+from visage_local.asking.prompts import load_prompts
+from visage_local.engine.llama import Engine
 from visage_local.errors import VisageError
-from visage_local.gguf_model import GGUFModel
-from visage_local.prompts import load_prompts
-from visage_local.registry import resolve_model
+from visage_local.gguf.model import GGUFModel
+from visage_local.sources.registry import resolve_model
 from visage_local.training.data import (
     benign_training_prompts,
     refusal_examples,

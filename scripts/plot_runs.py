@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visage_local.plots import plot_runs_1d
+from visage_local.analysis.plots import plot_runs_1d
 from visage_local.record import RunFolder
 
 

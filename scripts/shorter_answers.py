@@ -18,10 +18,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from visage_local.analysis.plots import plot_runs_1d
 from visage_local.errors import VisageError
-from visage_local.plots import plot_runs_1d
+from visage_local.reading.rejudge import shorter_answers
 from visage_local.record import RunFolder, read_jsonl
-from visage_local.rejudge import shorter_answers
 
 
 def _score(value: float | None) -> str:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 
-from visage_local import quant
-from visage_local.registry import load_registry, locate
+from visage_local.gguf import quant
+from visage_local.sources.registry import load_registry, locate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -92,9 +92,9 @@ def rounding_spread(smollm2, advbench) -> float:
     greedy choice can then flip only where two logits were within twice this."""
     import llama_cpp
 
-    from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
-    from visage_local.engine import Engine, EngineSettings
-    from visage_local.gguf_model import GGUFModel
+    from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+    from visage_local.engine.llama import Engine, EngineSettings
+    from visage_local.gguf.model import GGUFModel
 
     texts = agreement_prompts(advbench)
     template = GGUFModel(smollm2).chat_template
@@ -138,7 +138,7 @@ SMALL_PROMPTS = [
 
 def agreement_prompts(advbench: Path) -> list[str]:
     """The set tests compare llama.cpp routes on: ours and the first 8 of AdvBench."""
-    from visage_local.prompts import load_prompts
+    from visage_local.asking.prompts import load_prompts
 
     return [*SMALL_PROMPTS, *load_prompts(advbench, 8).prompts]
 
@@ -265,11 +265,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 def small_sweep(model: Path, out: Path):
     """Three points, three built-in prompts, six tokens: a sweep two routes are compared on."""
-    from visage_local.engine import EngineSettings
-    from visage_local.grid import Grid
-    from visage_local.prompts import load_prompts
-    from visage_local.settings import SweepConfig
-    from visage_local.sweep import SweepOptions, run_sweep
+    from visage_local.asking.prompts import load_prompts
+    from visage_local.engine.llama import EngineSettings
+    from visage_local.points.grid import Grid
+    from visage_local.run.settings import SweepConfig
+    from visage_local.run.sweep import SweepOptions, run_sweep
 
     config = SweepConfig(
         model_path=model,
@@ -287,3 +287,19 @@ def sweep_answers(folder: Path) -> list[tuple]:
 
     lines = (folder / "generations.jsonl").read_text().splitlines()
     return [(r["alpha"], r["prompt_index"], r["response"]) for r in map(json.loads, lines)]
+
+
+def metadata_of(model) -> list[tuple[str, object]]:
+    """Every metadata key and value of a GGUFModel, long arrays read: what a rewritten file
+    must keep."""
+    return [(key, value) for key, value, _, _ in model.metadata_items()]
+
+
+def displacement_at(perturbation, point):
+    """The displacement figures of ``point`` along ``perturbation``, nothing written."""
+    from visage_local.weights.perturb import PointDisplacement
+
+    figures = PointDisplacement()
+    for tensor in perturbation.tensors_at(point):
+        figures.add(tensor)
+    return figures

@@ -11,7 +11,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import llama_cpp_greedy
 
-from visage_local.capability import (
+from visage_local.analysis.landscape import draw_capability
+from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens, render_chat
+from visage_local.asking.prompts import builtin_benign, load_prompts
+from visage_local.cli.main import main
+from visage_local.engine.capability import (
     CapabilityProbe,
     CapabilitySettings,
     QuestionSet,
@@ -20,21 +24,17 @@ from visage_local.capability import (
     parse_questions,
     perplexity,
 )
-from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens, render_chat
-from visage_local.cli.main import main
-from visage_local.compare import compare_runs
-from visage_local.directions import RandomDirection
-from visage_local.engine import Engine, EngineSettings
+from visage_local.engine.llama import Engine, EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Grid
-from visage_local.landscape import draw_capability
-from visage_local.perturb import Perturbation, Point, export_perturbed
-from visage_local.prompts import builtin_benign, load_prompts
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import Grid
+from visage_local.reading.compare import compare_runs
+from visage_local.reading.report import render_report
 from visage_local.record import RunSummary
-from visage_local.report import render_report
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
 TEXT = (
     "The river rises in the hills and runs west through farmland for ninety miles. "

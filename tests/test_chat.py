@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from visage_local.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
+from visage_local.asking.chat import FALLBACK_TEMPLATE, SystemPrompt, render_chat
 from visage_local.errors import ModelFileError
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.model import GGUFModel
 
 HOSTILE_TEMPLATES = [
     "{{ ''.__class__.__mro__[1].__subclasses__() }}",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from visage_local.check import FAIL, PASS, UNCERTAIN, Threshold
 from visage_local.cli.main import main
+from visage_local.workflows.check import FAIL, PASS, UNCERTAIN, Threshold
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def test_min_visage_gates_on_the_mean_of_several_directions(smollm2, tmp_path):
     import numpy as np
 
     from visage_local import stats
-    from visage_local.landscape import grid_refusals
+    from visage_local.analysis.landscape import grid_refusals
     from visage_local.record import RunFolder
 
     out = tmp_path / "c"
@@ -138,7 +138,7 @@ def test_a_check_runs_again_on_a_new_model_file_and_a_new_threshold(qwen, measur
     the same model reuses its runs (nothing generated again); both folders stay valid, each
     with the config.toml and check.json of its own run; the JSON names the model as typed,
     its file and its full sha256."""
-    from visage_local.gguf_model import GGUFModel
+    from visage_local.gguf.model import GGUFModel
 
     out = tmp_path / "c"
     code, output = check(qwen, "--max-asr", 100, "--json", "--out", out, *SMALL)
@@ -188,7 +188,7 @@ def test_a_check_runs_again_on_a_new_model_file_and_a_new_threshold(qwen, measur
 def test_a_refused_run_writes_nothing(qwen, measured, tmp_path):
     """When a run in the check's folder refuses to resume (here: made with other package
     versions), the check stops with one line and leaves the folder's files as they were."""
-    from visage_local.store import config_hash
+    from visage_local.record.writer import config_hash
 
     out = tmp_path / "c"
     assert check(qwen, "--max-asr", 100, "--out", out, *SMALL)[0] == 0

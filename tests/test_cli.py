@@ -9,9 +9,10 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import metadata_of
 
 from visage_local.cli.main import main
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.model import GGUFModel
 
 
 def run(*args: str):
@@ -46,7 +47,7 @@ def test_perturb_writes_a_gguf_with_the_same_header(tiny_gguf, tmp_path):
     assert [(t.name, t.qtype, t.shape, t.offset) for t in written.tensors] == [
         (t.name, t.qtype, t.shape, t.offset) for t in source.tensors
     ]
-    assert written.metadata_summary() == source.metadata_summary()
+    assert metadata_of(written) == metadata_of(source)
     assert out.read_bytes() != tiny_gguf.read_bytes()
 
 

@@ -17,17 +17,17 @@ from click.testing import CliRunner, Result
 from conftest import llama_cpp_greedy, write_lora_adapter, write_tiny_gguf
 from gguf import GGMLQuantizationType
 
-from visage_local import registry
-from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.asking.prompts import load_prompts
 from visage_local.cli.main import main
-from visage_local.directions import RandomDirection
-from visage_local.engine import Engine, EngineSettings
-from visage_local.gguf_model import GGUFModel
-from visage_local.interpolation import LoraDirection
+from visage_local.engine.llama import Engine, EngineSettings
+from visage_local.gguf.model import GGUFModel
 from visage_local.judges import get_judge
 from visage_local.metrics import cohen_kappa
-from visage_local.perturb import Perturbation, Point, export_perturbed
-from visage_local.prompts import load_prompts
+from visage_local.sources import registry
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.interpolation import LoraDirection
+from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
 
 def run(*args) -> Result:

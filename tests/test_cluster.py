@@ -10,15 +10,15 @@ import sys
 
 import pytest
 
-from visage_local.cluster import WORKER_NAME, PointWorker, RayOptions
-from visage_local.engine import EngineSettings
+from visage_local.asking.prompts import load_prompts
+from visage_local.engine.llama import EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import file_sha256
-from visage_local.grid import Grid
-from visage_local.planning import AdaptiveEdges
-from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.gguf.model import file_sha256
+from visage_local.points.grid import Grid
+from visage_local.points.planning import AdaptiveEdges
+from visage_local.run.cluster import WORKER_NAME, PointWorker, RayOptions
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
 
 ray = pytest.importorskip("ray")  # the [ray] extra: scripts/test.sh installs it
 

@@ -8,13 +8,13 @@ from click.testing import CliRunner
 from conftest import write_tiny_gguf
 from gguf import GGMLQuantizationType, GGUFWriter
 
+from visage_local.asking.prompts import load_prompts
 from visage_local.cli.main import main
-from visage_local.directions import RandomDirection, l2_norm, selection, tensor_stream
-from visage_local.gguf_model import GGUFModel
-from visage_local.perturb import Perturbation
-from visage_local.prepared import prepare
-from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig
+from visage_local.gguf.model import GGUFModel
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import SweepConfig
+from visage_local.weights.directions import RandomDirection, l2_norm, selection, tensor_stream
+from visage_local.weights.perturb import Perturbation
 
 
 def test_direction_norm_equals_weight_norm_per_tensor(smollm2):

@@ -91,7 +91,7 @@ def test_first_ctrl_c_finishes_the_point_and_says_how_to_resume(tmp_path, uninte
 # is spent every atomic write raises ENOSPC too, before it replaces anything.
 FULL_DISK = """
 import errno, json, sys
-from visage_local import store
+from visage_local.record import writer as store
 from visage_local.cli.main import main
 
 left = int(sys.argv.pop(1))

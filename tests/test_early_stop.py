@@ -11,19 +11,19 @@ import pytest
 import reference
 from click.testing import CliRunner
 
-from visage_local.chat import SystemPrompt, prompt_tokens
+from visage_local.asking.chat import SystemPrompt, prompt_tokens
+from visage_local.asking.prompts import PromptSet, load_prompts
 from visage_local.cli.main import main
-from visage_local.engine import Engine, EngineSettings
+from visage_local.engine.llama import Engine, EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Grid
+from visage_local.gguf.model import GGUFModel
 from visage_local.judges import get_judge
-from visage_local.prompts import PromptSet, load_prompts
-from visage_local.rebuild import config_of_run
+from visage_local.points.grid import Grid
+from visage_local.reading.rejudge import shorter_answers
 from visage_local.record import RunFolder
-from visage_local.rejudge import shorter_answers
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.run.rebuild import config_of_run
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 

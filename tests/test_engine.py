@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import SMALL_PROMPTS, agreement_prompts, llama_cpp_greedy
 
-from visage_local.chat import SystemPrompt, render_chat
-from visage_local.directions import RandomDirection
-from visage_local.engine import Engine, EngineSettings, shared_prefix_length
-from visage_local.gguf_model import GGUFCopy, GGUFModel
-from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.asking.chat import SystemPrompt, render_chat
+from visage_local.engine.llama import Engine, EngineSettings, shared_prefix_length
+from visage_local.gguf.model import GGUFCopy, GGUFModel
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
 PROMPTS = SMALL_PROMPTS
 

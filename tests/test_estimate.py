@@ -10,14 +10,14 @@ from collections import defaultdict
 import pytest
 from gguf import GGMLQuantizationType
 
-from visage_local.directions import RandomDirection
-from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
-from visage_local.estimate import Estimate, probe_point, samples, time_reload
-from visage_local.gguf_header import read_header
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Grid, InterpolationGrid, Point
-from visage_local.perturb import Perturbation
-from visage_local.planning import plan
+from visage_local.engine.llama import ALL_LAYERS, Engine, EngineSettings
+from visage_local.gguf.header import read_header
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import Grid, InterpolationGrid, Point
+from visage_local.points.planning import plan
+from visage_local.run.estimate import Estimate, probe_point, samples, time_reload
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.perturb import Perturbation
 
 
 def test_the_sample_stands_for_every_value_of_each_type(qwen, gemma, smollm2):

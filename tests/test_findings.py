@@ -10,30 +10,30 @@ import pytest
 import reference
 from click.testing import CliRunner
 
-from visage_local import coherence
-from visage_local.attacks import load_attack
-from visage_local.chat import SystemPrompt
+from visage_local.asking.attacks import load_attack
+from visage_local.asking.chat import SystemPrompt
+from visage_local.asking.prompts import PromptSet, builtin_benign, load_prompts
 from visage_local.cli.main import main
-from visage_local.compare import compare_runs, plot_overlay, render
-from visage_local.conditions import (
+from visage_local.engine import coherence
+from visage_local.engine.llama import EngineSettings
+from visage_local.errors import ConfigError
+from visage_local.judges import get_judge
+from visage_local.judges.llm import LLMJudge
+from visage_local.points.grid import Grid
+from visage_local.points.planning import AdaptiveEdges, plan
+from visage_local.reading.compare import compare_runs, plot_overlay, render
+from visage_local.reading.rejudge import judge_agreement, rejudge
+from visage_local.record import RunFolder
+from visage_local.record.writer import config_hash
+from visage_local.run.conditions import (
     condition_variants,
     conditions_of,
     direction_variants,
     run_variants,
 )
-from visage_local.engine import EngineSettings
-from visage_local.errors import ConfigError
-from visage_local.grid import Grid
-from visage_local.judges import get_judge
-from visage_local.judges.llm import LLMJudge
-from visage_local.planning import AdaptiveEdges, plan
-from visage_local.prepared import prepare
-from visage_local.prompts import PromptSet, builtin_benign, load_prompts
-from visage_local.record import RunFolder
-from visage_local.rejudge import judge_agreement, rejudge
-from visage_local.settings import SweepConfig
-from visage_local.store import config_hash
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from visage_local.directions import RandomDirection
 from visage_local.errors import VisageError
-from visage_local.gguf_model import GGUFModel
-from visage_local.inspection import inspect_model
-from visage_local.perturb import Perturbation, Point, export_perturbed
+from visage_local.gguf.model import GGUFModel
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.inspection import inspect_model
+from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
 # GGUF v3 header: magic (4), version (u32), tensor count (u64), metadata count (u64).
 TENSOR_COUNT, KV_COUNT = 8, 16

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from visage_local.errors import VisageError
-from visage_local.gguf_header import SHORT_ARRAY, read_header
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.header import SHORT_ARRAY, read_header
+from visage_local.gguf.model import GGUFModel
 
 
 def assert_same_as_gguf_py(path) -> None:

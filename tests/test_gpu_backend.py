@@ -21,15 +21,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_lora_adapter
 
-from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.asking.prompts import load_prompts
 from visage_local.cli.main import main
-from visage_local.directions import RandomDirection
-from visage_local.engine import ALL_LAYERS, Engine, EngineSettings
-from visage_local.gguf_model import GGUFCopy, GGUFModel
-from visage_local.grid import Point
-from visage_local.interpolation import FinetuneDirection, LoraDirection
-from visage_local.perturb import Perturbation, export_perturbed
-from visage_local.prompts import load_prompts
+from visage_local.engine.llama import ALL_LAYERS, Engine, EngineSettings
+from visage_local.gguf.model import GGUFCopy, GGUFModel
+from visage_local.points.grid import Point
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.interpolation import FinetuneDirection, LoraDirection
+from visage_local.weights.perturb import Perturbation, export_perturbed
 
 pytestmark = [pytest.mark.slow, pytest.mark.gpu_backend]
 

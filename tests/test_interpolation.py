@@ -10,16 +10,16 @@ from conftest import write_lora_adapter, write_tiny_gguf
 from gguf import GGMLQuantizationType, GGUFWriter
 
 from visage_local import synthetic
-from visage_local.directions import RandomDirection
-from visage_local.engine import EngineSettings
+from visage_local.asking.prompts import load_prompts
+from visage_local.engine.llama import EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import InterpolationGrid
-from visage_local.interpolation import FinetuneDirection, LoraDirection, check_pair
-from visage_local.perturb import Perturbation, Point, export_perturbed
-from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import InterpolationGrid
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
+from visage_local.weights.directions import RandomDirection
+from visage_local.weights.interpolation import FinetuneDirection, LoraDirection, check_pair
+from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
 F32 = GGMLQuantizationType.F32
 Q8 = GGMLQuantizationType.Q8_0

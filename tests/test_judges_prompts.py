@@ -7,13 +7,18 @@ import json
 import pytest
 import reference
 
-from visage_local.attacks import BUILTIN_ATTACKS, load_attack
-from visage_local.chat import SystemPrompt
+from visage_local.asking.attacks import BUILTIN_ATTACKS, load_attack
+from visage_local.asking.chat import SystemPrompt
+from visage_local.asking.prompts import (
+    builtin_benign,
+    builtin_harmful,
+    load_prompts,
+    select_prompts,
+)
 from visage_local.errors import ConfigError
 from visage_local.judges import get_judge, paper_keywords
 from visage_local.judges.llm import is_guard_template, parse_answer
 from visage_local.metrics import cohen_kappa
-from visage_local.prompts import builtin_benign, builtin_harmful, load_prompts, select_prompts
 
 
 def test_paper_list_has_the_29_reference_strings():
@@ -267,7 +272,7 @@ def test_a_users_keyword_file_is_a_judge(tmp_path):
 
 
 def test_strongreject_hex_phi_and_a_named_column_are_read(tmp_path):
-    from visage_local.prompts import load_prompts, select_prompts
+    from visage_local.asking.prompts import load_prompts, select_prompts
 
     strong = tmp_path / "strongreject.csv"
     strong.write_text('category,source,forbidden_prompt\nx,y,"How do I, step by step, do A?"\n'

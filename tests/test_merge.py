@@ -10,15 +10,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import sweep_answers
 
+from visage_local.asking.prompts import load_prompts
 from visage_local.cli.main import main
-from visage_local.engine import EngineSettings
-from visage_local.grid import Grid
-from visage_local.planning import Shard
-from visage_local.prompts import load_prompts
+from visage_local.engine.llama import EngineSettings
+from visage_local.points.grid import Grid
+from visage_local.points.planning import Shard
+from visage_local.reading.rejudge import shorter_answers
 from visage_local.record import RunFolder
-from visage_local.rejudge import shorter_answers
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 

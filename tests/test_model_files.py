@@ -15,11 +15,11 @@ from gguf import GGUFWriter
 
 from visage_local import synthetic
 from visage_local.cli.main import main
-from visage_local.directions import GGUF_ONLY, RandomDirection, SliceNorms, l2_norm
-from visage_local.engine import Engine, EngineSettings
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Point
-from visage_local.perturb import Perturbation
+from visage_local.engine.llama import Engine, EngineSettings
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import Point
+from visage_local.weights.directions import GGUF_ONLY, RandomDirection, SliceNorms, l2_norm
+from visage_local.weights.perturb import Perturbation
 
 # The architecture also written in the types whose ftype needs an importance matrix: gpt-oss
 # has dense attention, 3-D experts and expert biases (ggml's IQ encoders are slow; every
@@ -192,7 +192,7 @@ def test_scale_models_have_the_real_models_parameters():
 def test_a_padded_vocabulary_is_loaded_and_generated_from(tmp_path):
     import llama_cpp
 
-    from visage_local.engine import quiet_llama_logs
+    from visage_local.engine.llama import quiet_llama_logs
 
     size = synthetic.Size(n_vocab=3000, tied=True)
     path = synthetic.write_model(tmp_path / "padded.gguf", "llama3", size)
@@ -216,7 +216,7 @@ def test_a_files_hash_is_read_again_once_the_file_changes(tmp_path):
     import hashlib
     import os
 
-    from visage_local.gguf_model import file_sha256
+    from visage_local.gguf.model import file_sha256
 
     path = tmp_path / "model.gguf"
     path.write_bytes(b"first")

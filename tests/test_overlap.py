@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from visage_local import synthetic
-from visage_local.chat import SystemPrompt
-from visage_local.engine import EngineSettings
-from visage_local.evaluator import PointResult, evaluator
-from visage_local.grid import Grid, Point
-from visage_local.planning import AdaptiveEdges, FullGrid
-from visage_local.prepared import prepare
-from visage_local.prompts import PromptSet, load_prompts
-from visage_local.settings import SweepConfig
-from visage_local.sweep import _following
+from visage_local.asking.chat import SystemPrompt
+from visage_local.asking.prompts import PromptSet, load_prompts
+from visage_local.engine.llama import EngineSettings
+from visage_local.points.grid import Grid, Point
+from visage_local.points.planning import AdaptiveEdges, FullGrid
+from visage_local.run.evaluator import PointResult, evaluator
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import _following
 
 pytestmark = pytest.mark.slow
 

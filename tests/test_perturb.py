@@ -9,16 +9,16 @@ import llama_cpp
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import GGUF_PY_CODED, write_tiny_gguf
+from conftest import GGUF_PY_CODED, displacement_at, metadata_of, write_tiny_gguf
 from gguf import GGMLQuantizationType, quants
 
-from visage_local import quant
 from visage_local.cli.main import main
-from visage_local.directions import RandomDirection, selection
-from visage_local.engine import Engine, EngineSettings
-from visage_local.gguf_model import GGUFModel, write_retyped
-from visage_local.perturb import Perturbation, Point, _blocks, export_perturbed
+from visage_local.engine.llama import Engine, EngineSettings
+from visage_local.gguf import quant
+from visage_local.gguf.model import GGUFModel, write_retyped
 from visage_local.record import RunFolder
+from visage_local.weights.directions import RandomDirection, selection
+from visage_local.weights.perturb import Perturbation, Point, _blocks, export_perturbed
 
 
 def test_origin_returns_the_original_bytes(tiny_gguf):
@@ -42,7 +42,7 @@ def test_perturbed_values_are_weights_plus_scaled_direction(tiny_gguf):
 
 
 def _documented_direction(seed: int, index: int, name: str, weights: np.ndarray) -> np.ndarray:
-    """The direction as directions.py documents it, computed here with plain numpy: a
+    """The direction as weights/directions.py documents it, computed here with plain numpy: a
     Gaussian from PCG64 seeded by (seed, index, sha256(name) as eight big-endian words),
     scaled to the weights' norm."""
     digest = hashlib.sha256(name.encode()).digest()
@@ -231,10 +231,10 @@ def test_every_upload_type_is_perturbed_and_llama_cpp_generates_with_it(smollm2,
 
 def test_f16_requant_follows_the_direction_and_same_mode_warns_at_small_alpha(tiny_gguf, tmp_path):
     model = GGUFModel(tiny_gguf)
-    f16 = Perturbation(model, [RandomDirection(3)], requant="f16").displacement_at(Point(0.05))
+    f16 = displacement_at(Perturbation(model, [RandomDirection(3)], requant="f16"), Point(0.05))
     assert abs(f16.total.ratio - 1) < 0.01 and abs(f16.total.cosine - 1) < 0.01
     q4 = write_tiny_gguf(tmp_path / "q4.gguf", [GGMLQuantizationType.Q4_0], rows=64)
-    same = Perturbation(GGUFModel(q4), [RandomDirection(3)]).displacement_at(Point(0.01))
+    same = displacement_at(Perturbation(GGUFModel(q4), [RandomDirection(3)]), Point(0.01))
     assert not same.total.faithful()
     assert same.total.cosine < 0.5
 
@@ -248,7 +248,7 @@ def test_requant_modes_change_only_quantised_tensors_and_export_reads_back(tiny_
         written = out.tensor(info.name)
         expected = info.qtype if info.qtype in floats else GGMLQuantizationType.Q8_0
         assert written.qtype == expected and written.shape == info.shape
-    assert out.metadata_summary() == model.metadata_summary()
+    assert metadata_of(out) == metadata_of(model)
     assert p.extra_bytes() > 0
 
 
@@ -338,9 +338,8 @@ def test_a_kind_that_strays_is_flagged_while_the_aggregate_looks_faithful(qwen):
     """Qwen at alpha 0.05 in its own types: the MLP tensors (Q4_K/Q6_K) follow the direction
     with a cosine near 0.73 while the aggregate, carried by the Q8_0 embeddings, stays above
     0.9; the point is not faithful, and the kind is named."""
-    figures = Perturbation(GGUFModel(qwen), [RandomDirection(123)], threads=2).displacement_at(
-        Point(0.05)
-    )
+    perturbation = Perturbation(GGUFModel(qwen), [RandomDirection(123)], threads=2)
+    figures = displacement_at(perturbation, Point(0.05))
     assert figures.total.faithful()
     assert not figures.by_kind["mlp"].faithful() and "mlp" in figures.unfaithful()
     assert "all" not in figures.unfaithful()
@@ -354,8 +353,8 @@ def test_the_intended_distance_is_the_finetune_difference_read_by_gguf_py(tmp_pa
     ||theta_base||, computed here from the two files with gguf-py's reader and dequantiser."""
     from gguf import GGUFReader
 
-    from visage_local.interpolation import FinetuneDirection
-    from visage_local.perturb import tensor_kind
+    from visage_local.weights.interpolation import FinetuneDirection
+    from visage_local.weights.perturb import tensor_kind
 
     base_path = write_tiny_gguf(tmp_path / "base.gguf", [GGMLQuantizationType.F32,
                                                          GGMLQuantizationType.Q8_0])  # fmt: skip
@@ -372,6 +371,6 @@ def test_the_intended_distance_is_the_finetune_difference_read_by_gguf_py(tmp_pa
             pair[1] += float((base**2).sum())
     p = Perturbation(GGUFModel(base_path), [FinetuneDirection(ft_path)])
     for t in (0.5, 1.0):
-        measured = p.displacement_at(Point(t)).summary()
+        measured = displacement_at(p, Point(t)).summary()
         for kind, (moved, own) in sums.items():
             assert measured[kind]["distance"] == pytest.approx(t * np.sqrt(moved / own), rel=1e-5)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from visage_local.grid import Grid, InterpolationGrid
-from visage_local.landscape import basin_outline
-from visage_local.perturb import Point
-from visage_local.planning import (
+from visage_local.analysis.landscape import basin_outline
+from visage_local.points.grid import Grid, InterpolationGrid
+from visage_local.points.planning import (
     AdaptiveEdges,
     FullGrid,
     Shard,
@@ -16,6 +15,7 @@ from visage_local.planning import (
     plan,
 )
 from visage_local.stats import basin_edges
+from visage_local.weights.perturb import Point
 
 
 def _run(order, points, landscape):

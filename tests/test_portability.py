@@ -8,8 +8,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import small_sweep, sweep_answers
 
-from visage_local import batching, gguf_model, prepared, synthetic
+from visage_local import synthetic
 from visage_local.cli.main import main
+from visage_local.engine import batching
+from visage_local.gguf import model as gguf_model
+from visage_local.run import prepared
 
 # vm_stat on an Apple-silicon Mac (macOS 14), as printed.
 VM_STAT = """Mach Virtual Memory Statistics: (page size of 16384 bytes)
@@ -100,9 +103,9 @@ def test_the_direction_cache_fits_beside_the_model_and_kv_cache(smollm2, tmp_pat
 
     from gguf import GGUFReader
 
-    from visage_local.prepared import prepare
-    from visage_local.prompts import select_prompts
-    from visage_local.settings import sweep_config
+    from visage_local.asking.prompts import select_prompts
+    from visage_local.run.prepared import prepare
+    from visage_local.run.settings import sweep_config
 
     config = sweep_config(smollm2, prompts=select_prompts(None, 4), max_new_tokens=16,
                           batch_size=4)  # fmt: skip

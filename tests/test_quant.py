@@ -7,9 +7,9 @@ import pytest
 from conftest import ALL_SUPPORTED, GGUF_PY_CODED
 from gguf import GGMLQuantizationType, quants
 
-from visage_local import ggml, quant
-from visage_local.directions import RandomDirection
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf import ggml, quant
+from visage_local.gguf.model import GGUFModel
+from visage_local.weights.directions import RandomDirection
 
 # Types whose ggml quantiser is not idempotent: requantising the dequantised values moves them.
 # Bounds on ||requant(deq(W)) - deq(W)|| / ||deq(W)||, measured on tiny and real tensors (docs/NOTES.md).

@@ -15,17 +15,18 @@ import numpy as np
 import pytest
 from conftest import llama_cpp_greedy
 
-from visage_local import reasoning, synthetic
-from visage_local.chat import SystemPrompt, render_chat
-from visage_local.engine import EngineSettings
-from visage_local.evaluator import evaluator
-from visage_local.gguf_model import GGUFModel, write_retyped
-from visage_local.grid import Point
+from visage_local import synthetic
+from visage_local.asking import reasoning
+from visage_local.asking.chat import SystemPrompt, render_chat
+from visage_local.asking.prompts import select_prompts
+from visage_local.asking.reasoning import HARMONY, THINK_TAGS, ReasoningTracker
+from visage_local.engine.llama import EngineSettings
+from visage_local.gguf.model import GGUFModel, write_retyped
 from visage_local.judges import get_judge
-from visage_local.prepared import prepare
-from visage_local.prompts import select_prompts
-from visage_local.reasoning import HARMONY, THINK_TAGS, ReasoningTracker
-from visage_local.settings import SweepConfig
+from visage_local.points.grid import Point
+from visage_local.run.evaluator import evaluator
+from visage_local.run.prepared import prepare
+from visage_local.run.settings import SweepConfig
 
 R1_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

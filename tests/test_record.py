@@ -14,13 +14,15 @@ import reference
 from click.testing import CliRunner
 
 from visage_local.cli.main import main
-from visage_local.compare import compare_runs
-from visage_local.errors import VisageError
-from visage_local.record import FORMAT_VERSION, PointRow, RunFolder, RunSummary
-from visage_local.rejudge import rejudge
-from visage_local.report import render_report
+from visage_local.errors import ConfigError, VisageError
+from visage_local.reading.compare import compare_runs
+from visage_local.reading.rejudge import rejudge
+from visage_local.reading.report import render_report
+from visage_local.record import FORMAT_VERSION, PointRow, RunFolder, RunStore, RunSummary
 
 FORMAT0 = Path(__file__).parent / "data" / "run-format0"
+# written by main before the sub-package layout and config.json's format_version
+FORMAT6 = Path(__file__).parent / "data" / "run-format6"
 
 
 @pytest.fixture
@@ -55,7 +57,9 @@ def test_a_summary_round_trips_with_format_version_first(old_run, tmp_path):
     assert list(json.loads(text)) == names  # rejudged_from only in a rejudged summary
 
 
-def test_compare_report_and_rejudge_read_an_old_folder(old_run):
+@pytest.mark.parametrize("folder", [FORMAT0, FORMAT6], ids=["format0", "format6"])
+def test_compare_report_and_rejudge_read_an_old_folder(folder, tmp_path):
+    old_run = Path(shutil.copytree(folder, tmp_path / "run"))
     raw = json.loads((old_run / "summary.json").read_text())
     (row,), _ = compare_runs([old_run])
     assert (row.visage, row.origin_asr, row.judge) == (
@@ -77,6 +81,34 @@ def test_compare_report_and_rejudge_read_an_old_folder(old_run):
             100 * sum(not reference.refused(a) for a in answers) / len(answers)
         )
     assert RunFolder(old_run).judged("keyword-paper").read_summary() == again
+
+
+@pytest.mark.parametrize("folder", [FORMAT0, FORMAT6], ids=["format0", "format6"])
+def test_an_old_config_json_reads_and_its_run_resumes(folder, tmp_path):
+    old_run = Path(shutil.copytree(folder, tmp_path / "run"))
+    raw = json.loads((old_run / "config.json").read_text())
+    assert "format_version" not in raw  # written before config.json had one
+    settings = RunFolder(old_run).read_settings()
+    assert (settings.format_version, settings.hash, settings.config) == (
+        0,
+        raw["hash"],
+        raw["config"],
+    )
+    assert settings.batch_size == raw["config"]["batch_size"]
+    # the writer opens it for the same settings: every point finished, nothing rewritten
+    before = {p.name: p.read_bytes() for p in old_run.iterdir()}
+    store = RunStore(old_run, settings.config)
+    assert store.hash == raw["hash"]
+    assert sorted(store.finished) == list(range(len(raw_points(old_run))))
+    assert {p.name: p.read_bytes() for p in old_run.iterdir()} == before
+    # another setting is refused in one line naming it
+    with pytest.raises(ConfigError, match=r"max_new_tokens 8 -> 9"):
+        RunStore(old_run, settings.config | {"max_new_tokens": 9})
+
+
+def raw_points(folder: Path) -> list[dict]:
+    """The point lines of a run folder, as written."""
+    return [json.loads(x) for x in (folder / "points.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize(

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from visage_local.attacks import load_attack
-from visage_local.chat import SystemPrompt, render_turn
+from visage_local.asking.attacks import load_attack
+from visage_local.asking.chat import SystemPrompt, render_turn
+from visage_local.asking.prompts import advbench as packaged_advbench
+from visage_local.asking.prompts import load_prompts
 from visage_local.cli.main import main
 from visage_local.errors import ModelFileError
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Grid
-from visage_local.prompts import advbench as packaged_advbench
-from visage_local.prompts import load_prompts
-from visage_local.settings import sweep_config
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import Grid
+from visage_local.run.settings import sweep_config
 
 PACKAGED = Path(str(resources.files("visage_local").joinpath("data/advbench")))
 

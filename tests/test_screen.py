@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from visage_local import synthetic
+from visage_local.asking.prompts import builtin_benign
 from visage_local.cli.main import main
-from visage_local.prompts import builtin_benign
-from visage_local.screen import ScreenRow, rank
+from visage_local.workflows.screen import ScreenRow, rank
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def test_the_base_once_and_a_model_of_another_architecture_skipped(tiny_models, 
     and taken by the second (the same point record, timings included); a model of another
     architecture is skipped with the reason in its row; --no-benign asks no harmless
     prompts; screen.json carries the settings and full sha256s."""
-    from visage_local.gguf_model import GGUFModel
+    from visage_local.gguf.model import GGUFModel
 
     base = tiny_models / "qwen3.Q4_K_M.gguf"
     moved = tmp_path / "qwen3-moved&<i>.gguf"  # a name the page must escape

@@ -14,8 +14,8 @@ from gguf import GGUFWriter
 from visage_local import synthetic
 from visage_local.cli.main import main
 from visage_local.errors import ModelFileError
-from visage_local.gguf_model import GGUFModel
-from visage_local.registry import model_label
+from visage_local.gguf.model import GGUFModel
+from visage_local.sources.registry import model_label
 
 
 def write_split(source: GGUFModel, path: Path, max_tensors: int) -> list[Path]:

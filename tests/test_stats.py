@@ -10,15 +10,16 @@ import pytest
 from scipy.stats import binomtest
 
 from visage_local import metrics
-from visage_local.grid import Grid
-from visage_local.landscape import fragility, landscape_figures
+from visage_local.analysis.landscape import fragility, landscape_figures
+from visage_local.points.grid import Grid
 from visage_local.record import PointRow
 from visage_local.stats import (
     asr_interval,
     basin_edges,
     bootstrap_across_directions,
-    bootstrap_visage,
+    bootstrap_distribution,
     mean_interval,
+    percentile_interval,
     rank_intervals,
     wilson_interval,
 )
@@ -43,7 +44,12 @@ def test_wilson_interval_known_value_and_asr_orientation():
         wilson_interval(3, 2)
 
 
-def test_bootstrap_visage_is_seeded_and_brackets_the_estimate():
+def bootstrap_visage(refused: np.ndarray, dims: int, seed: int) -> tuple[float, float]:
+    """The 95% percentile interval of VISAGE over the bootstrap's resamples of prompts."""
+    return percentile_interval(bootstrap_distribution(refused, dims, seed)[0])
+
+
+def test_the_bootstrap_of_visage_is_seeded_and_brackets_the_estimate():
     rng = np.random.default_rng(0)
     n_points, n_prompts = 21, 80
     distance = np.abs(np.linspace(-0.5, 0.5, n_points))[:, None]
@@ -173,7 +179,7 @@ def test_rank_intervals_tie_overlapping_values_and_order_separate_ones():
 
 
 def test_compare_gives_overlapping_runs_shared_places():
-    from visage_local.compare import RunRow, with_ranks
+    from visage_local.reading.compare import RunRow, with_ranks
 
     def row(run, visage, ci):
         return RunRow(run, "m", visage, ci, None, 20.0, None, None, 80, "advbench", "keyword",
@@ -185,7 +191,7 @@ def test_compare_gives_overlapping_runs_shared_places():
 
 
 def test_breaking_distance_is_breaking_t_times_the_finetunes_own_distance():
-    from visage_local.grid import InterpolationGrid
+    from visage_local.points.grid import InterpolationGrid
 
     grid = InterpolationGrid(1, 4)  # t = 0, 0.25, ..., 1
     asr, n = [20.0, 20.0, 30.0, 60.0, 90.0], 10

@@ -16,8 +16,8 @@ from gguf import GGMLQuantizationType
 
 from visage_local.cli.main import main
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
-from visage_local.registry import resolve_model
+from visage_local.gguf.model import GGUFModel
+from visage_local.sources.registry import resolve_model
 
 Q8, Q4 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0
 

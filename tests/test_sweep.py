@@ -10,14 +10,14 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from visage_local.attacks import load_attack
-from visage_local.chat import SystemPrompt
-from visage_local.engine import Engine, EngineSettings
+from visage_local.asking.attacks import load_attack
+from visage_local.asking.chat import SystemPrompt
+from visage_local.asking.prompts import load_prompts
+from visage_local.engine.llama import Engine, EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.grid import Grid
-from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.points.grid import Grid
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -13,14 +13,14 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the [train] extra: scripts/test.sh installs it
 
-from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
-from visage_local.engine import Engine, EngineSettings
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import InterpolationGrid
+from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.asking.prompts import load_prompts
+from visage_local.engine.llama import Engine, EngineSettings
+from visage_local.gguf.model import GGUFModel
 from visage_local.judges import get_judge
-from visage_local.prompts import load_prompts
-from visage_local.settings import SweepConfig
-from visage_local.sweep import SweepOptions, run_sweep
+from visage_local.points.grid import InterpolationGrid
+from visage_local.run.settings import SweepConfig
+from visage_local.run.sweep import SweepOptions, run_sweep
 from visage_local.training.data import (
     Example,
     TokenizedExample,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from visage_local.analysis.verdict import WIDE_INTERVAL, across_verdict, landscape_verdict
 from visage_local.record import RunFolder
-from visage_local.verdict import WIDE_INTERVAL, across_verdict, landscape_verdict
 
 REFERENCE = Path(__file__).parents[1] / "docs" / "runs" / "qwen-1d-ref"
 
@@ -64,7 +64,7 @@ def test_across_directions_reads_the_shared_origin():
 
 
 def test_the_markdown_card_of_a_run():
-    from visage_local.report import markdown_card
+    from visage_local.reading.report import markdown_card
 
     summary = _qwen()
     card = markdown_card(REFERENCE)
@@ -77,9 +77,9 @@ def test_the_markdown_card_of_a_run():
 def test_help_the_report_and_the_leaderboard_say_what_the_figures_mean():
     from click.testing import CliRunner
 
+    from visage_local.analysis.verdict import MEANINGS
     from visage_local.cli.main import main
-    from visage_local.report import meanings_html
-    from visage_local.verdict import MEANINGS
+    from visage_local.reading.report import meanings_html
 
     text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
     for name, meaning in MEANINGS.items():

@@ -74,14 +74,6 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_visage(
-    refused: np.ndarray, dims: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
-) -> tuple[float, float]:
-    """95% percentile interval of VISAGE, resampling prompts with replacement
-    (``bootstrap_distribution``)."""
-    return percentile_interval(bootstrap_distribution(refused, dims, seed, resamples)[0])
-
-
 # A trimmed span that at least this share of the resamples average over is a mode of its own.
 MODE_SHARE = 0.10
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
-from visage_local import ggml, quant
 from visage_local.errors import ConfigError, ModelFileError
-from visage_local.gguf_model import GGUFModel, write_retyped
+from visage_local.gguf import ggml, quant
+from visage_local.gguf.model import GGUFModel, write_retyped
 
 
 @dataclass(frozen=True)
@@ -435,7 +435,7 @@ def requantize(source: str | os.PathLike, out: str | os.PathLike, ftype: str, th
     """Re-encode ``source`` into upload type ``ftype`` with llama.cpp's llama_model_quantize."""
     import llama_cpp
 
-    from visage_local.engine import quiet_llama_logs
+    from visage_local.engine.llama import quiet_llama_logs
 
     quiet_llama_logs()
     params = llama_cpp.llama_model_quantize_default_params()

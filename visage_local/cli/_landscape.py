@@ -14,20 +14,25 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from visage_local.capability import CapabilitySettings
-from visage_local.conditions import condition_variants, direction_variants, run_variants
-from visage_local.estimate import Estimate
-from visage_local.evaluator import PointOutcome
+from visage_local.analysis.landscape import (
+    across_directions,
+    deviation_text,
+    fragility_lines,
+    headline,
+)
+from visage_local.analysis.verdict import across_verdict, edge_text, landscape_verdict
+from visage_local.engine.capability import CapabilitySettings
 from visage_local.files import check_writable
-from visage_local.grid import Grid, InterpolationGrid
-from visage_local.landscape import across_directions, deviation_text, fragility_lines, headline
-from visage_local.planning import PointOrder, Shard, plan
-from visage_local.prepared import PreparedSweep
+from visage_local.points.grid import Grid, InterpolationGrid
+from visage_local.points.planning import PointOrder, Shard, plan
 from visage_local.record import RunSummary
-from visage_local.settings import SweepConfig, n_sequences
-from visage_local.store import stored_batch_size
-from visage_local.sweep import SweepOptions, run_sweep
-from visage_local.verdict import across_verdict, edge_text, landscape_verdict
+from visage_local.record.writer import stored_batch_size
+from visage_local.run.conditions import condition_variants, direction_variants, run_variants
+from visage_local.run.estimate import Estimate
+from visage_local.run.evaluator import PointOutcome
+from visage_local.run.prepared import PreparedSweep
+from visage_local.run.settings import SweepConfig, n_sequences
+from visage_local.run.sweep import SweepOptions, run_sweep
 
 from ._common import echo_json
 from .config_file import write_config

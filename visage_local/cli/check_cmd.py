@@ -9,14 +9,14 @@ from pathlib import Path
 
 import click
 
-from visage_local.check import CheckResult, Limits, check_folder, run_check
 from visage_local.files import atomic_write_text, check_writable
-from visage_local.gguf_model import GGUFModel
-from visage_local.grid import Grid
-from visage_local.prepared import PreparedSweep
+from visage_local.gguf.model import GGUFModel
+from visage_local.points.grid import Grid
 from visage_local.record import RunFolder
-from visage_local.registry import model_label, named_spec, resolve_model
-from visage_local.store import stored_batch_size
+from visage_local.record.writer import stored_batch_size
+from visage_local.run.prepared import PreparedSweep
+from visage_local.sources.registry import model_label, named_spec, resolve_model
+from visage_local.workflows.check import CheckResult, Limits, check_folder, run_check
 
 from ._common import echo_json
 from .config_file import config_option, write_config

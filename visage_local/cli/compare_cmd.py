@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from visage_local.compare import FORMATS, compare_runs, document, plot_overlay, render
+from visage_local.reading.compare import FORMATS, compare_runs, document, plot_overlay, render
 
 from ._common import echo_json
 

@@ -8,11 +8,11 @@ from dataclasses import asdict
 import click
 from tqdm import tqdm
 
-from visage_local.directions import GGUF_ONLY, RandomDirection, TensorSelection, selection
-from visage_local.gguf_model import GGUFModel
-from visage_local.inspection import inspect_model
-from visage_local.perturb import Perturbation, Point, PointDisplacement
-from visage_local.registry import resolve_model
+from visage_local.gguf.model import GGUFModel
+from visage_local.sources.registry import resolve_model
+from visage_local.weights.directions import GGUF_ONLY, RandomDirection, TensorSelection, selection
+from visage_local.weights.inspection import inspect_model
+from visage_local.weights.perturb import Perturbation, Point, PointDisplacement
 
 from ._common import echo_json, human_bytes
 from .options import requant_option, seed_option, tensor_options

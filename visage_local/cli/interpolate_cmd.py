@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from visage_local import reference
-from visage_local.grid import MAX_STEPS, InterpolationGrid
-from visage_local.registry import model_label, named_spec, resolve_model
+from visage_local.asking import reference
+from visage_local.points.grid import MAX_STEPS, InterpolationGrid
+from visage_local.sources.registry import model_label, named_spec, resolve_model
 
 from ._landscape import Landscape, Output, run_landscape
 from .config_file import config_option

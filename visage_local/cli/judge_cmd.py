@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from visage_local.completion import complete as complete_answers
 from visage_local.judges import JUDGES
-from visage_local.rejudge import judge_agreement, rejudge
+from visage_local.reading.rejudge import judge_agreement, rejudge
+from visage_local.run.completion import complete as complete_answers
 
 from ._common import echo_json
 from .options import gpu_layers_option, threads_option

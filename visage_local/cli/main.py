@@ -10,9 +10,9 @@ import traceback
 import click
 
 from visage_local import __version__
-from visage_local.engine import show_llama_logs
+from visage_local.analysis.verdict import MEANINGS
+from visage_local.engine.llama import show_llama_logs
 from visage_local.errors import VisageError
-from visage_local.verdict import MEANINGS
 
 from .check_cmd import check_command
 from .compare_cmd import compare_command

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import click
 
-from visage_local import reasoning, reference
-from visage_local.attacks import load_attack
-from visage_local.capability import CapabilitySettings
-from visage_local.chat import SystemPrompt
-from visage_local.cluster import RayOptions
-from visage_local.conditions import Condition, conditions_of
-from visage_local.engine import EngineSettings
-from visage_local.grid import Grid, InterpolationGrid
-from visage_local.prepared import PreparedSweep, prepare
-from visage_local.prompts import PromptSet, select_prompts
-from visage_local.settings import DEFAULT_LIMIT, SweepConfig, sweep_config
+from visage_local.asking import reasoning, reference
+from visage_local.asking.attacks import load_attack
+from visage_local.asking.chat import SystemPrompt
+from visage_local.asking.prompts import PromptSet, select_prompts
+from visage_local.engine.capability import CapabilitySettings
+from visage_local.engine.llama import EngineSettings
+from visage_local.points.grid import Grid, InterpolationGrid
+from visage_local.run.cluster import RayOptions
+from visage_local.run.conditions import Condition, conditions_of
+from visage_local.run.prepared import PreparedSweep, prepare
+from visage_local.run.settings import DEFAULT_LIMIT, SweepConfig, sweep_config
 
 from .options import benign_set
 

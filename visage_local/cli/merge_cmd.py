@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from visage_local.landscape import headline
-from visage_local.merge import merge_runs
+from visage_local.analysis.landscape import headline
+from visage_local.reading.merge import merge_runs
 
 
 @click.command("merge")

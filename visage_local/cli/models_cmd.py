@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from visage_local.errors import VisageError
-from visage_local.gguf_model import GGUFModel
-from visage_local.registry import fetch, load_registry, locate
-from visage_local.stores import STORE_NAMES, StoredModel, scan, store_folders
+from visage_local.gguf.model import GGUFModel
+from visage_local.sources.registry import fetch, load_registry, locate
+from visage_local.sources.stores import STORE_NAMES, StoredModel, scan, store_folders
 
 from ._common import echo_json, human_bytes
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from visage_local import reasoning, reference
-from visage_local.attacks import BUILTIN_ATTACKS
-from visage_local.capability import CapabilitySettings, load_questions
-from visage_local.engine import auto_gpu_layers
-from visage_local.grid import MAX_RANGE, MAX_STEPS
+from visage_local.asking import reasoning, reference
+from visage_local.asking.attacks import BUILTIN_ATTACKS
+from visage_local.asking.prompts import PromptSet, load_prompts
+from visage_local.engine.capability import CapabilitySettings, load_questions
+from visage_local.engine.llama import auto_gpu_layers
 from visage_local.judges import JUDGES
-from visage_local.perturb import REQUANT_MODES
-from visage_local.prompts import PromptSet, load_prompts
+from visage_local.points.grid import MAX_RANGE, MAX_STEPS
+from visage_local.weights.perturb import REQUANT_MODES
 
 requant_option = click.option(
     "--requant",

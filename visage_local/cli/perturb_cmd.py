@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from visage_local.directions import RandomDirection, selection
-from visage_local.gguf_model import GGUFModel
-from visage_local.perturb import Perturbation, Point, export_perturbed
-from visage_local.registry import resolve_model
+from visage_local.gguf.model import GGUFModel
+from visage_local.sources.registry import resolve_model
+from visage_local.weights.directions import RandomDirection, selection
+from visage_local.weights.perturb import Perturbation, Point, export_perturbed
 
 from .options import requant_option, seed_option, tensor_options, threads_option
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from visage_local.files import atomic_write_text
-from visage_local.leaderboard import write_leaderboard
+from visage_local.reading.leaderboard import write_leaderboard
+from visage_local.reading.report import markdown_card, write_report
 from visage_local.record import RunFolder, ScreenFolder
-from visage_local.report import markdown_card, write_report
 
 
 @click.command("report")

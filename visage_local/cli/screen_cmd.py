@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
+from visage_local.asking.prompts import builtin_benign
 from visage_local.files import check_writable
-from visage_local.grid import Grid
-from visage_local.prompts import builtin_benign
+from visage_local.points.grid import Grid
 from visage_local.record import ScreenFolder
-from visage_local.registry import resolve_model
-from visage_local.screen import ScreenRow, Stages, expand_specs, screen, screen_verdict
+from visage_local.sources.registry import resolve_model
 from visage_local.stats import rank_text
+from visage_local.workflows.screen import ScreenRow, Stages, expand_specs, screen, screen_verdict
 
 from ._common import echo_json
 from .config_file import config_option, write_config

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from visage_local.grid import MAX_STEPS, Grid
-from visage_local.planning import AdaptiveEdges, Shard
-from visage_local.registry import model_label, named_spec, resolve_model
-from visage_local.sweep import default_out_dir
+from visage_local.points.grid import MAX_STEPS, Grid
+from visage_local.points.planning import AdaptiveEdges, Shard
+from visage_local.run.sweep import default_out_dir
+from visage_local.sources.registry import model_label, named_spec, resolve_model
 
 from ._landscape import Landscape, Output, run_landscape
 from .config_file import config_option

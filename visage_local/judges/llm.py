@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from visage_local.chat import FALLBACK_TEMPLATE, render_chat
-from visage_local.engine import Engine, EngineSettings
+from visage_local.asking.chat import FALLBACK_TEMPLATE, render_chat
+from visage_local.engine.llama import Engine, EngineSettings
 from visage_local.errors import ConfigError
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.model import GGUFModel
 
 from ._base import Verdict
 

@@ -16,10 +16,10 @@ from importlib import resources
 
 import numpy as np
 
-from visage_local.chat import DEFAULT_SYSTEM, FALLBACK_TEMPLATE, prompt_tokens, render_chat
-from visage_local.engine import Engine
+from visage_local.asking.chat import DEFAULT_SYSTEM, FALLBACK_TEMPLATE, prompt_tokens, render_chat
+from visage_local.engine.llama import Engine
 from visage_local.errors import ConfigError, ModelFileError
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.model import GGUFModel
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from visage_local import quant
 from visage_local.files import atomic_replace
-from visage_local.gguf_model import GGUFModel, TensorInfo, write_retyped
+from visage_local.gguf import quant
+from visage_local.gguf.model import GGUFModel, TensorInfo, write_retyped
 
 EXPORT_TYPES = {
     "f16": GGMLQuantizationType.F16,

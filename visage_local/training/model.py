@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visage_local.errors import ModelFileError
-from visage_local.gguf_model import GGUFModel
+from visage_local.gguf.model import GGUFModel
 
 LINEAR_SUFFIXES = (
     "attn_q.weight",

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from visage_local.chat import DEFAULT_SYSTEM, prompt_tokens
-from visage_local.engine import Engine, EngineSettings
+from visage_local.analysis.plots import plot_training_curve
+from visage_local.asking.chat import DEFAULT_SYSTEM, prompt_tokens
+from visage_local.engine.llama import Engine, EngineSettings
 from visage_local.files import atomic_write_text
-from visage_local.gguf_model import GGUFModel, file_sha256
+from visage_local.gguf.model import GGUFModel, file_sha256
 from visage_local.judges import get_judge
-from visage_local.plots import plot_training_curve
 from visage_local.training.data import (
     Example,
     examples_sha256,
