@@ -127,7 +127,9 @@ def model(name: str, threads: int) -> tuple[Path, float]:
     if not out.exists():
         write_sources([name])
         source = MODELS / f"{name}.F16.gguf"
-        synthetic.requantize(source, out, "Q4_K_M", threads)
+        from visage_local.engine.quantize import quantize_model  # llama.cpp built by now
+
+        quantize_model(source, out, "Q4_K_M", threads)
         source.unlink()
     return out, round(time.monotonic() - t0, 1)
 

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from visage_local import synthetic
+from visage_local.engine.quantize import UPLOAD_TYPES, quantize_model
 from visage_local.errors import ConfigError, ModelFileError
 
 OUT = Path(__file__).resolve().parents[1] / "models" / "synthetic"
@@ -38,7 +39,7 @@ def main() -> None:
             make_scale(name, args.types or list(SCALE_TYPES), args.out / "scale")
         return
     archs = args.arch or list(synthetic.ARCHITECTURES)
-    types = args.types or list(synthetic.UPLOAD_TYPES)
+    types = args.types or list(UPLOAD_TYPES)
     args.out.mkdir(parents=True, exist_ok=True)
     sources = {arch: synthetic.write_model(args.out / f"{arch}.F16.gguf", arch) for arch in archs}
     need = sum(path.stat().st_size for path in sources.values()) * (len(types) + 1)
@@ -50,7 +51,7 @@ def main() -> None:
     for arch, source in sources.items():
         for ftype in types:
             try:
-                out = synthetic.requantize(source, args.out / f"{arch}.{ftype}.gguf", ftype)
+                out = quantize_model(source, args.out / f"{arch}.{ftype}.gguf", ftype)
             except (ConfigError, ModelFileError) as error:
                 raise SystemExit(f"error: {error}") from None
             print(f"{out}  {out.stat().st_size / 2**20:.2f} MiB")
@@ -78,7 +79,7 @@ def make_scale(name: str, types: list[str], out: Path) -> None:
     try:
         for ftype in types:
             try:
-                made = synthetic.requantize(source, out / f"{name}.{ftype}.gguf", ftype)
+                made = quantize_model(source, out / f"{name}.{ftype}.gguf", ftype)
             except (ConfigError, ModelFileError) as error:
                 raise SystemExit(f"error: {error}") from None
             print(f"{made}  {made.stat().st_size / 2**30:.2f} GiB", flush=True)

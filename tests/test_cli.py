@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from conftest import metadata_of
 
 from visage_local.cli.main import main
+from visage_local.engine.quantize import quantize_model
 from visage_local.gguf.model import GGUFModel
 
 
@@ -235,7 +236,7 @@ def test_sweep_json_is_one_document_on_stdout(tmp_path):
     from visage_local import synthetic
 
     source = synthetic.write_model(tmp_path / "f16.gguf", "llama3")
-    model = synthetic.requantize(source, tmp_path / "model.gguf", "Q4_0")
+    model = quantize_model(source, tmp_path / "model.gguf", "Q4_0")
     args = ["sweep", model, "--limit", "2", "--steps", "2", "--max-new-tokens", "2", "--json"]
     result = run(*args, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output

@@ -162,9 +162,10 @@ def test_a_resumed_run_keeps_the_batch_size_it_started_with(tmp_path):
 
     from visage_local import synthetic
     from visage_local.cli.main import main
+    from visage_local.engine.quantize import quantize_model
 
     source = synthetic.write_model(tmp_path / "f16.gguf", "qwen3")
-    model = synthetic.requantize(source, tmp_path / "model.gguf", "Q4_K_M")
+    model = quantize_model(source, tmp_path / "model.gguf", "Q4_K_M")
     args = ["sweep", str(model), "--limit", "3", "--steps", "2", "--max-new-tokens", "3",
             "--out", str(tmp_path / "run")]  # fmt: skip
     runner = CliRunner()

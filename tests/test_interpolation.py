@@ -12,6 +12,7 @@ from gguf import GGMLQuantizationType, GGUFWriter
 from visage_local import synthetic
 from visage_local.asking.prompts import load_prompts
 from visage_local.engine.llama import EngineSettings
+from visage_local.engine.quantize import quantize_model
 from visage_local.errors import ConfigError
 from visage_local.gguf.model import GGUFModel
 from visage_local.points.grid import InterpolationGrid
@@ -195,7 +196,7 @@ def test_a_mixed_type_model_against_itself_in_q8_0_other_types_interpolate(tmp_p
     """A Qwen2-shaped Q4_K_M file (Q4_K, Q6_K, F32 biases, made by llama.cpp's quantiser)
     against the same weights in Q8_0."""
     source = synthetic.write_model(tmp_path / "f16.gguf", "qwen2")
-    model = synthetic.requantize(source, tmp_path / "q4_k_m.gguf", "Q4_K_M")
+    model = quantize_model(source, tmp_path / "q4_k_m.gguf", "Q4_K_M")
     base = GGUFModel(model)
     q8 = export_perturbed(
         Perturbation(base, [RandomDirection(0)], threads=2, requant="q8_0"),

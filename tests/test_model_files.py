@@ -16,6 +16,7 @@ from gguf import GGUFWriter
 from visage_local import synthetic
 from visage_local.cli.main import main
 from visage_local.engine.llama import Engine, EngineSettings
+from visage_local.engine.quantize import UPLOAD_TYPES, quantize_model
 from visage_local.gguf.model import GGUFModel
 from visage_local.points.grid import Point
 from visage_local.weights.directions import GGUF_ONLY, RandomDirection, SliceNorms, l2_norm
@@ -29,7 +30,7 @@ IMATRIX_ARCHS = ("gpt-oss",)
 
 def upload_types(arch: str) -> tuple[str, ...]:
     """The upload types made of ``arch``: gpt-oss ships in MXFP4 as well."""
-    return synthetic.UPLOAD_TYPES + (("MXFP4_MOE",) if arch == "gpt-oss" else ())
+    return UPLOAD_TYPES + (("MXFP4_MOE",) if arch == "gpt-oss" else ())
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_every_upload_type_inspects_perturbs_and_runs(arch, sources, tmp_path):
     llama.cpp loads the perturbed file and generates from it."""
     runner = CliRunner()
     seen_types: set[str] = set()
-    made = [(ftype, synthetic.requantize) for ftype in upload_types(arch)]
+    made = [(ftype, quantize_model) for ftype in upload_types(arch)]
     if arch in IMATRIX_ARCHS:
         made += [(qtype, synthetic.encode) for qtype in synthetic.IMATRIX_TYPES]
     for ftype, make in made:

@@ -12,6 +12,7 @@ from visage_local import synthetic
 from visage_local.asking.chat import SystemPrompt
 from visage_local.asking.prompts import PromptSet, load_prompts
 from visage_local.engine.llama import EngineSettings
+from visage_local.engine.quantize import quantize_model
 from visage_local.points.grid import Grid, Point
 from visage_local.points.planning import AdaptiveEdges, FullGrid
 from visage_local.run.evaluator import PointResult, evaluator
@@ -77,7 +78,7 @@ def test_overlapped_route_gives_the_sequential_answers_at_llama_1b_shape(tmp_pat
     drawn block by block in the preparing thread."""
     arch, size = synthetic.SCALES["llama-3.2-1b"]
     source = synthetic.write_model(tmp_path / "f16.gguf", arch, replace(size, n_layer=2))
-    model = synthetic.requantize(source, tmp_path / "q4_0.gguf", "Q4_0")
+    model = quantize_model(source, tmp_path / "q4_0.gguf", "Q4_0")
     source.unlink()
     # short prompts, no system prompt: the tokenizer makes a token of each byte, and 1B
     # evaluates about 40 prompt tokens a second on two threads

@@ -11,6 +11,7 @@ from conftest import small_sweep, sweep_answers
 from visage_local import synthetic
 from visage_local.cli.main import main
 from visage_local.engine import batching
+from visage_local.engine.quantize import quantize_model
 from visage_local.gguf import model as gguf_model
 from visage_local.run import prepared
 
@@ -34,7 +35,7 @@ def small(tmp_path_factory) -> Path:
     same noise both ways)."""
     folder = tmp_path_factory.mktemp("small")
     source = synthetic.write_model(folder / "qwen3.gguf", "qwen3")
-    return synthetic.requantize(source, folder / "qwen3.Q4_K_M.gguf", "Q4_K_M")
+    return quantize_model(source, folder / "qwen3.Q4_K_M.gguf", "Q4_K_M")
 
 
 def test_a_sweep_without_dev_shm_or_pwrite_gives_the_same_landscape(small, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from visage_local import synthetic
 from visage_local.asking.prompts import builtin_benign
 from visage_local.cli.main import main
+from visage_local.engine.quantize import quantize_model
 from visage_local.workflows.screen import ScreenRow, rank
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def tiny_models(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-models")
     for arch in ("qwen3", "llama3", "gemma3"):
         source = synthetic.write_model(folder / f"{arch}.f16", arch)
-        synthetic.requantize(source, folder / f"{arch}.Q4_K_M.gguf", "Q4_K_M")
+        quantize_model(source, folder / f"{arch}.Q4_K_M.gguf", "Q4_K_M")
         source.unlink()
     return folder
 

@@ -13,6 +13,7 @@ from gguf import GGUFWriter
 
 from visage_local import synthetic
 from visage_local.cli.main import main
+from visage_local.engine.quantize import quantize_model
 from visage_local.errors import ModelFileError
 from visage_local.gguf.model import GGUFModel
 from visage_local.sources.registry import model_label
@@ -41,7 +42,7 @@ def models(tmp_path_factory) -> tuple[Path, list[Path]]:
     """A small Qwen3-shaped Q4_K_M model, whole and in three parts."""
     folder = tmp_path_factory.mktemp("split")
     source = synthetic.write_model(folder / "f16.gguf", "qwen3")
-    whole = synthetic.requantize(source, folder / "model.gguf", "Q4_K_M")
+    whole = quantize_model(source, folder / "model.gguf", "Q4_K_M")
     parts = write_split(GGUFModel(whole), folder / "split" / "model.gguf", max_tensors=10)
     return whole, parts
 

@@ -199,6 +199,18 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float] | None:
     return mean, mean - half, mean + half
 
 
+def bootstrap_mean(
+    values: Sequence[float], seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (one per prompt) and the 95% percentile interval of the mean over
+    resamples of them with replacement, seeded."""
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    low, high = percentile_interval(means)
+    return float(x.mean()), low, high
+
+
 def ray_edge(radii: Sequence[float], asr: Sequence[float], origin_asr: float) -> float | None:
     """The basin edge along one ray: the first radius where ASR exceeds the origin's by
     EDGE_THRESHOLD, interpolated; None when it never does."""

@@ -15,7 +15,6 @@ opens, is read, perturbed, written back and run, not what any model answers.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
-from visage_local.errors import ConfigError, ModelFileError
 from visage_local.gguf import ggml, quant
 from visage_local.gguf.model import GGUFModel, write_retyped
 
@@ -396,22 +394,15 @@ def _add_key(writer: GGUFWriter, key: str, value: object) -> None:
         writer.add_string(key, str(value))
 
 
-# Upload types made with llama.cpp's quantiser (LLAMA_FTYPE_MOSTLY_<name>); the ones that
-# need an importance matrix are not here: llama_model_quantize takes none from Python.
-UPLOAD_TYPES = (
-    "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ4_NL", "IQ3_M", "BF16",
-)  # fmt: skip
-
-
-# Types whose llama.cpp ftype needs an importance matrix, which llama_model_quantize takes
-# from C++ only: ``encode`` writes their tensor types with ggml's encoder and a uniform one.
+# Tensor types of the upload types that need an importance matrix (quantize.NEEDS_IMATRIX):
+# ``encode`` writes them with ggml's encoder and a uniform one, with no importance matrix file.
 IMATRIX_TYPES = ("IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "IQ3_XXS")
 
 
 def encode(source: str | os.PathLike, out: str | os.PathLike, qtype: str, threads: int = 2) -> Path:
     """``source`` with every weight matrix whose rows fit the type's blocks encoded in ``qtype`` by
     ggml's own encoder (a uniform importance matrix where ggml needs one); other tensors
-    keep their types. For the types ``requantize`` cannot make from Python."""
+    keep their types. For the types ``quantize_model`` makes only with an importance matrix."""
     model = GGUFModel(source)
     target = GGMLQuantizationType[qtype]
     retype = {
@@ -428,25 +419,4 @@ def encode(source: str | os.PathLike, out: str | os.PathLike, qtype: str, thread
         return quant.quantize(model.dequantize(info, threads), target, threads)
 
     write_retyped(model, Path(out), retype, data)
-    return Path(out)
-
-
-def requantize(source: str | os.PathLike, out: str | os.PathLike, ftype: str, threads: int = 2):
-    """Re-encode ``source`` into upload type ``ftype`` with llama.cpp's llama_model_quantize."""
-    import llama_cpp
-
-    from visage_local.engine.llama import quiet_llama_logs
-
-    quiet_llama_logs()
-    params = llama_cpp.llama_model_quantize_default_params()
-    ftype_id = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}", None)
-    if ftype_id is None:
-        raise ConfigError(f"llama.cpp has no file type {ftype!r} (e.g. {', '.join(UPLOAD_TYPES)})")
-    params.ftype = ftype_id
-    params.allow_requantize = True
-    params.nthread = threads
-    if llama_cpp.llama_model_quantize(
-        str(source).encode(), str(out).encode(), ctypes.byref(params)
-    ):
-        raise ModelFileError(f"llama_model_quantize could not write {ftype} from {source}")
     return Path(out)

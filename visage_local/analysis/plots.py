@@ -313,3 +313,53 @@ def plot_screen(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+Figure = tuple[float | None, list[float] | None]  # a value and its 95% interval
+
+
+def plot_ladder(
+    names: list[str],
+    bits: list[float],
+    asr: list[Figure],
+    visage: list[Figure],
+    kl: list[Figure],
+    path: Path,
+) -> None:
+    """A quantisation ladder against bits per weight: origin ASR and (where measured) VISAGE
+    on the left axis, KL from the reference on the right, each with its 95% interval."""
+    plt = _pyplot()
+    fig, left = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    right = left.twinx()
+    series = [
+        (left, "origin ASR (%)", asr, "#c0392b", "o"),
+        (right, "KL (nats)", kl, "#2e86c1", "s"),
+    ]
+    if any(v is not None for v, _ in visage):
+        series.insert(1, (left, "VISAGE", visage, "#1e8449", "^"))
+    for ax, label, figures, color, marker in series:
+        points = [(b, v, ci) for b, (v, ci) in zip(bits, figures, strict=True) if v is not None]
+        if not points:
+            continue
+        x = [b for b, _, _ in points]
+        y = [v for _, v, _ in points]
+        err = [[v - ci[0] if ci else 0 for _, v, ci in points],
+               [ci[1] - v if ci else 0 for _, v, ci in points]]  # fmt: skip
+        ax.errorbar(x, y, yerr=err, color=color, marker=marker, capsize=3, label=label)
+    for b, name in zip(bits, names, strict=True):
+        left.annotate(name[:14], (b, 0), fontsize=6, rotation=90, va="bottom", ha="center",
+                      xytext=(0, 3), textcoords="offset points", color="#555")  # fmt: skip
+    left.set_ylim(0, 100)
+    left.set_xlabel("bits per weight")
+    left.set_ylabel("ASR, VISAGE")
+    right.set_ylabel("KL from the reference (nats)")
+    right.set_ylim(bottom=0)
+    left.invert_xaxis()  # down the ladder: the most bits on the left
+    handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in (left, right) for lab in ax.get_legend_handles_labels()[1]]
+    left.legend(handles, labels, fontsize=7, loc="upper left")
+    left.grid(alpha=0.3)
+    fig.suptitle("the quantisation ladder (bars: 95% intervals)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -19,6 +19,7 @@ from .compare_cmd import compare_command
 from .inspect_cmd import inspect_command
 from .interpolate_cmd import interpolate_command
 from .judge_cmd import judge_agreement_command, rejudge_command
+from .ladder_cmd import ladder_command
 from .merge_cmd import merge_command
 from .models_cmd import fetch_command, models_command
 from .perturb_cmd import perturb_command
@@ -95,6 +96,7 @@ main.add_command(report_command)
 main.add_command(compare_command)
 main.add_command(check_command)
 main.add_command(screen_command)
+main.add_command(ladder_command)
 main.add_command(rerun_command)
 main.add_command(rejudge_command)
 main.add_command(judge_agreement_command)

@@ -426,9 +426,11 @@ _GRID_OPTIONS = [
                  help="Grid steps of the 1D landscapes VISAGE is read from [default: 20, the "
                  "reference; 10 with --preset quick]."),
     range_option("The 1D landscapes' alpha over [-RANGE, RANGE]."),
+    seed_option,
+]  # fmt: skip
+_INTERPOLATION_OPTIONS = [
     click.option("--interpolation-steps", type=click.IntRange(1, MAX_STEPS), default=10,
                  show_default=True, help="Steps over t in [0, 1] from --base."),
-    seed_option,
 ]  # fmt: skip
 
 
@@ -437,6 +439,11 @@ def measurement_options(command):
     generation, judges, system prompt and attack, tensors, engine, Ray) but the capability
     probe, and the landscape's grid and the interpolation's steps (the reference setting by
     default)."""
+    return _apply(measurement_options_without_base(command), _INTERPOLATION_OPTIONS)
+
+
+def measurement_options_without_base(command):
+    """``measurement_options`` but the interpolation's steps (for commands with no base)."""
     return _apply(
         command,
         _GRID_OPTIONS

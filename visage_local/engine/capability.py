@@ -191,6 +191,39 @@ def perplexity(engine: Engine, tokens: list[int], window: int = PERPLEXITY_WINDO
     return math.exp(-total / count)
 
 
+@dataclass(frozen=True)
+class ReferenceAnswers:
+    """A model's greedy answers to prompts and its next-token distributions along them: what
+    another model's distributions are compared with."""
+
+    prompts: list[list[int]]
+    answers: list[list[int]]
+    log_probs: list[np.ndarray]  # per prompt: (positions, vocab)
+    tokens: int  # most answer tokens
+
+
+def reference_answers(engine: Engine, prompts: list[list[int]], tokens: int) -> ReferenceAnswers:
+    """``engine``'s greedy answers to ``prompts`` (``tokens`` at most; an empty answer is its
+    end-of-generation token) and its log-probabilities along them."""
+    answers = engine.generate(prompts, tokens)
+    eog = engine.tokenize(engine.eos_text)[-1]
+    references = [a.tokens or [eog] for a in answers]
+    return ReferenceAnswers(
+        prompts, references, engine.continuation_log_probs(prompts, references, tokens), tokens
+    )
+
+
+def distance_from(reference: ReferenceAnswers, engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt, how far ``engine``'s next-token distributions along the reference's
+    answers are from the reference's: the mean KL(reference || engine), and the share of
+    positions whose most likely token is the reference's (llama-perplexity's "same top")."""
+    mine = engine.continuation_log_probs(reference.prompts, reference.answers, reference.tokens)
+    pairs = list(zip(reference.log_probs, mine, strict=True))
+    kl = np.array([kl_divergence(r, m) for r, m in pairs])
+    top = np.array([float(np.mean(r.argmax(axis=1) == m.argmax(axis=1))) for r, m in pairs])
+    return kl, top
+
+
 class CapabilityProbe:
     """The capability figures of whatever weights ``engine`` holds, against the origin's.
 
@@ -211,30 +244,17 @@ class CapabilityProbe:
         self._letters = letter_tokens(engine)
         text = settings.text()
         self._text_tokens = None if text is None else engine.tokenize(text)[: settings.text_tokens]
-        self._references: list[list[int]] = []
-        self._origin: list[np.ndarray] = []
+        self._origin: ReferenceAnswers | None = None
 
     def calibrate(self) -> None:
         """Generate the origin's reference answers and keep its distributions along them."""
-        answers = self.engine.generate(self._kl_prompts, self.settings.kl_tokens)
-        self._references = [a.tokens or [self._eog()] for a in answers]
-        self._origin = self._log_probs()
-
-    def _eog(self) -> int:
-        return self.engine.tokenize(self.engine.eos_text)[-1]
-
-    def _log_probs(self) -> list[np.ndarray]:
-        return self.engine.continuation_log_probs(
-            self._kl_prompts, self._references, self.settings.kl_tokens
-        )
+        self._origin = reference_answers(self.engine, self._kl_prompts, self.settings.kl_tokens)
 
     def measure(self) -> dict[str, float | None]:
         """KL from the origin, MCQ accuracy (%) and perplexity (None without a text)."""
-        if not self._origin:
+        if self._origin is None:
             raise RuntimeError("calibrate() the probe at the origin first")
-        kl = np.mean(
-            [kl_divergence(o, p) for o, p in zip(self._origin, self._log_probs(), strict=True)]
-        )
+        kl = np.mean(distance_from(self._origin, self.engine)[0])
         letters = self.engine.next_token_logits(self._mcq_prompts, self._letters)
         accuracy = 100.0 * float(np.mean(np.argmax(letters, axis=1) == self._answers))
         ppl = None if self._text_tokens is None else perplexity(self.engine, self._text_tokens)

@@ -125,11 +125,15 @@ def run_parallel(tasks: list, threads: int) -> None:
             future.result()
 
 
-def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
+def quantize(
+    values: np.ndarray, type_id: int, threads: int = 1, importance: np.ndarray | None = None
+) -> np.ndarray:
     """Quantise float32 ``values`` of shape (rows, n_per_row) into the raw bytes of ``type_id``.
 
-    Returns a uint8 array of shape (rows, row_size) laid out as in a GGUF file. Types that
-    need an importance matrix (``requires_imatrix``) are encoded with a uniform one.
+    Returns a uint8 array of shape (rows, row_size) laid out as in a GGUF file.
+    ``importance``: the importance of each column (an importance matrix's entry), or of each
+    column of each of k matrices stacked in the rows (experts: k * n_per_row values). Without
+    one, types that need it (``requires_imatrix``) are encoded with a uniform one.
     """
     src = np.ascontiguousarray(values, dtype=np.float32)
     if src.ndim != 2:
@@ -139,10 +143,24 @@ def quantize(values: np.ndarray, type_id: int, threads: int = 1) -> np.ndarray:
         raise ValueError(
             f"{type_name(type_id)} needs rows of a multiple of {block_size(type_id)} values"
         )
+    if importance is not None and importance.size != n_per_row:
+        matrices = importance.size // n_per_row
+        if importance.size % n_per_row or n_rows % matrices:
+            raise ValueError(f"{importance.size} importances do not fit rows of {n_per_row}")
+        rows = n_rows // matrices
+        parts = np.split(importance.reshape(matrices, n_per_row), matrices)
+        return np.concatenate(
+            [
+                quantize(src[m * rows : (m + 1) * rows], type_id, threads, part.reshape(-1))
+                for m, part in enumerate(parts)
+            ]
+        )
     # Types ggml will not encode without an importance matrix get a uniform one: every
     # column weighs the same, which is what the other types assume without one.
-    uniform = np.ones(n_per_row, dtype=np.float32) if requires_imatrix(type_id) else None
-    imatrix = None if uniform is None else uniform.ctypes.data
+    if importance is None and requires_imatrix(type_id):
+        importance = np.ones(n_per_row, dtype=np.float32)
+    weights = None if importance is None else np.ascontiguousarray(importance, np.float32)
+    imatrix = None if weights is None else weights.ctypes.data
     bytes_per_row = row_size(type_id, n_per_row)
     dst = np.empty((n_rows, bytes_per_row), dtype=np.uint8)
     lib = _lib()

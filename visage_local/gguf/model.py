@@ -115,6 +115,11 @@ class GGUFModel:
         return len(self.parts) > 1
 
     @property
+    def bits_per_weight(self) -> float:
+        """Bits a weight takes on average over every tensor (the figure quant tables give)."""
+        return 8 * sum(t.n_bytes for t in self.tensors) / sum(t.n_elements for t in self.tensors)
+
+    @property
     def size(self) -> int:
         """Bytes of the model's file, or files."""
         return sum(p.stat().st_size for p in self.parts)

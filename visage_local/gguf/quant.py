@@ -84,12 +84,18 @@ def dequantize(raw: np.ndarray, qtype: GGMLQuantizationType, n_per_row: int, thr
     return ggml.dequantize(raw.reshape(-1), int(qtype), n_per_row, threads)
 
 
-def quantize(values: np.ndarray, qtype: GGMLQuantizationType, threads: int = 1) -> np.ndarray:
-    """Encode float32 values of shape (rows, n_per_row) as raw bytes of ``qtype``."""
+def quantize(
+    values: np.ndarray,
+    qtype: GGMLQuantizationType,
+    threads: int = 1,
+    importance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Encode float32 values of shape (rows, n_per_row) as raw bytes of ``qtype``, weighing
+    each column by ``importance`` when given (``ggml.quantize``)."""
     values = np.ascontiguousarray(values, dtype=np.float32)
     if qtype == GGMLQuantizationType.F32:
         return values.view(np.uint8).reshape(values.shape[0], -1).copy()
-    return ggml.quantize(values, int(qtype), threads)
+    return ggml.quantize(values, int(qtype), threads, importance)
 
 
 def row_bytes(qtype: GGMLQuantizationType, n_per_row: int) -> int:

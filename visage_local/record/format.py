@@ -66,6 +66,12 @@ CHECK_FILE = "check.json"  # a check's thresholds, verdict and settings
 SCREEN_FILE = "screen.json"  # the ranked models, the settings and the verdict
 SCREEN_CSV_FILE = "screen.csv"
 LEADERBOARD_FILE = "leaderboard.html"
+# a ladder's folder (and each rung's sub-folder: DISTANCE_FILE)
+LADDER_FILE = "ladder.json"  # the rungs, the settings, the flags and the verdict
+LADDER_CSV_FILE = "ladder.csv"
+LADDER_PLOT_FILE = "ladder.png"
+LADDER_PAGE_FILE = "ladder.html"
+DISTANCE_FILE = "distance.json"  # a rung's next-token distributions against the reference
 
 # Keys every summary has had since the first release; without them a file is not a summary.
 _REQUIRED = ("dims", "seed", "n_prompts", "judge", "points")
@@ -538,3 +544,34 @@ class ScreenFolder:
     def is_screen(self) -> bool:
         """True when the folder holds a screen's results."""
         return self.screen.is_file()
+
+
+@dataclass(frozen=True)
+class LadderFolder:
+    """A ladder's folder: its files by name (each rung's runs are in a sub-folder)."""
+
+    path: Path
+
+    @property
+    def ladder(self) -> Path:
+        """ladder.json: the rungs, the settings, the flags and the verdict."""
+        return self.path / LADDER_FILE
+
+    @property
+    def csv(self) -> Path:
+        """ladder.csv: one row a rung."""
+        return self.path / LADDER_CSV_FILE
+
+    @property
+    def plot(self) -> Path:
+        """ladder.png: ASR, VISAGE and KL against bits per weight."""
+        return self.path / LADDER_PLOT_FILE
+
+    @property
+    def page(self) -> Path:
+        """ladder.html."""
+        return self.path / LADDER_PAGE_FILE
+
+    def distance(self, rung_folder: str | os.PathLike) -> Path:
+        """A rung's distance.json."""
+        return self.path / rung_folder / DISTANCE_FILE

@@ -254,15 +254,17 @@ def screen(
             row.error = f"skipped: {skipped[path]}"
             say(name, row.error)
             continue
-        this = _for_model(config, spec, model, batch_size or stored_batch_size(folder / "origin"))
+        this = model_config(config, spec, model, batch_size or stored_batch_size(folder / "origin"))
         options = SweepOptions(folder, ray=ray)
         say(name, "stage 1: the model itself" + (" (the base)" if is_base else ""))
         origin = run_sweep(this, replace(options, out_dir=folder / "origin", order=OriginOnly()))
         row.seconds["origin"] = origin.elapsed_s
-        _stage_one(row, origin)
+        origin_figures(row, origin)
         if stages.landscape:
             say(name, f"stage 2: 1D landscapes along {stages.directions} directions")
-            _stage_two(row, replace(this, benign=False), folder / "landscape", stages, share, ray)
+            run_landscapes(
+                row, replace(this, benign=False), folder / "landscape", stages, share, ray
+            )
         if base is not None and not is_base:
             say(name, "interpolation from the base")
             where = replace(options, out_dir=folder / "interpolation", origin_from=base_point)
@@ -274,7 +276,7 @@ def screen(
     return ranked
 
 
-def _for_model(
+def model_config(
     config: SweepConfig, spec: str, model: GGUFModel, batch_size: int | None
 ) -> SweepConfig:
     """The screen's settings for one model, with ``batch_size`` or what fits in memory."""
@@ -352,7 +354,7 @@ def _settings(config: SweepConfig, stages: Stages, base: tuple[str, Path] | None
     }
 
 
-def _stage_two(
+def run_landscapes(
     row: ScreenRow,
     config: SweepConfig,
     folder: Path,
@@ -376,7 +378,8 @@ def _stage_two(
     row.landscape_complete = all(s.complete for _, s in results)
 
 
-def _stage_one(row: ScreenRow, summary: RunSummary) -> None:
+def origin_figures(row: ScreenRow, summary: RunSummary) -> None:
+    """Stage 1's figures of a model, from its origin run, into its row."""
     origin = summary.origin
     assert origin is not None  # the origin is the one point evaluated
     row.origin_asr = origin.asr
