@@ -194,8 +194,33 @@ screen_testbed() {
   $PY scripts/check_report.py "$RUNS/screen-testbed" --screenshot "$IMG/leaderboard.png"
 }
 
+# The quantisation ladder of the testbed, exported in F16 (a true ladder): every default
+# rung's own answers, KL and top tokens kept; then landscapes (3 directions) of four rungs.
+# about 25 min
+ladder_testbed() {
+  $V ladder $TESTBED/testbed.f16.gguf --limit 40 --max-new-tokens 64 --out "$RUNS/ladder-testbed" \
+    "${QUICK[@]}"
+  $V ladder $TESTBED/testbed.f16.gguf --type Q8_0 --type Q4_K_M --type Q2_K --landscape \
+    --steps 10 --limit 40 --max-new-tokens 64 --out "$RUNS/ladder-testbed-landscape" "${QUICK[@]}"
+  cp "$RUNS/ladder-testbed/ladder.png" "$IMG/ladder-testbed.png"
+  cp "$RUNS/ladder-testbed-landscape/ladder.png" "$IMG/ladder-testbed-landscape.png"
+}
+
+# Qwen from its own file (mostly Q5_0) down: the rungs are requantised from a quant. Every
+# rung's own answers (80 prompts), then landscapes (3 directions, 20 prompts) of four rungs.
+# about 50 min
+ladder_qwen() {
+  need_qwen
+  $V ladder "$Q" --requantize --type Q4_K_M --type IQ4_XS --type Q3_K_M --type Q2_K \
+    --max-new-tokens 64 --out "$RUNS/ladder-qwen" "${QUICK[@]}"
+  $V ladder "$Q" --requantize --type Q4_K_M --type Q3_K_M --type Q2_K --landscape --steps 10 \
+    --limit 20 --max-new-tokens 64 --out "$RUNS/ladder-qwen-landscape" "${QUICK[@]}"
+  cp "$RUNS/ladder-qwen/ladder.png" "$IMG/ladder-qwen.png"
+  cp "$RUNS/ladder-qwen-landscape/ladder.png" "$IMG/ladder-qwen-landscape.png"
+}
+
 SECTIONS=(qwen_reference early_stop smollm2 requant_modes conditions interpolation_q8_0
-  directions qwen_directions testbed harmful screen_testbed capability)
+  directions qwen_directions testbed harmful screen_testbed capability ladder_testbed ladder_qwen)
 
 PARTS=(qwen_reference_1 qwen_reference_2)  # run by name only
 
