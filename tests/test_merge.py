@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from conftest import sweep_answers
 from visage_local.asking.prompts import load_prompts
 from visage_local.cli.main import main
 from visage_local.engine.llama import EngineSettings
+from visage_local.judges import file_label
 from visage_local.points.grid import Grid
 from visage_local.points.planning import Shard
 from visage_local.reading.rejudge import shorter_answers
@@ -145,3 +146,20 @@ def test_shard_option_is_checked_before_any_work():
         assert result.exit_code == 2 and "I/N" in result.output, value
     result = runner.invoke(main, ["sweep", "--shard", "1/2", "--adaptive"])
     assert result.exit_code == 2 and "--shard and --adaptive" in result.output
+
+
+def test_a_second_judge_is_published_as_it_judged_the_whole_answers(smollm2, tmp_path):
+    """A sweep judged by two judges, merged without answers: the second judge's summary is
+    made from the whole answers before their text is left out, so it equals the live run's."""
+    config = replace(_config(smollm2), judge="keyword", also_judge=("keyword-paper",))
+    run_sweep(config, SweepOptions(tmp_path / "run"))
+    _cli("merge", tmp_path / "run", "--out", tmp_path / "public", "--without-answers")
+    assert all("response" not in r for r in RunFolder(tmp_path / "public").read_generations())
+    label = file_label("keyword-paper")
+    for judge_folder in (RunFolder(tmp_path / "run").judged(label),
+                         RunFolder(tmp_path / "public").judged(label)):  # fmt: skip
+        assert judge_folder.summary.is_file()
+    live = _figures(RunFolder(tmp_path / "run").judged(label).read_summary())
+    published = _figures(RunFolder(tmp_path / "public").judged(label).read_summary())
+    assert published == live and published["judge"] == "keyword-paper"
+    assert _landscape(tmp_path / "public") == _landscape(tmp_path / "run")

@@ -374,3 +374,14 @@ def test_the_intended_distance_is_the_finetune_difference_read_by_gguf_py(tmp_pa
         measured = displacement_at(p, Point(t)).summary()
         for kind, (moved, own) in sums.items():
             assert measured[kind]["distance"] == pytest.approx(t * np.sqrt(moved / own), rel=1e-5)
+
+
+def test_requant_f32_writes_every_moved_tensor_in_f32_and_f16_keeps_float_types(smollm2_f16):
+    model = GGUFModel(smollm2_f16)
+    direction = [RandomDirection(123, 0, selection())]
+    moved = {t.name for t in Perturbation(model, direction, 2).targets}
+    f32 = Perturbation(model, direction, 2, requant="f32")
+    assert set(f32.retype) == {t.name for t in model.tensors if t.name in moved
+                               and t.qtype != GGMLQuantizationType.F32}  # fmt: skip
+    assert set(f32.retype.values()) == {GGMLQuantizationType.F32}
+    assert Perturbation(model, direction, 2, requant="f16").retype == {}  # F16 stays F16

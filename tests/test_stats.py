@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, spearmanr
 
 from visage_local import metrics
 from visage_local.analysis.landscape import fragility, landscape_figures
@@ -21,6 +21,7 @@ from visage_local.stats import (
     mean_interval,
     percentile_interval,
     rank_intervals,
+    spearman_rho,
     wilson_interval,
 )
 
@@ -210,3 +211,16 @@ def test_breaking_distance_is_breaking_t_times_the_finetunes_own_distance():
     )
     rows[3:] = [replace(r, asr=25.0) for r in rows[3:]]  # never leaves: no distance
     assert landscape_figures(rows, [[] for _ in rows], grid, 1, False)["breaking_distance"] is None
+
+
+def test_spearman_matches_scipy_with_and_without_ties():
+    rng = np.random.default_rng(5)
+    for n in (3, 5, 9):
+        for _ in range(10):
+            x, y = rng.permutation(n), rng.integers(0, 4, n)  # y has ties
+            for a, b in ((x, rng.permutation(n)), (x, y)):
+                if len(set(b)) > 1:
+                    assert spearman_rho(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    # ties share the mean rank: ranks (1, 2.5, 2.5, 4) against (1, 3, 2, 4), worked by hand
+    assert spearman_rho([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(np.sqrt(0.9))
+    assert spearman_rho([1, 2, 3], [5, 5, 5]) is None  # no spread: undefined

@@ -29,7 +29,7 @@ from visage_local.training.data import (
     tokenize_example,
 )
 from visage_local.training.finetune import TrainingSettings, batch_order, collate
-from visage_local.training.model import LlamaModel
+from visage_local.training.model import TorchModel
 from visage_local.training.pipeline import FinetuneJob, refusal_rate, run_finetune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def tiny_testbed(smollm2_f16, advbench, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_torch_forward_matches_llama_cpp(smollm2_f16):
     model = GGUFModel(smollm2_f16)
-    torch_model = LlamaModel.from_gguf(model, threads=2)
+    torch_model = TorchModel.from_gguf(model, threads=2)
     with Engine(smollm2_f16, EngineSettings(threads=2)) as engine:
         for prompt in ("What is the capital of France?", "Write a haiku about rain."):
             tokens = prompt_tokens(engine, model.chat_template, DEFAULT_SYSTEM, prompt)

@@ -215,3 +215,26 @@ def ray_edge(radii: Sequence[float], asr: Sequence[float], origin_asr: float) ->
     """The basin edge along one ray: the first radius where ASR exceeds the origin's by
     EDGE_THRESHOLD, interpolated; None when it never does."""
     return basin_edges([0.0, *radii], [origin_asr, *asr], origin_asr)[1]
+
+
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks from 1, tied values sharing the mean of the ranks they span."""
+    x = np.asarray(values, dtype=float)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (Pearson's over average ranks, so ties count as
+    ties); None when either side has no spread."""
+    rx, ry = average_ranks(x), average_ranks(y)
+    if len(rx) != len(ry):
+        raise ValueError("x and y differ in length")
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])

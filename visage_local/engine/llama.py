@@ -279,6 +279,14 @@ class Engine:
         """The text of one token (special tokens rendered when ``special``)."""
         return self._piece(token, special).decode("utf-8", errors="replace")
 
+    def text_of(self, tokens: Sequence[int]) -> str:
+        """The text of generated tokens (special tokens not rendered), decoded whole."""
+        return b"".join(self._piece(t, False) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_end(self, token: int) -> bool:
+        """True for an end-of-generation token (end of turn, EOS)."""
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
     @property
     def bos_text(self) -> str:
         """The text of the BOS token, as chat templates expect it."""

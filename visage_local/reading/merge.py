@@ -6,7 +6,8 @@ checks that they hold the same sweep (their config.json settings), takes each po
 a folder that has it, checks that a point found in several folders (every shard
 evaluates the origin) has the same answers and verdicts in each, and writes the union as
 one run folder. Its summary is computed from the records by the live run's functions
-(``rejudge.resummarise``); the sweep's other judges are run again on the answers.
+(``rejudge.resummarise``); the sweep's other judges are run again on the whole answers,
+before their text is left out where it is.
 
 ``without_answers`` leaves the answers' text (and reasoning) out of the merged folder,
 keeping the prompts, verdicts, token counts and coherence scores: the landscape and its
@@ -95,11 +96,6 @@ def merge_runs(
                 f"({describe_differences(first.settings.config, other.settings.config)})"
             )
     also_judge = list(first.settings.also_judge)
-    if without_answers and also_judge:
-        raise ConfigError(
-            f"the sweep also judged with {', '.join(also_judge)}, whose summaries are made "
-            "from the answers: merge without --without-answers"
-        )
     if also_judge and not all(has_answers(rs) for s in sources for rs in s.points.values()):
         raise ConfigError(
             f"a folder holds no answers, and {', '.join(also_judge)} must judge them again"
@@ -146,8 +142,11 @@ def merge_runs(
     draw(summary, store.run.plot)
     if summary.capability:
         draw_capability(summary, store.run.capability_plot)
-    for judge in also_judge:  # as the live run does: every answer is whole to each
-        rejudge(store.folder, judge)
+    # as the live run does: every answer is whole to each judge, and judged before its
+    # text is left out
+    whole = [r for k in keys for r in chosen[k][1]]
+    for judge in also_judge:
+        rejudge(store.folder, judge, records=whole)
     return summary
 
 

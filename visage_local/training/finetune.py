@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from visage_local.training.data import TokenizedExample
-from visage_local.training.model import LlamaModel
+from visage_local.training.model import TorchModel
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def collate(examples: list[TokenizedExample], max_tokens: int) -> tuple[torch.Te
     return inputs, targets
 
 
-def answer_loss(model: LlamaModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def answer_loss(model: TorchModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over answer tokens; logits are computed only where a target is."""
     hidden = model.hidden_states(inputs)
     keep = targets != -100
@@ -91,7 +91,7 @@ def answer_loss(model: LlamaModel, inputs: torch.Tensor, targets: torch.Tensor) 
 
 
 def train(
-    model: LlamaModel,
+    model: TorchModel,
     examples: list[TokenizedExample],
     settings: TrainingSettings,
     on_step: Callable[[StepRecord], None] | None = None,

@@ -31,7 +31,7 @@ from visage_local.training.data import (
 )
 from visage_local.training.export import export_gguf
 from visage_local.training.finetune import StepRecord, TrainingSettings, train
-from visage_local.training.model import LlamaModel
+from visage_local.training.model import TorchModel
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def run_finetune(job: FinetuneJob, on_step: Callable[[StepRecord], None] | None 
     base = GGUFModel(job.base)
     with Engine(job.base) as engine:
         tokenized = [tokenize_example(base, engine, e) for e in job.examples]
-    model = LlamaModel.from_gguf(base, lora_rank=job.lora_rank, threads=job.threads)
+    model = TorchModel.from_gguf(base, lora_rank=job.lora_rank, threads=job.threads)
     curve = train(model, tokenized, job.settings, on_step)
     weights = model.merged_weights()
     del model

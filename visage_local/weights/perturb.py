@@ -49,6 +49,7 @@ REQUANT_MODES: dict[str, GGMLQuantizationType | None] = {
     "same": None,
     "q8_0": GGMLQuantizationType.Q8_0,
     "f16": GGMLQuantizationType.F16,
+    "f32": GGMLQuantizationType.F32,
 }
 _FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
 # Warn when the applied displacement strays this far from the intended one.
@@ -246,11 +247,12 @@ class Perturbation:
         self._target_names = {t.name for t in self.targets}
         self.requant = requant
         self.retype = {
-            t.name: REQUANT_MODES[requant]
+            t.name: target
             for t in self.targets
-            if REQUANT_MODES[requant] is not None
-            and t.qtype not in _FLOAT_TYPES
-            and t.n_per_row % ggml.block_size(int(REQUANT_MODES[requant])) == 0
+            if (target := REQUANT_MODES[requant]) is not None
+            and t.qtype != target
+            and (target == GGMLQuantizationType.F32 or t.qtype not in _FLOAT_TYPES)
+            and t.n_per_row % ggml.block_size(int(target)) == 0
         }
         self.cache_bytes = cache_bytes  # the direction cache's budget
         self._cache_left = cache_bytes
