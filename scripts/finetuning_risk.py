@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="grid steps per direction")
     parser.add_argument("--limit", type=int, default=20, help="first N AdvBench prompts")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--sizes", default="10,50", help="harmful pair counts")
+    parser.add_argument("--sizes", default="10,20,30,50", help="harmful pair counts")
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--judge", default="keyword-paper")
@@ -77,9 +77,10 @@ def finetunes(args, name: str, path: Path) -> dict[int, Path]:
     out = args.finetunes / name
     sizes = [int(s) for s in args.sizes.split(",")]
     files = {n: out / f"harmful-{n}.f16.gguf" for n in sizes}
-    if not all(f.is_file() for f in files.values()):
+    missing = ",".join(str(n) for n, f in files.items() if not f.is_file())
+    if missing:  # only those not made yet: training here is not repeatable bit for bit
         cmd = [sys.executable, str(ROOT / "scripts/harmful_finetune.py"), "--pairs", str(PAIRS),
-               "--base", str(path), "--out", str(out), "--sizes", args.sizes, "--safe", "0",
+               "--base", str(path), "--out", str(out), "--sizes", missing, "--safe", "0",
                "--learning-rate", str(args.learning_rate), "--epochs", str(args.epochs),
                "--no-check"]  # fmt: skip
         subprocess.run(cmd, check=True)

@@ -27,6 +27,7 @@ PUBLISHED=docs/runs  # run folders without their answers' text, committed
 SHORT=64  # the shorter answers the reference runs are read off at
 TESTBED=models/testbed
 HARMFUL=models/harmful
+RISK=models/risk
 if [ "${1:-}" = "--quick" ]; then
   shift
   QUICK=(--limit 8 --max-new-tokens 32)
@@ -37,12 +38,16 @@ if [ "${1:-}" = "--quick" ]; then
   PUBLISHED=$RUNS/published
   TESTBED=$RUNS/testbed-model
   HARMFUL=$RUNS/harmful-models
+  RISK=$RUNS/risk-models
 fi
 Q=models/qwen2.5-coder-0.5b-instruct.gguf
 ADVBENCH=visage_local/data/advbench/harmful_behaviors.csv  # for the training scripts
 mkdir -p "$RUNS" "$IMG"
 
 need_qwen() { [ -f "$Q" ] || $V fetch qwen2.5-coder-0.5b-instruct; }
+# A folder of runs copied to $PUBLISHED without any answer's text (each run through
+# visage-local merge --without-answers), for docs/runs/.
+publish() { $PY scripts/publish_runs.py "$1" "$2"; }
 
 # The reference setting in two shards (each the origin and half of the other points), for
 # two sittings or two machines; qwen_reference runs both and merges them.
@@ -83,55 +88,6 @@ early_stop() {
   $PY scripts/early_stop_effect.py "$Q"
 }
 
-# about 20 min
-smollm2() {
-  $V sweep smollm2-135m-instruct --max-new-tokens 64 --out "$RUNS/smollm2-1d" "${QUICK[@]}"
-  cp "$RUNS/smollm2-1d/landscape.png" "$IMG/smollm2-1d.png"
-}
-
-# about 40 min
-requant_modes() {
-  need_qwen
-  for mode in same q8_0 f16; do
-    $V sweep "$Q" --max-new-tokens 64 --range 0.2 --steps 8 --requant $mode \
-      --out "$RUNS/qwen-requant-$mode" "${QUICK[@]}"
-  done
-  $PY scripts/plot_runs.py "$RUNS/qwen-requant-same:same (own types)" \
-    "$RUNS/qwen-requant-q8_0:q8_0" "$RUNS/qwen-requant-f16:f16" -o "$IMG/qwen-requant.png"
-}
-
-# about 40 min
-conditions() {
-  need_qwen
-  local P=(--limit 40 --range 0.3 --steps 12 --max-new-tokens 64)
-  $V sweep "$Q" "${P[@]}" --system-prompt none --system-prompt default --system-prompt safety \
-    --out "$RUNS/qwen-system-prompts" "${QUICK[@]}"
-  $V sweep "$Q" "${P[@]}" --attack none --attack prefix-injection --out "$RUNS/qwen-attack" "${QUICK[@]}"
-  cp "$RUNS/qwen-system-prompts/overlay.png" "$IMG/qwen-system-prompts.png"
-  cp "$RUNS/qwen-attack/overlay.png" "$IMG/qwen-attack.png"
-  $V compare "$RUNS/qwen-system-prompts" "$RUNS/qwen-attack"
-  $PY scripts/check_report.py "$RUNS/qwen-system-prompts/system-default--attack-none" \
-    --screenshot "$IMG/report.png"
-}
-
-# about 5 min
-interpolation_q8_0() {
-  need_qwen
-  $V perturb "$Q" --alpha 0 --requant q8_0 -o "$RUNS/qwen-q8_0.gguf"
-  $V interpolate "$Q" "$RUNS/qwen-q8_0.gguf" --limit 40 --steps 4 --extra 1 \
-    --max-new-tokens 64 --out "$RUNS/qwen-interp-q8_0" "${QUICK[@]}"
-  cp "$RUNS/qwen-interp-q8_0/landscape.png" "$IMG/qwen-interp-q8_0.png"
-}
-
-# about 45 min
-directions() {
-  need_qwen
-  local P=(--limit 40 --range 0.3 --steps 12 --max-new-tokens 64)
-  $V sweep "$Q" "${P[@]}" --directions 3 --out "$RUNS/qwen-dirs" "${QUICK[@]}"
-  $V sweep "$Q" "${P[@]}" --directions 3 --adaptive --out "$RUNS/qwen-adaptive" "${QUICK[@]}"
-  $V compare "$RUNS/qwen-dirs" "$RUNS/qwen-adaptive"
-}
-
 # Qwen along 5 random directions (80 AdvBench prompts, 64 tokens), each merged without
 # answers; VISAGE's mean and two-level interval for K = 1, 3, 5, each direction's
 # fragility and bootstrap modes, and the reference landscape's.
@@ -147,17 +103,11 @@ qwen_directions() {
   $PY scripts/directions_table.py docs/runs/qwen-1d-ref --single
 }
 
-# about 1 h: make the testbed (13 min), its landscape, SmolLM2 -> testbed
+# The aligned testbed from SmolLM2-135M-Instruct (docs/TESTBED.md) and its training curve.
+# about 15 min
 testbed() {
   $PY scripts/make_testbed.py --prompts "$ADVBENCH" --out "$TESTBED" --steps "$TRAIN_STEPS"
   cp $TESTBED/testbed.curve.png "$IMG/testbed-curve.png"
-  $V sweep $TESTBED/testbed.q8_0.gguf --max-new-tokens 64 --capability --benign \
-    --judge keyword --judge keyword-paper --out "$RUNS/testbed-1d" "${QUICK[@]}"
-  cp "$RUNS/testbed-1d/capability.png" "$IMG/testbed-capability.png"
-  $V interpolate smollm2-135m-instruct $TESTBED/testbed.f16.gguf --requant f16 \
-    --steps 4 --capability --no-coherence --limit 40 --max-new-tokens 64 \
-    --judge keyword --judge keyword-paper --out "$RUNS/interp-smollm2-testbed" "${QUICK[@]}"
-  cp "$RUNS/interp-smollm2-testbed/capability.png" "$IMG/interp-smollm2-testbed.png"
 }
 
 # about 30 min; needs testbed
@@ -169,29 +119,12 @@ harmful() {
     $V interpolate $TESTBED/testbed.f16.gguf "$HARMFUL/harmful-$n.f16.gguf" \
       --steps 4 --extra 1 --no-coherence --limit 40 --max-new-tokens 64 \
       --judge keyword --judge keyword-paper --out "$RUNS/interp5-testbed-harmful-$n" "${QUICK[@]}"
-    runs+=("$RUNS/interp5-testbed-harmful-$n:$n")
+    publish "$RUNS/interp5-testbed-harmful-$n" "$PUBLISHED/interp5-testbed-harmful-$n"
+    runs+=("$PUBLISHED/interp5-testbed-harmful-$n:$n")
   done
   # keyword is each run's first judge, so its summary.json is the one plotted
   $PY scripts/plot_runs.py "${runs[@]}" -o "$IMG/testbed-harmful-interp.png"
   $V compare "${runs[@]%%:*}"
-}
-
-# about 10 min
-capability() {
-  need_qwen
-  $V sweep "$Q" --limit 40 --steps 8 --range 0.4 --max-new-tokens 64 --capability \
-    --no-coherence --out "$RUNS/qwen-capability" "${QUICK[@]}"
-  cp "$RUNS/qwen-capability/capability.png" "$IMG/qwen-capability.png"
-}
-
-# The testbed's Q8_0 export and the four harmful finetunes screened against the testbed
-# (F16), with landscapes; the leaderboard and its screenshot.
-# about 20 min; needs testbed and harmful
-screen_testbed() {
-  $V screen $TESTBED/testbed.q8_0.gguf $HARMFUL/harmful-{10,50,100,100-safe-100}.f16.gguf \
-    --base $TESTBED/testbed.f16.gguf --landscape --limit 40 --max-new-tokens 64 --steps 10 \
-    --interpolation-steps 4 --out "$RUNS/screen-testbed" "${QUICK[@]}"
-  $PY scripts/check_report.py "$RUNS/screen-testbed" --screenshot "$IMG/leaderboard.png"
 }
 
 # The quantisation ladder of the testbed, exported in F16 (a true ladder): every default
@@ -202,8 +135,10 @@ ladder_testbed() {
     "${QUICK[@]}"
   $V ladder $TESTBED/testbed.f16.gguf --type Q8_0 --type Q4_K_M --type Q2_K --landscape \
     --steps 10 --limit 40 --max-new-tokens 64 --out "$RUNS/ladder-testbed-landscape" "${QUICK[@]}"
-  cp "$RUNS/ladder-testbed/ladder.png" "$IMG/ladder-testbed.png"
-  cp "$RUNS/ladder-testbed-landscape/ladder.png" "$IMG/ladder-testbed-landscape.png"
+  publish "$RUNS/ladder-testbed" "$PUBLISHED/ladder-testbed"
+  publish "$RUNS/ladder-testbed-landscape" "$PUBLISHED/ladder-testbed-landscape"
+  cp "$PUBLISHED/ladder-testbed/ladder.png" "$IMG/ladder-testbed.png"
+  cp "$PUBLISHED/ladder-testbed-landscape/ladder.png" "$IMG/ladder-testbed-landscape.png"
 }
 
 # Qwen from its own file (mostly Q5_0) down: the rungs are requantised from a quant. Every
@@ -215,12 +150,68 @@ ladder_qwen() {
     --max-new-tokens 64 --out "$RUNS/ladder-qwen" "${QUICK[@]}"
   $V ladder "$Q" --requantize --type Q4_K_M --type Q3_K_M --type Q2_K --landscape --steps 10 \
     --limit 20 --max-new-tokens 64 --out "$RUNS/ladder-qwen-landscape" "${QUICK[@]}"
-  cp "$RUNS/ladder-qwen/ladder.png" "$IMG/ladder-qwen.png"
-  cp "$RUNS/ladder-qwen-landscape/ladder.png" "$IMG/ladder-qwen-landscape.png"
+  publish "$RUNS/ladder-qwen" "$PUBLISHED/ladder-qwen"
+  publish "$RUNS/ladder-qwen-landscape" "$PUBLISHED/ladder-qwen-landscape"
+  cp "$PUBLISHED/ladder-qwen/ladder.png" "$IMG/ladder-qwen.png"
+  cp "$PUBLISHED/ladder-qwen-landscape/ladder.png" "$IMG/ladder-qwen-landscape.png"
 }
 
-SECTIONS=(qwen_reference early_stop smollm2 requant_modes conditions interpolation_q8_0
-  directions qwen_directions testbed harmful screen_testbed capability ladder_testbed ladder_qwen)
+# The float route (the paper's pipeline: float32 weights moved and answered in torch)
+# against the GGUF route at --requant same, q8_0, f16 and f32, on one grid (11 points,
+# 20 prompts, 64 tokens); the sweeps published without answers, the comparison redrawn
+# from the published folder.
+# about 15 min
+float_vs_quantised() {
+  need_qwen
+  $PY scripts/float_vs_quantised.py --limit 20 --out "$RUNS/float-vs-quantised" "${QUICK[@]}"
+  publish "$RUNS/float-vs-quantised" "$PUBLISHED/float-vs-quantised"
+  $PY scripts/float_vs_quantised.py --limit 20 --out "$PUBLISHED/float-vs-quantised" --redraw \
+    "${QUICK[@]}"
+  cp "$PUBLISHED/float-vs-quantised/comparison.png" "$IMG/float-vs-quantised.png"
+}
+
+# The testbed (Q8_0) and Qwen under the template's default system prompt, the reference
+# code's safety prompt (llama2) and none: 3 directions each, 13 points over [-0.3, 0.3],
+# 20 prompts, 64 tokens; published without answers, the overlays drawn from there.
+# about 30 min (testbed 6 min, Qwen 24 min); needs testbed
+system_prompts() {
+  need_qwen
+  local m p
+  for m in "testbed:$TESTBED/testbed.q8_0.gguf" "qwen:$Q"; do
+    for p in default llama2 none; do
+      $V sweep "${m#*:}" --system-prompt $p --directions 3 --range 0.3 --steps 12 --limit 20 \
+        --max-new-tokens 64 --no-coherence --out "$RUNS/sysprompt-${m%%:*}-$p" "${QUICK[@]}"
+      publish "$RUNS/sysprompt-${m%%:*}-$p" "$PUBLISHED/sysprompt-${m%%:*}-$p"
+    done
+    $PY scripts/conditions_overlay.py default="$PUBLISHED/sysprompt-${m%%:*}-default" \
+      llama2="$PUBLISHED/sysprompt-${m%%:*}-llama2" none="$PUBLISHED/sysprompt-${m%%:*}-none" \
+      -o "$IMG/sysprompt-${m%%:*}.png" --title "${m%%:*}: 3 directions per system prompt"
+  done
+}
+
+# Does VISAGE predict the harm of finetuning? Four more testbeds (20, 30, 45 and 60 training
+# steps) beside the 120-step one; each one's VISAGE over 3 directions (11 points, 20
+# prompts, 64 tokens) and its ASR after the same harmful finetuning (10, 20, 30 and 50 pairs, 3
+# epochs, learning rate 1e-5); Spearman's rho with a bootstrap interval.
+# about 1 h 10 min (training 25 min); needs testbed
+finetuning_risk() {
+  local steps models=()
+  for steps in 20 30 45 60; do
+    [ -f "$RISK/testbed-s$steps/testbed.f16.gguf" ] || $PY scripts/make_testbed.py \
+      --prompts "$ADVBENCH" --out "$RISK/testbed-s$steps" --steps $((steps * TRAIN_STEPS / 120)) \
+      --no-check
+    models+=("testbed-s$steps=$RISK/testbed-s$steps/testbed.f16.gguf")
+  done
+  models+=("testbed-s120=$TESTBED/testbed.f16.gguf")
+  $PY scripts/finetuning_risk.py "${models[@]}" --out "$RUNS/risk" --finetunes "$RISK/finetunes" \
+    "${QUICK[@]}"
+  publish "$RUNS/risk" "$PUBLISHED/risk"
+  $PY scripts/finetuning_risk.py "${models[@]}" --out "$PUBLISHED/risk" --redraw "${QUICK[@]}"
+  cp "$PUBLISHED/risk/risk.png" "$IMG/finetuning-risk.png"
+}
+
+SECTIONS=(qwen_reference early_stop qwen_directions float_vs_quantised testbed harmful
+  system_prompts finetuning_risk ladder_testbed ladder_qwen)
 
 PARTS=(qwen_reference_1 qwen_reference_2)  # run by name only
 
