@@ -193,7 +193,7 @@ system_prompts() {
 # steps) beside the 120-step one; each one's VISAGE over 3 directions (11 points, 20
 # prompts, 64 tokens) and its ASR after the same harmful finetuning (10, 20, 30 and 50 pairs, 3
 # epochs, learning rate 1e-5); Spearman's rho with a bootstrap interval.
-# about 1 h 10 min (training 25 min); needs testbed
+# about 35 min (training the four testbeds 10 min); needs testbed
 finetuning_risk() {
   local steps models=()
   for steps in 20 30 45 60; do
